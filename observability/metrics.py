@@ -1,0 +1,110 @@
+"""Every Prometheus family of the daemon, on a registry owned by one `Metrics` object.
+
+Names, types, labels and buckets of the reference (reference-v0.6 §11) are kept exactly.
+The reference sets a default label `service="mana-ai"` on every series and exports process
+metrics with the prefix `mana_ai_`; `_ServiceLabel` and `ProcessCollector` do the same here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+
+SERVICE = "mana-ai"
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+TICK_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120)
+PLANNER_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 30, 60)
+DECISIONS = ("ran", "skipped-paused", "skipped-archived", "skipped-concurrency")
+GRANT_SKIP_REASONS = ("not-configured", "expired", "malformed", "wrap-rejected")
+
+
+class _ServiceLabel(Collector):
+    """Adds the reference's default label `service="mana-ai"` to every sample."""
+
+    def __init__(self, inner: CollectorRegistry) -> None:
+        self._inner = inner
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._inner.collect():
+            family.samples = [
+                Sample(s.name, {"service": SERVICE, **s.labels}, s.value, s.timestamp, s.exemplar)
+                for s in family.samples
+            ]
+            yield family
+
+
+class Metrics:
+    """The daemon's metric families; build one per process (or per test) and pass it down."""
+
+    def __init__(self) -> None:
+        disable_created_metrics()  # the reference (prom-client) exports no *_created series
+        inner = CollectorRegistry(auto_describe=True)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_ServiceLabel(inner))
+        ProcessCollector(namespace="mana_ai", registry=inner)
+        r = inner
+        # HTTP (reference §1.4)
+        self.http_requests = Counter("mana_ai_http_requests_total", "HTTP requests",
+                                     ["method", "path", "status"], registry=r)
+        self.http_duration = Histogram("mana_ai_http_request_duration_seconds", "HTTP request duration",
+                                       ["method", "path", "status"], buckets=HTTP_BUCKETS, registry=r)
+        # Tick
+        self.ticks = Counter("mana_ai_ticks_total", "Ticks run (overlap-skipped excluded)", registry=r)
+        self.tick_duration = Histogram("mana_ai_tick_duration_seconds", "Tick duration",
+                                       buckets=TICK_BUCKETS, registry=r)
+        self.plans_produced = Counter("mana_ai_plans_produced_total", "Parseable plans", registry=r)
+        self.plans_written_back = Counter("mana_ai_plans_written_back_total",
+                                          "Plans written back to sync_changes", registry=r)
+        self.parse_failures = Counter("mana_ai_parse_failures_total", "Planner parse failures", registry=r)
+        self.mission_errors = Counter("mana_ai_mission_errors_total", "Per-mission errors", registry=r)
+        self.planner_duration = Histogram("mana_ai_planner_request_duration_seconds",
+                                          "LLM request duration", buckets=PLANNER_BUCKETS, registry=r)
+        # Snapshots (mission refresh only, as the reference)
+        self.snapshots_new = Counter("mana_ai_snapshots_new_total", "New mission snapshots", registry=r)
+        self.snapshots_updated = Counter("mana_ai_snapshots_updated_total",
+                                         "Updated mission snapshots", registry=r)
+        self.snapshot_rows_applied = Counter("mana_ai_snapshot_rows_applied_total",
+                                             "sync_changes rows folded into mission snapshots", registry=r)
+        # Grants
+        self.decrypts = Counter("mana_ai_decrypts_total", "Decrypted fields", ["table"], registry=r)
+        self.grant_scope_violations = Counter("mana_ai_grant_scope_violations_total",
+                                              "Inputs outside the grant allow-list", ["table"], registry=r)
+        self.grant_skips = Counter("mana_ai_grant_skips_total", "Grants that could not be unwrapped",
+                                   ["reason"], registry=r)
+        # Agents
+        self.agent_decisions = Counter("mana_ai_agent_decisions_total", "Agent gating decisions",
+                                       ["decision"], registry=r)
+        # Ours (not in the reference)
+        self.sync_rows_rejected = Counter("mana_ai_sync_rows_rejected_total",
+                                          "sync_changes rows or fields coerced or skipped as malformed",
+                                          ["table", "kind"], registry=r)
+        self.refresh_rows_read = Counter("mana_ai_refresh_rows_read_total",
+                                         "sync_changes rows read by snapshot refresh", ["table"], registry=r)
+        self.cycle_errors = Counter("mana_ai_cycle_errors_total",
+                                    "Cycles that failed before dispatching (DB down, timeout)", registry=r)
+        self.due_missions = Gauge("mana_ai_due_missions", "Due missions found by the last cycle", registry=r)
+        self.last_cycle_completed = Gauge("mana_ai_last_cycle_completed_timestamp_seconds",
+                                          "Unix time the last cycle completed", registry=r)
+        self.http_in_flight = Gauge("mana_ai_http_requests_in_flight", "HTTP requests being served",
+                                    registry=r)
+        for decision in DECISIONS:
+            self.agent_decisions.labels(decision=decision)
+        for reason in GRANT_SKIP_REASONS:
+            self.grant_skips.labels(reason=reason)
+
+    def exposition(self, accept: str | None) -> tuple[bytes, str]:
+        """The body and content type for `GET /metrics` (0.0.4 text unless asked otherwise)."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type

@@ -1,0 +1,177 @@
+"""The daemon's configuration: read once from the environment into a frozen `Settings`.
+
+Names and defaults of the reference are kept (reference-v0.6 §1.5); our own settings are
+prefixed `MANA_AI_`. An empty string means "unset" (the reference crashed on it). A value
+that does not parse stops start-up with one `ConfigError` line naming the variable.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["ConfigError", "Settings", "load_settings", "KNOWN_VARIABLES"]
+
+class ConfigError(Exception):
+    """A configuration variable has a value the daemon cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    port: int = 3067
+    sync_database_url: str | None = None
+    mana_llm_url: str = "http://localhost:3020"
+    mana_api_url: str = "http://localhost:3060"
+    service_key: str = "dev-service-key"
+    tick_interval_ms: int = 60_000
+    tick_enabled: bool = True
+    private_key_pem: str | None = None
+    mana_auth_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str = "mana"
+    # ours
+    llm_model: str = "gpt-4o-mini"
+    llm_timeout_s: float = 120.0
+    llm_concurrency: int = 8
+    llm_retries: int = 2
+    instance_id: str = ""
+    lease_s: float = 300.0
+    max_attempts: int = 5
+    grace_s: float = 10.0
+    state_dir: Path = Path(".mana-ai")
+    snapshot_lag_ms: int = 5_000
+    cycle_timeout_s: float = 600.0
+    db_pool_size: int = 10
+    db_connect_timeout_s: float = 30.0
+    log_format: str = "text"
+    log_level: str = "INFO"
+    host: str = "0.0.0.0"
+
+    @property
+    def embedded(self) -> bool:
+        return self.sync_database_url is None
+
+    @property
+    def tick_interval_s(self) -> float:
+        return self.tick_interval_ms / 1000
+
+    @property
+    def snapshot_lag_s(self) -> float:
+        return self.snapshot_lag_ms / 1000
+
+
+@dataclass(frozen=True)
+class _Var:
+    attr: str
+    parse: Callable[[str], object]
+    expected: str
+    secret: bool = False  # never echo the value (passwords in DSNs, keys)
+
+
+def _int(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw.strip())
+        if value < lo or (hi is not None and value > hi):
+            raise ValueError
+        return value
+    return parse
+
+
+def _int_expected(lo: int, hi: int | None = None) -> str:
+    return f"an integer >= {lo}" + (f" and <= {hi}" if hi is not None else "")
+
+
+def _float(lo: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        value = float(raw.strip())
+        if not lo <= value < float("inf"):
+            raise ValueError
+        return value
+    return parse
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in options:
+            raise ValueError
+        return value
+    return parse
+
+
+def _prefixed(*prefixes: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().rstrip("/")
+        if not value.startswith(prefixes):
+            raise ValueError
+        return value
+    return parse
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+def _tick_enabled(raw: str) -> bool:
+    return raw != "false"  # reference: only the exact string "false" disables the scheduler
+
+
+_URL = "an http:// or https:// URL"
+_SPEC: dict[str, _Var] = {
+    "PORT": _Var("port", _int(1, 65535), _int_expected(1, 65535)),
+    "SYNC_DATABASE_URL": _Var("sync_database_url", _prefixed("postgres://", "postgresql://"),
+                              "a postgres:// or postgresql:// URL", secret=True),
+    "MANA_LLM_URL": _Var("mana_llm_url", _prefixed("http://", "https://"), _URL),
+    "MANA_API_URL": _Var("mana_api_url", _prefixed("http://", "https://"), _URL),
+    "MANA_SERVICE_KEY": _Var("service_key", _text, "text", secret=True),
+    "TICK_INTERVAL_MS": _Var("tick_interval_ms", _int(100), _int_expected(100)),
+    "TICK_ENABLED": _Var("tick_enabled", _tick_enabled, "true|false"),
+    "MANA_AI_PRIVATE_KEY_PEM": _Var("private_key_pem", _text, "a PKCS#8 PEM", secret=True),
+    "MANA_AUTH_URL": _Var("mana_auth_url", _prefixed("http://", "https://"), _URL),
+    "JWT_ISSUER": _Var("jwt_issuer", _text, "text"),
+    "JWT_AUDIENCE": _Var("jwt_audience", _text, "text"),
+    "MANA_AI_LLM_MODEL": _Var("llm_model", _text, "a model name"),
+    "MANA_AI_LLM_TIMEOUT_S": _Var("llm_timeout_s", _float(0.1), "a number of seconds >= 0.1"),
+    "MANA_AI_LLM_CONCURRENCY": _Var("llm_concurrency", _int(1, 1024), _int_expected(1, 1024)),
+    "MANA_AI_LLM_RETRIES": _Var("llm_retries", _int(0, 10), _int_expected(0, 10)),
+    "MANA_AI_INSTANCE_ID": _Var("instance_id", _text, "text"),
+    "MANA_AI_LEASE_S": _Var("lease_s", _float(1), "a number of seconds >= 1"),
+    "MANA_AI_MAX_ATTEMPTS": _Var("max_attempts", _int(1, 100), _int_expected(1, 100)),
+    "MANA_AI_GRACE_S": _Var("grace_s", _float(0), "a number of seconds >= 0"),
+    "MANA_AI_STATE_DIR": _Var("state_dir", Path, "a directory path"),
+    "MANA_AI_SNAPSHOT_LAG_MS": _Var("snapshot_lag_ms", _int(0, 600_000), _int_expected(0, 600_000)),
+    "MANA_AI_CYCLE_TIMEOUT_S": _Var("cycle_timeout_s", _float(1), "a number of seconds >= 1"),
+    "MANA_AI_DB_POOL_SIZE": _Var("db_pool_size", _int(2, 200), _int_expected(2, 200)),
+    "MANA_AI_DB_CONNECT_TIMEOUT_S": _Var("db_connect_timeout_s", _float(0), "a number of seconds >= 0"),
+    "MANA_AI_LOG_FORMAT": _Var("log_format", _choice("text", "json"), "text|json"),
+    "MANA_AI_LOG_LEVEL": _Var("log_level", _choice("debug", "info", "warning", "error"),
+                              "debug|info|warning|error"),
+    "MANA_AI_HOST": _Var("host", _text, "an address to bind"),
+}
+
+KNOWN_VARIABLES = frozenset(_SPEC)
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Build `Settings` from an environment mapping; the only reader of the environment."""
+    values: dict[str, object] = {}
+    for name, var in _SPEC.items():
+        raw = environ.get(name)
+        if raw is None or raw == "":
+            continue
+        try:
+            values[var.attr] = var.parse(raw)
+        except ValueError:
+            shown = name if var.secret else f"{name}={raw!r}"
+            raise ConfigError(f"{shown} is invalid: expected {var.expected}") from None
+    unknown = sorted(k for k in environ if k.startswith("MANA_AI_") and k not in KNOWN_VARIABLES)
+    if unknown:
+        raise ConfigError(f"{unknown[0]} is not a known setting (see docs/configuration.md)")
+    if "log_level" in values:
+        values["log_level"] = str(values["log_level"]).upper()
+    if not values.get("instance_id"):
+        # unique per process start, so a restarted daemon never mistakes old leases for its own
+        values["instance_id"] = f"mana-ai-{uuid.uuid4().hex[:12]}"
+    return Settings(**values)  # type: ignore[arg-type]

@@ -1,0 +1,18 @@
+"""Store errors.
+
+StoreError
+ └─ DatabaseUnavailable   connecting or talking to Postgres failed; see __cause__
+"""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """A database operation failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.__doc__)
+
+
+class DatabaseUnavailable(StoreError):
+    """Postgres could not be reached; see __cause__."""

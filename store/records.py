@@ -1,0 +1,160 @@
+"""Typed views of snapshot records, coerced as the reference does (pure).
+
+`sync_changes.data` is whatever a device sent. The fold stores it verbatim; these views
+coerce on read (reference §2.3 `ServerMission`, §4.4 `toServerAgent`) and `*_field_problems`
+names what had to be coerced, so the refresh can log and count it once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+def _js_string(value: Any) -> str:
+    """`String(x ?? '')` for the JSON values a record can hold."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Mission:
+    id: str
+    user_id: str
+    title: str
+    objective: str
+    concept_markdown: str
+    state: str
+    next_run_at: str | None
+    inputs: tuple[Any, ...]
+    cadence: Any
+    iterations: tuple[Any, ...]
+    grant: Any
+    agent_id: str | None
+
+    @classmethod
+    def from_record(cls, user_id: str, record: Mapping[str, Any]) -> Mission:
+        inputs = record.get("inputs")
+        iterations = record.get("iterations")
+        next_run = record.get("nextRunAt")
+        agent_id = record.get("agentId")
+        return cls(
+            id=_js_string(record.get("id")),
+            user_id=user_id,
+            title=_js_string(record.get("title")),
+            objective=_js_string(record.get("objective")),
+            concept_markdown=_js_string(record.get("conceptMarkdown")),
+            state=_js_string(record.get("state")),
+            next_run_at=next_run if isinstance(next_run, str) and next_run else None,
+            inputs=tuple(inputs) if isinstance(inputs, list) else (),
+            cadence=record.get("cadence"),
+            iterations=tuple(iterations) if isinstance(iterations, list) else (),
+            grant=record.get("grant"),
+            agent_id=agent_id if isinstance(agent_id, str) else None,
+        )
+
+
+def mission_field_problems(record: Mapping[str, Any]) -> list[str]:
+    """Fields of a mission record whose type the reference would have to coerce."""
+    problems = []
+    for key in ("inputs", "iterations"):
+        if key in record and not isinstance(record[key], list):
+            problems.append(f"{key} is not a list")
+    for key in ("nextRunAt", "agentId"):
+        if record.get(key) is not None and not isinstance(record[key], str):
+            problems.append(f"{key} is not a string")
+    for key in ("title", "objective", "conceptMarkdown", "state"):
+        if record.get(key) is not None and not isinstance(record[key], str):
+            problems.append(f"{key} is not a string")
+    if record.get("grant") is not None and not isinstance(record["grant"], Mapping):
+        problems.append("grant is not an object")
+    return problems
+
+
+@dataclass(frozen=True)
+class Agent:
+    id: str
+    user_id: str
+    name: str
+    role: str
+    avatar: str | None
+    system_prompt: str | None
+    memory: str | None
+    policy: Mapping[str, Any] | None
+    state: str
+    max_concurrent_missions: float  # NaN when not numeric: the reference's Number(x)
+    max_tokens_per_day: float | None
+    deleted_at: str | None
+
+    @classmethod
+    def from_record(cls, user_id: str, record: Mapping[str, Any]) -> Agent:
+        policy = record.get("policy")
+        budget = record.get("maxTokensPerDay")
+        state = record.get("state")
+        return cls(
+            id=_js_string(record.get("id")),
+            user_id=user_id,
+            name=_js_string(record["name"]) if record.get("name") is not None else "Unnamed",
+            role=_js_string(record.get("role")),
+            avatar=_str_or_none(record.get("avatar")),
+            system_prompt=_str_or_none(record.get("systemPrompt")),
+            memory=_str_or_none(record.get("memory")),
+            policy=policy if isinstance(policy, Mapping) else None,
+            state=_js_string(state) if state is not None else "active",
+            max_concurrent_missions=_js_number(record.get("maxConcurrentMissions", 1)),
+            max_tokens_per_day=float(budget) if _is_number(budget) else None,
+            deleted_at=_str_or_none(record.get("deletedAt")),
+        )
+
+
+def agent_field_problems(record: Mapping[str, Any]) -> list[str]:
+    problems = []
+    if record.get("policy") is not None and not isinstance(record["policy"], Mapping):
+        problems.append("policy is not an object")
+    limit = record.get("maxConcurrentMissions")
+    if limit is not None and not _is_number(limit):
+        problems.append("maxConcurrentMissions is not a number")
+    budget = record.get("maxTokensPerDay")
+    if budget is not None and not _is_number(budget):
+        problems.append("maxTokensPerDay is not a number")
+    for key in ("name", "state", "role"):
+        if record.get(key) is not None and not isinstance(record[key], str):
+            problems.append(f"{key} is not a string")
+    return problems
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _js_number(value: Any) -> float:
+    """JavaScript `Number(x ?? 1)` for JSON values."""
+    if value is None:
+        return 1.0
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if _is_number(value):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return 0.0
+        try:
+            number = float(text)
+        except ValueError:
+            return math.nan
+        return number
+    return math.nan

@@ -1,0 +1,187 @@
+"""Incremental snapshot refresh with a stable horizon (DESIGN §4 rows 3-5, 20).
+
+Per stream, one cursor `(created_at, id)` marks the rows already folded into every
+snapshot's `stable_record`. A refresh reads the rows after it, in fold order, page by page:
+
+* rows older than the horizon `now() − lag` are folded into `stable_record` and the cursor
+  moves past them; they are never read again;
+* newer rows (the tail) are folded on top into `record` only, and read again next time,
+  so a row whose transaction commits late, inside the lag window, still lands in order.
+
+An idle refresh over old data reads no rows. Round trips per page are fixed (read, load
+snapshots, upsert), however many records changed. The whole refresh is one transaction
+that holds the stream's cursor row, so two instances never refresh a stream at once.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from trio_asyncio import aio_as_trio
+
+from store.fold import ChangeRow, FoldState, RowProblem, fold_rows
+from store.records import agent_field_problems, mission_field_problems
+from store.sql import Q
+from store.streams import AGENTS, Stream
+
+Key = tuple[str, str]  # (user_id, record_id)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A malformed row or field, named by user, table and record."""
+
+    user_id: str
+    table_name: str
+    record_id: str
+    kind: str
+    detail: str
+
+
+@dataclass
+class RefreshStats:
+    table_name: str
+    skipped: bool = False  # another instance holds the stream's cursor
+    rows_read: int = 0
+    rows_stabilised: int = 0
+    snapshots_new: int = 0
+    snapshots_updated: int = 0
+    users: set[str] = field(default_factory=set)
+    problems: list[Problem] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Stored:
+    stable: FoldState
+    exists: bool
+
+
+@dataclass(frozen=True)
+class _Folded:
+    key: Key
+    stable: FoldState
+    effective: FoldState
+    last_applied_at: datetime
+
+
+def refold(
+    record_id: str, stored: FoldState, stable_rows: Sequence[ChangeRow], tail_rows: Sequence[ChangeRow],
+    problems: list[RowProblem],
+) -> tuple[FoldState, FoldState]:
+    """New (stable, effective) states; problems are reported for stable rows only (once)."""
+    stable = fold_rows(record_id, stable_rows, seed=stored, problems=problems)
+    effective = fold_rows(record_id, tail_rows, seed=stable)
+    return stable, effective
+
+
+def _change_row(row: Mapping[str, Any]) -> ChangeRow:
+    return ChangeRow(row["record_id"], row["op"], row["data"], row["field_timestamps"], row["created_at"])
+
+
+def _field_problems(stream: Stream, state: FoldState) -> list[str]:
+    if state.record is None or state.tombstone:
+        return []
+    check = agent_field_problems if stream is AGENTS else mission_field_problems
+    return check(state.record)
+
+
+async def _load(conn: asyncpg.Connection, stream: Stream, keys: Iterable[Key]) -> dict[Key, _Stored]:
+    keys = list(keys)
+    rows = await conn.fetch(stream.query(Q["load_snapshots"]), [k[0] for k in keys], [k[1] for k in keys])
+    stored = {}
+    for row in rows:
+        stable = (FoldState() if row["stable_record"] is None
+                  else FoldState.from_snapshot_record(row["stable_record"], row["stable_tombstone"]))
+        stored[(row["user_id"], row["record_id"])] = _Stored(stable, exists=True)
+    return stored
+
+
+async def _write(conn: asyncpg.Connection, stream: Stream, folded: list[_Folded], stats: RefreshStats) -> None:
+    rows = [f for f in folded if not f.effective.empty]
+    if not rows:
+        return
+    result = await conn.fetch(
+        stream.query(Q["upsert_snapshots"]),
+        [f.key[0] for f in rows],
+        [f.key[1] for f in rows],
+        [json.dumps(f.effective.as_snapshot_record()) for f in rows],
+        [f.effective.tombstone for f in rows],
+        [None if f.stable.empty else json.dumps(f.stable.as_snapshot_record()) for f in rows],
+        [f.stable.tombstone for f in rows],
+        [f.last_applied_at for f in rows],
+    )
+    inserted = sum(1 for r in result if r["inserted"])
+    stats.snapshots_new += inserted
+    stats.snapshots_updated += len(result) - inserted
+
+
+async def _fold_and_write(
+    conn: asyncpg.Connection, stream: Stream, stable_rows: Sequence[Mapping[str, Any]],
+    tail_rows: Sequence[Mapping[str, Any]], stats: RefreshStats,
+) -> None:
+    grouped: dict[Key, tuple[list[ChangeRow], list[ChangeRow], datetime]] = {}
+    for rows, index in ((stable_rows, 0), (tail_rows, 1)):
+        for row in rows:
+            key = (row["user_id"], row["record_id"])
+            entry = grouped.setdefault(key, ([], [], row["created_at"]))
+            entry[index].append(_change_row(row))
+            grouped[key] = (entry[0], entry[1], row["created_at"])
+    stored = await _load(conn, stream, grouped)
+    folded = []
+    for key, (stable, tail, last_at) in grouped.items():
+        seed = stored[key].stable if key in stored else FoldState()
+        row_problems: list[RowProblem] = []
+        new_stable, effective = refold(key[1], seed, stable, tail, row_problems)
+        folded.append(_Folded(key, new_stable, effective, last_at))
+        stats.users.add(key[0])
+        for p in row_problems:
+            stats.problems.append(Problem(key[0], stream.table_name, p.record_id, p.kind, p.detail))
+        if stable:  # field problems once per change that reached the stable fold
+            for detail in _field_problems(stream, new_stable):
+                stats.problems.append(Problem(key[0], stream.table_name, key[1], "bad-field", detail))
+    await _write(conn, stream, folded, stats)
+
+
+async def _refresh(pool: asyncpg.Pool, stream: Stream, lag_s: float, page_size: int) -> RefreshStats:
+    stats = RefreshStats(stream.table_name)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(Q["ensure_cursor"], stream.table_name)
+        cursor = await conn.fetchrow(Q["lock_cursor"], stream.table_name)
+        if cursor is None:
+            stats.skipped = True
+            return stats
+        horizon = await conn.fetchval(Q["horizon"], lag_s)
+        position: tuple[datetime, uuid.UUID] = (cursor["stable_until"], cursor["stable_id"])
+        tail: list[Mapping[str, Any]] = []
+        while True:
+            page = await conn.fetch(Q["read_stream_page"], stream.table_name, *position, page_size)
+            stats.rows_read += len(page)
+            if not page:
+                break
+            position = (page[-1]["created_at"], page[-1]["id"])
+            stable = [r for r in page if r["created_at"] <= horizon]
+            tail.extend(r for r in page if r["created_at"] > horizon)
+            if stable:
+                # stable rows of this page are final: fold them now, keeping memory bounded
+                await _fold_and_write(conn, stream, stable, [], stats)
+                stats.rows_stabilised += len(stable)
+                last = stable[-1]
+                await conn.execute(Q["advance_cursor"], stream.table_name, last["created_at"], last["id"])
+            if len(page) < page_size:
+                break
+        if tail:
+            await _fold_and_write(conn, stream, [], tail, stats)
+    return stats
+
+
+async def refresh_stream(pool: asyncpg.Pool, stream: Stream, *, lag_s: float, page_size: int = 5000) -> RefreshStats:
+    """Refresh one stream's snapshots (one bridged unit of work)."""
+    stats: RefreshStats = await aio_as_trio(_refresh)(pool, stream, lag_s, page_size)
+    return stats
