@@ -1,0 +1,166 @@
+"""The snapshot actor: folds the change log into snapshots and finds due missions.
+
+It runs one cycle at a time, never overlapping: every `TICK_INTERVAL_MS` (fixed rate, the
+first at start) unless the scheduler is disabled, and whenever someone asks through
+`request_cycle()`. A request while a cycle runs joins that cycle; requests while one is
+pending share the pending one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import asyncpg
+import trio
+
+from actors.clock import Clock, utc_now
+from actors.messages import Cycle, TickStats
+from observability.metrics import Metrics
+from planner.iteration import iso_ms
+from settings import Settings
+from store.due import DueMission, list_due_missions
+from store.errors import StoreError
+from store.refresh import RefreshStats, refresh_stream
+from store.streams import AGENTS, MISSIONS, Stream
+
+log = logging.getLogger(__name__)
+
+# Failures a cycle reports in `errors` and survives: the database or its connection.
+_CYCLE_ERRORS = (StoreError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError,
+                 trio.TooSlowError)
+
+
+@dataclass(frozen=True)
+class SnapshotActorState:
+    alive: bool
+    cycles_completed: int
+    last_cycle_completed_at: float | None  # unix time
+    running: bool
+
+
+class SnapshotActor:
+    """Owns the refresh cursor work and the cycle schedule; one per daemon."""
+
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, metrics: Metrics,
+                 clock: Clock = utc_now) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._metrics = metrics
+        self._clock = clock
+        self._wake = trio.Event()
+        self._pending: Cycle | None = None
+        self._running: Cycle | None = None
+        self._alive = False
+        self._cycles_completed = 0
+        self._last_completed_at: float | None = None
+
+    # -- what others may call -------------------------------------------------------------
+
+    def request_cycle(self) -> Cycle:
+        """The cycle that will answer a request made now (the running one, or the next)."""
+        if self._running is not None:
+            return self._running
+        if self._pending is None:
+            self._pending = Cycle("manual")
+            self._wake.set()
+        return self._pending
+
+    def state(self) -> SnapshotActorState:
+        return SnapshotActorState(self._alive, self._cycles_completed, self._last_completed_at,
+                                  self._running is not None)
+
+    # -- the actor ------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._alive = True
+        try:
+            task_status.started()
+            scheduled = self._settings.tick_enabled
+            interval = self._settings.tick_interval_s
+            next_at = trio.current_time()  # the reference runs its first tick at start
+            while True:
+                if self._pending is None:
+                    with trio.move_on_at(next_at if scheduled else math.inf):
+                        await self._wake.wait()
+                self._wake = trio.Event()
+                cycle, self._pending = (self._pending or Cycle("interval")), None
+                self._running = cycle
+                try:
+                    stats = await self.run_cycle()
+                finally:
+                    self._running = None
+                cycle.finish(stats)
+                now = trio.current_time()
+                while next_at <= now:  # fixed rate; missed slots are skipped, not queued
+                    next_at += interval
+        finally:
+            self._alive = False
+
+    async def run_cycle(self) -> TickStats:
+        """Refresh snapshots, then find due missions. Never raises for database trouble."""
+        started = time.perf_counter()
+        scanned_at = iso_ms(self._clock())
+        stats = TickStats(scanned_at=scanned_at)
+        self._metrics.ticks.inc()
+        try:
+            with trio.fail_after(self._settings.cycle_timeout_s):
+                await self._refresh_all()
+                due = await list_due_missions(self._pool, scanned_at)
+                stats.due_mission_count = len(due)
+                self._metrics.due_missions.set(len(due))
+                await self.dispatch(due, stats)
+        except _CYCLE_ERRORS as exc:
+            message = _describe(exc, self._settings.cycle_timeout_s)
+            stats.errors.append(message)
+            self._metrics.cycle_errors.inc()
+            log.error("cycle.scan_error", extra={"error": message})
+        finally:
+            duration = time.perf_counter() - started
+            self._metrics.tick_duration.observe(duration)
+        self._cycles_completed += 1
+        self._last_completed_at = time.time()
+        self._metrics.last_cycle_completed.set(self._last_completed_at)
+        log.info("cycle.completed", extra={"due": stats.due_mission_count, "errors": len(stats.errors),
+                                           "duration_ms": round(duration * 1000, 1)})
+        return stats
+
+    async def dispatch(self, due: list[DueMission], stats: TickStats) -> None:
+        """Hand due missions to the agent actors (planning arrives with the agent actors)."""
+
+    async def _refresh_all(self) -> None:
+        results: dict[str, RefreshStats] = {}
+        lag_s = self._settings.snapshot_lag_s
+
+        async def refresh(stream_name: str, stream: Stream) -> None:
+            results[stream_name] = await refresh_stream(self._pool, stream, lag_s=lag_s)
+
+        async with trio.open_nursery() as nursery:  # both streams at once, as the reference
+            nursery.start_soon(refresh, "missions", MISSIONS)
+            nursery.start_soon(refresh, "agents", AGENTS)
+        for stream_stats in results.values():
+            self._record(stream_stats)
+        missions = results["missions"]
+        self._metrics.snapshots_new.inc(missions.snapshots_new)
+        self._metrics.snapshots_updated.inc(missions.snapshots_updated)
+        self._metrics.snapshot_rows_applied.inc(missions.rows_read)
+        if missions.rows_read:
+            log.info("snapshots.refreshed", extra={"rows": missions.rows_read, "new": missions.snapshots_new,
+                                                   "updated": missions.snapshots_updated})
+
+    def _record(self, stats: RefreshStats) -> None:
+        self._metrics.refresh_rows_read.labels(table=stats.table_name).inc(stats.rows_read)
+        for problem in stats.problems:
+            self._metrics.sync_rows_rejected.labels(table=problem.table_name, kind=problem.kind).inc()
+            log.warning("sync_row.malformed", extra={"user": problem.user_id, "table": problem.table_name,
+                                                     "record": problem.record_id, "kind": problem.kind,
+                                                     "detail": problem.detail})
+
+
+def _describe(exc: BaseException, timeout_s: float) -> str:
+    if isinstance(exc, trio.TooSlowError):
+        return f"cycle timed out after {timeout_s:g}s"
+    text = str(exc) or type(exc).__name__
+    return text if isinstance(exc, StoreError) else f"{type(exc).__name__}: {text}"

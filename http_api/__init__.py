@@ -1,0 +1,1 @@
+"""The HTTP front: quart-trio app on hypercorn's trio worker."""

@@ -1,0 +1,117 @@
+"""The quart-trio app: health, metrics, the manual tick, and the `/internal/*` gate."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import trio
+from quart import Response, g, jsonify, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from actors.snapshot import SnapshotActor
+from http_api.auth import UNAUTHORIZED, service_key_ok
+from observability.metrics import Metrics
+from settings import Settings
+from store.pool import ping
+
+VERSION = "0.1.0"
+
+
+@dataclass(frozen=True)
+class AppDeps:
+    settings: Settings
+    metrics: Metrics
+    pool: asyncpg.Pool
+    snapshots: SnapshotActor
+
+
+def create_app(deps: AppDeps) -> QuartTrio:
+    app = QuartTrio("mana-ai")
+    app.config["JSON_SORT_KEYS"] = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    metrics = deps.metrics
+
+    @app.before_request
+    async def _gate() -> Any:
+        g.started = time.perf_counter()
+        g.metric_path = request.url_rule.rule if request.url_rule is not None else "*"
+        metrics.http_in_flight.inc()
+        g.in_flight = True
+        if request.path.startswith("/internal/") or request.path == "/internal":
+            if not service_key_ok(request.headers.get("X-Service-Key"), deps.settings.service_key):
+                g.metric_path = "/internal/*"
+                return jsonify(UNAUTHORIZED), 401
+        return None
+
+    @app.after_request
+    async def _count(response: Response) -> Response:
+        labels = {"method": request.method, "path": g.get("metric_path", "*"), "status": str(response.status_code)}
+        metrics.http_requests.labels(**labels).inc()
+        metrics.http_duration.labels(**labels).observe(time.perf_counter() - g.get("started", time.perf_counter()))
+        return response
+
+    @app.teardown_request
+    async def _leave(_exc: BaseException | None) -> None:
+        # teardown runs even when a client disconnect cancels the handler (stack-notes §4.2)
+        if g.get("in_flight"):
+            metrics.http_in_flight.dec()
+            g.in_flight = False
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(exc: HTTPException) -> Any:
+        status = exc.code or 500
+        if status == 405:  # the reference answers a wrong method with its 404
+            status = 404
+        message = "not found" if status == 404 else (exc.description or exc.name)
+        return jsonify({"error": message}), status
+
+    @app.get("/health")
+    async def health() -> Any:
+        body, ok = await _health(deps)
+        return jsonify(body), 200 if ok else 503
+
+    @app.get("/metrics")
+    async def metrics_route() -> Any:
+        payload, content_type = metrics.exposition(request.headers.get("Accept"))
+        return Response(payload, status=200, content_type=content_type)
+
+    @app.post("/internal/tick")
+    async def tick() -> Any:
+        cycle = deps.snapshots.request_cycle()
+        # bounded by the cycle's own timeout, not by an HTTP idle timeout
+        with trio.move_on_after(deps.settings.cycle_timeout_s + 30):
+            stats = await cycle.wait()
+            return jsonify(stats.as_json()), 200
+        return jsonify({"error": "tick did not finish in time"}), 504
+
+    return app
+
+
+async def _health(deps: AppDeps) -> tuple[dict[str, Any], bool]:
+    settings = deps.settings
+    actor = deps.snapshots.state()
+    database = await ping(deps.pool)
+    age = None if actor.last_cycle_completed_at is None else round(time.time() - actor.last_cycle_completed_at, 3)
+    # cycles have stalled when none completed for several intervals (or one whole timeout)
+    stall_after = max(3 * settings.tick_interval_s, settings.cycle_timeout_s + settings.tick_interval_s)
+    stalled = settings.tick_enabled and age is not None and age > stall_after
+    ok = database and actor.alive and not stalled
+    body = {
+        "ok": ok,
+        "service": "mana-ai",
+        "version": VERSION,
+        "tick": {"enabled": settings.tick_enabled, "running": settings.tick_enabled and actor.alive},
+        "checks": {
+            "database": database,
+            "snapshotActor": actor.alive,
+            "cycleRunning": actor.running,
+            "cyclesCompleted": actor.cycles_completed,
+            "lastCycleAgeSeconds": age,
+            "cyclesStalled": stalled,
+        },
+    }
+    return body, ok

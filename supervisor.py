@@ -1,0 +1,144 @@
+"""Process entry: configuration, database (embedded or external), the root nursery, shutdown.
+
+    mana-ai [serve]   run the daemon (default)
+    mana-ai tick      run one cycle and print its TickStats JSON
+    mana-ai migrate   apply the schema and exit
+
+Shutdown on SIGTERM/SIGINT (DESIGN §2.3): stop accepting HTTP → stop the snapshot actor →
+close the pool (bounded) → stop the embedded PostgreSQL, if we started it. Exit code 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from types import FrameType
+
+import trio
+import trio_asyncio
+
+from actors.snapshot import SnapshotActor
+from http_api.app import AppDeps, create_app
+from http_api.server import hypercorn_config, serve_http
+from observability.logs import configure_logging
+from observability.metrics import Metrics
+from settings import ConfigError, Settings, load_settings
+from store.embedded import EmbeddedPostgres
+from store.errors import StoreError
+from store.migrate import migrate
+from store.pool import open_pool
+
+log = logging.getLogger("mana_ai")
+
+
+async def watch_signals(shutdown: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
+        async for signum in signals:
+            log.info("daemon.signal_received", extra={"signal": signal.Signals(signum).name})
+            shutdown.set()
+            return
+
+
+async def serve_daemon(settings: Settings, dsn: str, metrics: Metrics, shutdown: trio.Event,
+                       *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+    """The whole daemon until `shutdown` is set; `nursery.start` gets the HTTP binds."""
+    async with trio_asyncio.open_loop(), open_pool(dsn, settings.db_pool_size, settings.db_connect_timeout_s) as pool:
+        await migrate(pool, create_sync_changes=settings.embedded)
+        snapshots = SnapshotActor(pool, settings, metrics)
+        app = create_app(AppDeps(settings, metrics, pool, snapshots))
+        config = hypercorn_config(settings.host, settings.port, settings.grace_s)
+        async with trio.open_nursery() as workers:  # actors outlive the HTTP front
+            await workers.start(snapshots.run)
+            async with trio.open_nursery() as front:
+                binds = await front.start(partial(serve_http, app, config, shutdown.wait))
+                log.info("daemon.listening", extra={"binds": ",".join(binds), "port": settings.port,
+                                                    "tick": "on" if settings.tick_enabled else "off",
+                                                    "instance": settings.instance_id})
+                task_status.started(binds)
+            # HTTP has stopped: no new ticks can arrive. Stop the snapshot actor.
+            workers.cancel_scope.cancel()
+    log.info("daemon.stopped")
+
+
+async def _serve_main(settings: Settings, dsn: str) -> None:
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(watch_signals, shutdown)
+        await serve_daemon(settings, dsn, Metrics(), shutdown)
+        nursery.cancel_scope.cancel()  # the daemon ended: stop watching signals
+
+
+async def _tick_main(settings: Settings, dsn: str) -> None:
+    async with trio_asyncio.open_loop(), open_pool(dsn, settings.db_pool_size, settings.db_connect_timeout_s) as pool:
+        await migrate(pool, create_sync_changes=settings.embedded)
+        stats = await SnapshotActor(pool, settings, Metrics()).run_cycle()
+    print(json.dumps(stats.as_json()))
+
+
+async def _migrate_main(settings: Settings, dsn: str) -> None:
+    async with trio_asyncio.open_loop(), open_pool(dsn, 2, settings.db_connect_timeout_s) as pool:
+        applied = await migrate(pool, create_sync_changes=settings.embedded)
+    print(json.dumps({"applied": applied}))
+
+
+COMMANDS = {"serve": _serve_main, "tick": _tick_main, "migrate": _migrate_main}
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived before trio took over the signals (e.g. while Postgres starts)."""
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise _Terminated()
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mana-ai", description="mana-ai mission runner")
+    parser.add_argument("command", nargs="?", default="serve", choices=sorted(COMMANDS))
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(os.environ)
+    except ConfigError as exc:
+        print(f"mana-ai: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_format, settings.log_level)
+    embedded: EmbeddedPostgres | None = None
+    try:
+        with _sigterm_raises():  # so `finally` still stops an embedded Postgres we started
+            dsn = settings.sync_database_url
+            if dsn is None:
+                embedded = EmbeddedPostgres(settings.state_dir)
+                dsn = embedded.start()
+            trio.run(COMMANDS[args.command], settings, dsn)
+        return 0
+    except (_Terminated, KeyboardInterrupt):
+        log.info("daemon.interrupted")
+        return 0
+    except StoreError as exc:
+        log.error("daemon.database_unavailable", extra={"error": str(exc)})
+        return 1
+    except OSError as exc:
+        log.error("daemon.failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+        return 1
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
