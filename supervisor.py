@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from functools import partial
 from types import FrameType
 
+import asyncpg
 import trio
 import trio_asyncio
 
@@ -47,24 +48,32 @@ async def watch_signals(shutdown: trio.Event, *, task_status: trio.TaskStatus[No
             return
 
 
-async def serve_daemon(settings: Settings, dsn: str, metrics: Metrics, shutdown: trio.Event,
-                       *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-    """The whole daemon until `shutdown` is set; `nursery.start` gets the HTTP binds."""
+async def run_daemon(settings: Settings, pool: asyncpg.Pool, metrics: Metrics, shutdown: trio.Event,
+                     *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+    """Actors and the HTTP front on an open, migrated pool until `shutdown` is set.
+
+    `nursery.start` gets the HTTP binds once the daemon is serving.
+    """
+    snapshots = SnapshotActor(pool, settings, metrics)
+    app = create_app(AppDeps(settings, metrics, pool, snapshots))
+    config = hypercorn_config(settings.host, settings.port, settings.grace_s)
+    async with trio.open_nursery() as workers:  # actors outlive the HTTP front
+        await workers.start(snapshots.run)
+        async with trio.open_nursery() as front:
+            binds = await front.start(partial(serve_http, app, config, shutdown.wait))
+            log.info("daemon.listening", extra={"binds": ",".join(binds),
+                                                "tick": "on" if settings.tick_enabled else "off",
+                                                "instance": settings.instance_id})
+            task_status.started(binds)
+        # HTTP has stopped: no new ticks can arrive. Stop the snapshot actor.
+        workers.cancel_scope.cancel()
+
+
+async def serve_daemon(settings: Settings, dsn: str, shutdown: trio.Event) -> None:
+    """The whole daemon: asyncio bridge, pool, migrations, then `run_daemon`."""
     async with trio_asyncio.open_loop(), open_pool(dsn, settings.db_pool_size, settings.db_connect_timeout_s) as pool:
         await migrate(pool, create_sync_changes=settings.embedded)
-        snapshots = SnapshotActor(pool, settings, metrics)
-        app = create_app(AppDeps(settings, metrics, pool, snapshots))
-        config = hypercorn_config(settings.host, settings.port, settings.grace_s)
-        async with trio.open_nursery() as workers:  # actors outlive the HTTP front
-            await workers.start(snapshots.run)
-            async with trio.open_nursery() as front:
-                binds = await front.start(partial(serve_http, app, config, shutdown.wait))
-                log.info("daemon.listening", extra={"binds": ",".join(binds), "port": settings.port,
-                                                    "tick": "on" if settings.tick_enabled else "off",
-                                                    "instance": settings.instance_id})
-                task_status.started(binds)
-            # HTTP has stopped: no new ticks can arrive. Stop the snapshot actor.
-            workers.cancel_scope.cancel()
+        await run_daemon(settings, pool, Metrics(), shutdown)
     log.info("daemon.stopped")
 
 
@@ -72,7 +81,7 @@ async def _serve_main(settings: Settings, dsn: str) -> None:
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         await nursery.start(watch_signals, shutdown)
-        await serve_daemon(settings, dsn, Metrics(), shutdown)
+        await serve_daemon(settings, dsn, shutdown)
         nursery.cancel_scope.cancel()  # the daemon ended: stop watching signals
 
 

@@ -106,17 +106,18 @@ class SnapshotActor:
         stats = TickStats(scanned_at=scanned_at)
         self._metrics.ticks.inc()
         try:
-            with trio.fail_after(self._settings.cycle_timeout_s):
-                await self._refresh_all()
-                due = await list_due_missions(self._pool, scanned_at)
-                stats.due_mission_count = len(due)
-                self._metrics.due_missions.set(len(due))
-                await self.dispatch(due, stats)
-        except _CYCLE_ERRORS as exc:
-            message = _describe(exc, self._settings.cycle_timeout_s)
-            stats.errors.append(message)
-            self._metrics.cycle_errors.inc()
-            log.error("cycle.scan_error", extra={"error": message})
+            try:
+                with trio.fail_after(self._settings.cycle_timeout_s):
+                    await self._refresh_all()
+                    due = await list_due_missions(self._pool, scanned_at)
+                    stats.due_mission_count = len(due)
+                    self._metrics.due_missions.set(len(due))
+                    await self.dispatch(due, stats)
+            except* _CYCLE_ERRORS as group:
+                for exc in _leaves(group):
+                    self._fail(stats, _describe(exc, self._settings.cycle_timeout_s), "cycle.scan_error")
+        except Exception as exc:  # noqa: BLE001 - the cycle boundary: a bug must not end the daemon
+            self._fail(stats, f"{type(exc).__name__}: {exc}", "cycle.crashed", exc_info=True)
         finally:
             duration = time.perf_counter() - started
             self._metrics.tick_duration.observe(duration)
@@ -126,6 +127,11 @@ class SnapshotActor:
         log.info("cycle.completed", extra={"due": stats.due_mission_count, "errors": len(stats.errors),
                                            "duration_ms": round(duration * 1000, 1)})
         return stats
+
+    def _fail(self, stats: TickStats, message: str, event: str, exc_info: bool = False) -> None:
+        stats.errors.append(message)
+        self._metrics.cycle_errors.inc()
+        log.error(event, extra={"error": message}, exc_info=exc_info)
 
     async def dispatch(self, due: list[DueMission], stats: TickStats) -> None:
         """Hand due missions to the agent actors (planning arrives with the agent actors)."""
@@ -157,6 +163,13 @@ class SnapshotActor:
             log.warning("sync_row.malformed", extra={"user": problem.user_id, "table": problem.table_name,
                                                      "record": problem.record_id, "kind": problem.kind,
                                                      "detail": problem.detail})
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    leaves: list[BaseException] = []
+    for exc in group.exceptions:
+        leaves.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return leaves
 
 
 def _describe(exc: BaseException, timeout_s: float) -> str:

@@ -1,0 +1,132 @@
+"""The HTTP front against a real daemon on loopback and a real Postgres."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from urllib.parse import urlsplit
+
+import asyncpg
+import trio
+
+from daemon import SERVICE_KEY, running_daemon
+from conftest import PgServer
+from seed import fetch, insert_rows, mission
+
+KEY = {"X-Service-Key": SERVICE_KEY}
+PAST = datetime.now(timezone.utc) - timedelta(minutes=5)
+
+
+async def test_health_has_reference_shape_and_readiness(pool: asyncpg.Pool) -> None:
+    async with running_daemon(pool) as d:
+        response = await d.client.get("/health")
+        assert response.status_code == 200
+        body = response.json()
+        assert list(body)[:4] == ["ok", "service", "version", "tick"]
+        assert body["ok"] is True and body["service"] == "mana-ai"
+        assert body["tick"] == {"enabled": False, "running": False}
+        assert body["checks"]["database"] is True and body["checks"]["snapshotActor"] is True
+
+
+async def test_tick_returns_tick_stats_and_counts_due_missions(pool: asyncpg.Pool) -> None:
+    await insert_rows(pool, {**mission("m1"), "created_at": PAST},
+                      {**mission("m2", next_run_at="2999-01-01T00:00:00.000Z"), "created_at": PAST},
+                      {**mission("m3", state="paused"), "created_at": PAST})
+    async with running_daemon(pool) as d:
+        response = await d.client.post("/internal/tick", headers=KEY)
+        assert response.status_code == 200
+        stats = response.json()
+        assert list(stats) == ["scannedAt", "dueMissionCount", "plansProduced", "plansWrittenBack",
+                               "parseFailures", "errors"]
+        assert stats["dueMissionCount"] == 1 and stats["errors"] == []
+        assert stats["scannedAt"].endswith("Z") and len(stats["scannedAt"]) == 24
+        assert d.metric("mana_ai_ticks_total") == 1
+        assert d.metric("mana_ai_snapshots_new_total") == 3
+        assert d.metric("mana_ai_snapshot_rows_applied_total") == 3
+        # nothing new: the next cycle reads no history
+        await d.client.post("/internal/tick", headers=KEY)
+        assert d.metric("mana_ai_snapshot_rows_applied_total") == 3
+        assert d.metric("mana_ai_refresh_rows_read_total", table="aiMissions") == 3
+
+
+async def test_concurrent_ticks_join_one_cycle(pool: asyncpg.Pool) -> None:
+    async with running_daemon(pool) as d:
+        results: list[dict[str, object]] = []
+
+        async def tick() -> None:
+            results.append((await d.client.post("/internal/tick", headers=KEY)).json())
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(tick)
+        assert len(results) == 5
+        assert d.metric("mana_ai_ticks_total") <= 2  # joined the running or the pending cycle
+
+
+async def test_internal_routes_need_the_service_key(pool: asyncpg.Pool) -> None:
+    async with running_daemon(pool) as d:
+        for method, path, headers in [("POST", "/internal/tick", {}),
+                                      ("POST", "/internal/tick", {"X-Service-Key": "wrong"}),
+                                      ("GET", "/internal/anything", {}),
+                                      ("DELETE", "/internal/agents/u/a", {"X-Service-Key": ""})]:
+            response = await d.client.request(method, path, headers=headers)
+            assert response.status_code == 401, (method, path)
+            assert response.json() == {"error": "invalid or missing service key"}
+        assert d.metric("mana_ai_http_requests_total", method="POST", path="/internal/*", status="401") == 2
+
+
+async def test_unknown_routes_are_json_404(pool: asyncpg.Pool) -> None:
+    async with running_daemon(pool) as d:
+        response = await d.client.get("/nope")
+        assert response.status_code == 404 and response.json() == {"error": "not found"}
+        # the reference answers GET /internal/tick (valid key) with 404
+        response = await d.client.get("/internal/tick", headers=KEY)
+        assert response.status_code == 404
+        assert d.metric("mana_ai_http_requests_total", method="GET", path="*", status="404") == 2
+
+
+async def test_metrics_exposes_every_reference_family(pool: asyncpg.Pool) -> None:
+    async with running_daemon(pool) as d:
+        await d.client.get("/health")
+        response = await d.client.get("/metrics")
+        assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+        text = response.text
+        expected = {
+            "mana_ai_http_requests_total": "counter", "mana_ai_http_request_duration_seconds": "histogram",
+            "mana_ai_ticks_total": "counter", "mana_ai_tick_duration_seconds": "histogram",
+            "mana_ai_plans_produced_total": "counter", "mana_ai_plans_written_back_total": "counter",
+            "mana_ai_parse_failures_total": "counter", "mana_ai_mission_errors_total": "counter",
+            "mana_ai_planner_request_duration_seconds": "histogram", "mana_ai_snapshots_new_total": "counter",
+            "mana_ai_snapshots_updated_total": "counter", "mana_ai_snapshot_rows_applied_total": "counter",
+            "mana_ai_decrypts_total": "counter", "mana_ai_grant_scope_violations_total": "counter",
+            "mana_ai_grant_skips_total": "counter", "mana_ai_agent_decisions_total": "counter",
+        }
+        for name, kind in expected.items():
+            assert f"# TYPE {name} {kind}" in text, name
+        assert 'mana_ai_http_requests_total{method="GET",path="/health",service="mana-ai",status="200"} 1.0' in text
+        assert 'le="0.005"' in text and 'le="120.0"' in text and 'le="60.0"' in text
+        assert 'mana_ai_agent_decisions_total{decision="skipped-concurrency",service="mana-ai"} 0.0' in text
+        assert "_created" not in text
+        openmetrics = await d.client.get("/metrics", headers={"Accept": "application/openmetrics-text"})
+        assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
+
+
+async def test_health_recovers_after_connections_are_killed(pool: asyncpg.Pool) -> None:
+    async with running_daemon(pool) as d:
+        await fetch(pool, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        statuses = [(await d.client.get("/health")).status_code for _ in range(3)]
+        assert statuses[-1] == 200  # the pool replaced the dead connections
+
+
+async def test_health_turns_not_ok_when_the_database_is_gone(pool: asyncpg.Pool, pg: PgServer,
+                                                             db_dsn: str) -> None:
+    async with running_daemon(pool) as d:
+        assert (await d.client.get("/health")).status_code == 200
+        await trio.to_thread.run_sync(pg.sql, f"DROP DATABASE {urlsplit(db_dsn).path[1:]} WITH (FORCE)")
+        response = await d.client.get("/health")
+        assert response.status_code == 503
+        body = response.json()
+        assert body["ok"] is False and body["checks"]["database"] is False
+        # a tick still answers, with the failure in `errors`
+        stats = (await d.client.post("/internal/tick", headers=KEY)).json()
+        assert stats["dueMissionCount"] == 0 and len(stats["errors"]) == 1

@@ -1,0 +1,141 @@
+"""The daemon as an operator runs it: a real process, real signals, real sockets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+import trio
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def daemon_env(**values: str) -> dict[str, str]:
+    env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
+    env.update(values)
+    return env
+
+
+class Daemon:
+    def __init__(self, tmp: Path, args: list[str], env: dict[str, str]) -> None:
+        self.log_path = tmp / f"daemon-{time.monotonic_ns()}.log"
+        self.args = [sys.executable, "-m", "supervisor", *args]
+        self.env = env
+        self.process: trio.Process | None = None
+
+    async def start(self) -> trio.Process:
+        self._log = self.log_path.open("wb")
+        self.process = await trio.lowlevel.open_process(self.args, env=self.env, stdout=self._log,
+                                                       stderr=subprocess.STDOUT)
+        return self.process
+
+    async def wait(self, timeout: float = 30) -> int:
+        assert self.process is not None
+        with trio.fail_after(timeout):
+            code = await self.process.wait()
+        self._log.close()
+        return code
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+async def wait_healthy(url: str, timeout: float = 60) -> dict[str, object]:
+    async with httpx.AsyncClient() as client:
+        with trio.fail_after(timeout):
+            while True:
+                try:
+                    response = await client.get(f"{url}/health")
+                    if response.status_code == 200:
+                        body: dict[str, object] = response.json()
+                        return body
+                except httpx.TransportError:
+                    pass
+                await trio.sleep(0.1)
+
+
+def postgres_running_on(pgdata: Path) -> bool:
+    for proc in psutil.process_iter(attrs=["name", "cmdline"]):
+        if proc.info["name"] == "postgres" and str(pgdata) in " ".join(proc.info["cmdline"] or []):
+            return True
+    return False
+
+
+async def test_embedded_default_serves_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    env = daemon_env(PORT=str(port), MANA_AI_STATE_DIR=str(tmp_path / "state"), MANA_AI_HOST="127.0.0.1")
+    first = Daemon(tmp_path, [], env)
+    await first.start()
+    body = await wait_healthy(f"http://127.0.0.1:{port}")
+    assert body["ok"] is True
+    assert first.process is not None
+    first.process.send_signal(signal.SIGTERM)
+    assert await first.wait() == 0, first.log()
+    assert "fresh=True" in first.log()
+    pgdata = (tmp_path / "state" / "pgdata").resolve()
+    assert not postgres_running_on(pgdata), "embedded Postgres outlived the daemon"
+    # the second start reuses the data directory
+    second = Daemon(tmp_path, [], env)
+    await second.start()
+    await wait_healthy(f"http://127.0.0.1:{port}")
+    assert second.process is not None
+    second.process.send_signal(signal.SIGINT)
+    assert await second.wait() == 0, second.log()
+    assert "fresh=False" in second.log()
+    assert not postgres_running_on(pgdata)
+
+
+async def test_idle_keep_alive_client_does_not_hold_shutdown(tmp_path: Path, db_dsn: str) -> None:
+    port = free_port()
+    daemon = Daemon(tmp_path, [], daemon_env(PORT=str(port), SYNC_DATABASE_URL=db_dsn, MANA_AI_HOST="127.0.0.1"))
+    await daemon.start()
+    await wait_healthy(f"http://127.0.0.1:{port}")
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: keep-alive\r\n\r\n")
+    received = b""
+    while b'"ok"' not in received:
+        received += await stream.receive_some()
+    assert daemon.process is not None
+    started = trio.current_time()
+    daemon.process.send_signal(signal.SIGTERM)
+    code = await daemon.wait(timeout=10)
+    elapsed = trio.current_time() - started
+    await stream.aclose()
+    assert code == 0, daemon.log()
+    assert elapsed < 1.5, f"shutdown took {elapsed:.2f}s with an idle keep-alive client"
+
+
+async def test_invalid_configuration_stops_startup_with_one_line(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path, [], daemon_env(PORT="eighty", MANA_AI_STATE_DIR=str(tmp_path / "s")))
+    await daemon.start()
+    assert await daemon.wait() == 2
+    lines = daemon.log().strip().splitlines()
+    assert lines == ["mana-ai: configuration error: PORT='eighty' is invalid: expected an integer >= 1 "
+                     "and <= 65535"]
+    assert not (tmp_path / "s").exists()  # nothing was started
+
+
+async def test_migrate_and_tick_commands(tmp_path: Path, db_dsn: str) -> None:
+    env = daemon_env(SYNC_DATABASE_URL=db_dsn)
+    migrate = Daemon(tmp_path, ["migrate"], env)
+    await migrate.start()
+    assert await migrate.wait() == 0
+    assert '{"applied": []}' in migrate.log()  # the template is migrated already: idempotent
+    tick = Daemon(tmp_path, ["tick"], env)
+    await tick.start()
+    assert await tick.wait() == 0
+    assert '"dueMissionCount": 0' in tick.log()
