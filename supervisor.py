@@ -16,8 +16,9 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from functools import partial
 from types import FrameType
 
@@ -25,16 +26,21 @@ import asyncpg
 import trio
 import trio_asyncio
 
+from actors.messages import MissionDue
+from actors.mission import MissionRunner, RetryPolicy
+from actors.registry import AgentRegistry
 from actors.snapshot import SnapshotActor
 from http_api.app import AppDeps, create_app
 from http_api.server import hypercorn_config, serve_http
 from observability.logs import configure_logging
 from observability.metrics import Metrics
+from planner.llm import LlmClient, open_llm_http_client
 from settings import ConfigError, Settings, load_settings
 from store.embedded import EmbeddedPostgres
 from store.errors import StoreError
 from store.migrate import migrate
 from store.pool import open_pool
+from store.runs import release_claim
 
 log = logging.getLogger("mana_ai")
 
@@ -48,25 +54,60 @@ async def watch_signals(shutdown: trio.Event, *, task_status: trio.TaskStatus[No
             return
 
 
+@dataclass
+class Runtime:
+    """The actors and their shared services, built from settings on an open pool."""
+
+    snapshots: SnapshotActor
+    registry: AgentRegistry
+
+
+@asynccontextmanager
+async def open_runtime(settings: Settings, pool: asyncpg.Pool, metrics: Metrics) -> AsyncIterator[Runtime]:
+    """Start the agent registry (and its LLM client); on exit, drain it within the grace period."""
+    async with open_llm_http_client(settings.llm_concurrency) as http, trio.open_nursery() as nursery:
+        llm = LlmClient(http, base_url=settings.mana_llm_url, api_key=settings.service_key,
+                        model=settings.llm_model, timeout_s=settings.llm_timeout_s, retries=settings.llm_retries,
+                        limiter=trio.CapacityLimiter(settings.llm_concurrency),
+                        observe_duration=metrics.planner_duration.observe,
+                        on_retry=lambda reason: metrics.llm_retries.labels(reason=reason).inc())
+        runner = MissionRunner(pool, llm, settings, metrics,
+                               retry=RetryPolicy(settings.retry_base_s, settings.retry_max_s))
+
+        async def release(due: MissionDue, reason: str) -> None:
+            await release_claim(pool, due.claim, reason)
+
+        registry = AgentRegistry(runner.run, release, metrics, mailbox_size=settings.mailbox_size,
+                                 legacy_limit=settings.mailbox_size)
+        await nursery.start(registry.run)
+        try:
+            yield Runtime(SnapshotActor(pool, settings, metrics, dispatcher=registry), registry)
+        finally:
+            with trio.CancelScope(shield=True):
+                await registry.stop(settings.grace_s)
+
+
 async def run_daemon(settings: Settings, pool: asyncpg.Pool, metrics: Metrics, shutdown: trio.Event,
                      *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
     """Actors and the HTTP front on an open, migrated pool until `shutdown` is set.
 
-    `nursery.start` gets the HTTP binds once the daemon is serving.
+    `nursery.start` gets the HTTP binds once the daemon is serving. Shutdown order: HTTP stops,
+    the snapshot actor stops dispatching, agent actors finish in-flight missions within
+    `MANA_AI_GRACE_S` (then are cancelled and hand their claims back).
     """
-    snapshots = SnapshotActor(pool, settings, metrics)
-    app = create_app(AppDeps(settings, metrics, pool, snapshots))
-    config = hypercorn_config(settings.host, settings.port, settings.grace_s)
-    async with trio.open_nursery() as workers:  # actors outlive the HTTP front
-        await workers.start(snapshots.run)
-        async with trio.open_nursery() as front:
-            binds = await front.start(partial(serve_http, app, config, shutdown.wait))
-            log.info("daemon.listening", extra={"binds": ",".join(binds),
-                                                "tick": "on" if settings.tick_enabled else "off",
-                                                "instance": settings.instance_id})
-            task_status.started(binds)
-        # HTTP has stopped: no new ticks can arrive. Stop the snapshot actor.
-        workers.cancel_scope.cancel()
+    async with open_runtime(settings, pool, metrics) as runtime:
+        app = create_app(AppDeps(settings, metrics, pool, runtime.snapshots))
+        config = hypercorn_config(settings.host, settings.port, settings.grace_s)
+        async with trio.open_nursery() as scanning:
+            await scanning.start(runtime.snapshots.run)
+            async with trio.open_nursery() as front:
+                binds = await front.start(partial(serve_http, app, config, shutdown.wait))
+                log.info("daemon.listening", extra={"binds": ",".join(binds),
+                                                    "tick": "on" if settings.tick_enabled else "off",
+                                                    "instance": settings.instance_id})
+                task_status.started(binds)
+            # HTTP has stopped: no new ticks can arrive. Stop dispatching.
+            scanning.cancel_scope.cancel()
 
 
 async def serve_daemon(settings: Settings, dsn: str, shutdown: trio.Event) -> None:
@@ -88,7 +129,8 @@ async def _serve_main(settings: Settings, dsn: str) -> None:
 async def _tick_main(settings: Settings, dsn: str) -> None:
     async with trio_asyncio.open_loop(), open_pool(dsn, settings.db_pool_size, settings.db_connect_timeout_s) as pool:
         await migrate(pool, create_sync_changes=settings.embedded)
-        stats = await SnapshotActor(pool, settings, Metrics()).run_cycle()
+        async with open_runtime(settings, pool, Metrics()) as runtime:
+            stats = await runtime.snapshots.run_cycle()
     print(json.dumps(stats.as_json()))
 
 

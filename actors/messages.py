@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import trio
+
+from store.records import Agent, Mission
+from store.runs import Claim
 
 
 @dataclass
@@ -50,3 +54,82 @@ class Cycle:
         await self._done.wait()
         assert self.stats is not None
         return self.stats
+
+
+# What an agent actor reports for one mission. The first four feed TickStats (reference §12).
+PLANNED = "planned"
+EMPTY_PLAN = "empty-plan"
+PARSE_FAILED = "parse-failed"
+ERROR = "error"
+SKIPPED_ARCHIVED = "skipped-archived"
+SKIPPED_PAUSED = "skipped-paused"
+SKIPPED_CONCURRENCY = "skipped-concurrency"
+SKIPPED_SHUTDOWN = "skipped-shutdown"
+
+
+@dataclass(frozen=True)
+class MissionOutcome:
+    mission_id: str
+    kind: str
+    error: str | None = None
+    plan_produced: bool = False  # a plan was parsed (even if writing it failed)
+    iteration_id: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class TickBatch:
+    """Collects the outcomes of the missions one cycle dispatched into its `TickStats`."""
+
+    def __init__(self, stats: TickStats) -> None:
+        self.stats = stats
+        self._expected = 0
+        self._reported = 0
+        self._sealed = False
+        self._done = trio.Event()
+
+    def expect(self) -> None:
+        """One more mission was dispatched (each reports exactly once)."""
+        self._expected += 1
+        self.stats.due_mission_count += 1
+
+    def seal(self) -> None:
+        """No more missions will be dispatched; done once every expected one reported."""
+        self._sealed = True
+        self._check()
+
+    def report(self, outcome: MissionOutcome) -> None:
+        self._reported += 1
+        stats = self.stats
+        if outcome.plan_produced:
+            stats.plans_produced += 1
+        if outcome.kind in (PLANNED, EMPTY_PLAN):
+            stats.plans_written_back += 1
+        elif outcome.kind == PARSE_FAILED:
+            stats.parse_failures += 1
+        elif outcome.kind == ERROR:
+            stats.errors.append(f"mission={outcome.mission_id}: {outcome.error}")
+        self._check()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    async def wait(self) -> TickStats:
+        await self._done.wait()
+        return self.stats
+
+    def _check(self) -> None:
+        if self._sealed and self._reported >= self._expected:
+            self._done.set()
+
+
+@dataclass(frozen=True)
+class MissionDue:
+    """A claimed due mission on its way to the agent actor that runs it."""
+
+    mission: Mission
+    agent: Agent | None  # None: legacy (no agentId, or an unknown/deleted agent)
+    claim: Claim
+    snapshot_cursor: datetime
+    batch: TickBatch

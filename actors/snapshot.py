@@ -1,9 +1,11 @@
-"""The snapshot actor: folds the change log into snapshots and finds due missions.
+"""The snapshot actor: folds the change log into snapshots and streams due missions out.
 
-It runs one cycle at a time, never overlapping: every `TICK_INTERVAL_MS` (fixed rate, the
-first at start) unless the scheduler is disabled, and whenever someone asks through
-`request_cycle()`. A request while a cycle runs joins that cycle; requests while one is
-pending share the pending one.
+A cycle: refresh snapshots → select due missions → claim them in the run ledger → send each
+to its agent actor. Cycles never overlap: one runs every `TICK_INTERVAL_MS` (fixed rate, the
+first at start) unless the scheduler is disabled, and whenever `request_cycle()` asks; a
+request while a cycle runs joins it. A cycle's `TickStats` are complete when every mission it
+dispatched has reported; the next cycle does not wait for that (a slow mission never blocks
+other agents), and claimed missions are not due again while their lease lives.
 """
 
 from __future__ import annotations
@@ -12,18 +14,21 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import asyncpg
 import trio
 
 from actors.clock import Clock, utc_now
-from actors.messages import Cycle, TickStats
+from actors.messages import Cycle, MissionDue, TickBatch, TickStats
 from observability.metrics import Metrics
 from planner.iteration import iso_ms
 from settings import Settings
+from store.agents import load_agents
 from store.due import DueMission, list_due_missions
 from store.errors import StoreError
 from store.refresh import RefreshStats, refresh_stream
+from store.runs import claim_runs
 from store.streams import AGENTS, MISSIONS, Stream
 
 log = logging.getLogger(__name__)
@@ -31,6 +36,11 @@ log = logging.getLogger(__name__)
 # Failures a cycle reports in `errors` and survives: the database or its connection.
 _CYCLE_ERRORS = (StoreError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError,
                  trio.TooSlowError)
+
+
+class Dispatcher(Protocol):
+    async def deliver(self, due: MissionDue) -> None: ...
+    def retire(self, live_agents: list[tuple[str, str]]) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -42,13 +52,14 @@ class SnapshotActorState:
 
 
 class SnapshotActor:
-    """Owns the refresh cursor work and the cycle schedule; one per daemon."""
+    """Owns the cycle schedule; one per daemon."""
 
     def __init__(self, pool: asyncpg.Pool, settings: Settings, metrics: Metrics,
-                 clock: Clock = utc_now) -> None:
+                 dispatcher: Dispatcher | None = None, clock: Clock = utc_now) -> None:
         self._pool = pool
         self._settings = settings
         self._metrics = metrics
+        self._dispatcher = dispatcher  # None: count due missions only, claim nothing
         self._clock = clock
         self._wake = trio.Event()
         self._pending: Cycle | None = None
@@ -77,64 +88,95 @@ class SnapshotActor:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._alive = True
         try:
-            task_status.started()
-            scheduled = self._settings.tick_enabled
-            interval = self._settings.tick_interval_s
-            next_at = trio.current_time()  # the reference runs its first tick at start
-            while True:
-                if self._pending is None:
-                    with trio.move_on_at(next_at if scheduled else math.inf):
-                        await self._wake.wait()
-                self._wake = trio.Event()
-                cycle, self._pending = (self._pending or Cycle("interval")), None
-                self._running = cycle
-                try:
-                    stats = await self.run_cycle()
-                finally:
-                    self._running = None
-                cycle.finish(stats)
-                now = trio.current_time()
-                while next_at <= now:  # fixed rate; missed slots are skipped, not queued
-                    next_at += interval
+            async with trio.open_nursery() as finishers:  # waits for dispatched missions' outcomes
+                task_status.started()
+                scheduled = self._settings.tick_enabled
+                interval = self._settings.tick_interval_s
+                next_at = trio.current_time()  # the reference runs its first tick at start
+                while True:
+                    if self._pending is None:
+                        with trio.move_on_at(next_at if scheduled else math.inf):
+                            await self._wake.wait()
+                    self._wake = trio.Event()
+                    cycle, self._pending = (self._pending or Cycle("interval")), None
+                    self._running = cycle
+                    try:
+                        batch, started = await self.start_cycle()
+                    finally:
+                        self._running = None
+                    finishers.start_soon(self._finish, cycle, batch, started)
+                    now = trio.current_time()
+                    while next_at <= now:  # fixed rate; missed slots are skipped, not queued
+                        next_at += interval
         finally:
             self._alive = False
 
     async def run_cycle(self) -> TickStats:
-        """Refresh snapshots, then find due missions. Never raises for database trouble."""
+        """One whole cycle, waiting for every dispatched mission (the `tick` command, tests)."""
+        cycle = Cycle("manual")
+        batch, started = await self.start_cycle()
+        await self._finish(cycle, batch, started)
+        return await cycle.wait()
+
+    async def start_cycle(self) -> tuple[TickBatch, float]:
+        """Refresh, select, claim and dispatch; returns the sealed batch. Never raises for DB trouble."""
         started = time.perf_counter()
         scanned_at = iso_ms(self._clock())
-        stats = TickStats(scanned_at=scanned_at)
+        batch = TickBatch(TickStats(scanned_at=scanned_at))
         self._metrics.ticks.inc()
         try:
             try:
                 with trio.fail_after(self._settings.cycle_timeout_s):
                     await self._refresh_all()
                     due = await list_due_missions(self._pool, scanned_at)
-                    stats.due_mission_count = len(due)
                     self._metrics.due_missions.set(len(due))
-                    await self.dispatch(due, stats)
+                    await self._dispatch(due, batch)
             except* _CYCLE_ERRORS as group:
                 for exc in _leaves(group):
-                    self._fail(stats, _describe(exc, self._settings.cycle_timeout_s), "cycle.scan_error")
+                    self._fail(batch.stats, _describe(exc, self._settings.cycle_timeout_s), "cycle.scan_error")
         except Exception as exc:  # noqa: BLE001 - the cycle boundary: a bug must not end the daemon
-            self._fail(stats, f"{type(exc).__name__}: {exc}", "cycle.crashed", exc_info=True)
-        finally:
-            duration = time.perf_counter() - started
-            self._metrics.tick_duration.observe(duration)
+            self._fail(batch.stats, f"{type(exc).__name__}: {exc}", "cycle.crashed", exc_info=True)
+        batch.seal()
+        return batch, started
+
+    async def _finish(self, cycle: Cycle, batch: TickBatch, started: float) -> None:
+        with trio.move_on_after(self._settings.cycle_timeout_s):
+            await batch.wait()
+        stats = batch.stats
+        if not batch.done:
+            stats.errors.append(f"cycle timed out after {self._settings.cycle_timeout_s:g}s "
+                                "waiting for dispatched missions")
+        duration = time.perf_counter() - started
+        self._metrics.tick_duration.observe(duration)
         self._cycles_completed += 1
         self._last_completed_at = time.time()
         self._metrics.last_cycle_completed.set(self._last_completed_at)
-        log.info("cycle.completed", extra={"due": stats.due_mission_count, "errors": len(stats.errors),
+        log.info("cycle.completed", extra={"due": stats.due_mission_count, "planned": stats.plans_written_back,
+                                           "parse_failures": stats.parse_failures, "errors": len(stats.errors),
                                            "duration_ms": round(duration * 1000, 1)})
-        return stats
+        cycle.finish(stats)
 
     def _fail(self, stats: TickStats, message: str, event: str, exc_info: bool = False) -> None:
         stats.errors.append(message)
         self._metrics.cycle_errors.inc()
         log.error(event, extra={"error": message}, exc_info=exc_info)
 
-    async def dispatch(self, due: list[DueMission], stats: TickStats) -> None:
-        """Hand due missions to the agent actors (planning arrives with the agent actors)."""
+    async def _dispatch(self, due: list[DueMission], batch: TickBatch) -> None:
+        if self._dispatcher is None:
+            batch.stats.due_mission_count = len(due)
+            return
+        claims = await claim_runs(self._pool, due, instance_id=self._settings.instance_id,
+                                  lease_s=self._settings.lease_s)
+        by_key = {(d.mission.user_id, d.mission.id): d for d in due}
+        users = sorted({c.user_id for c in claims})
+        agents = await load_agents(self._pool, users)
+        for claim in claims:
+            item = by_key[(claim.user_id, claim.mission_id)]
+            agent_id = item.mission.agent_id
+            agent = agents.get((claim.user_id, agent_id)) if agent_id else None
+            batch.expect()
+            await self._dispatcher.deliver(MissionDue(item.mission, agent, claim, item.snapshot_cursor, batch))
+        self._dispatcher.retire(list(agents))
 
     async def _refresh_all(self) -> None:
         results: dict[str, RefreshStats] = {}

@@ -97,6 +97,9 @@ class Metrics:
         self.due_missions = Gauge("mana_ai_due_missions", "Due missions found by the last cycle", registry=r)
         self.last_cycle_completed = Gauge("mana_ai_last_cycle_completed_timestamp_seconds",
                                           "Unix time the last cycle completed", registry=r)
+        self.llm_retries = Counter("mana_ai_llm_retries_total", "LLM calls retried", ["reason"], registry=r)
+        self.actor_restarts = Counter("mana_ai_agent_actor_restarts_total",
+                                      "Agent actors restarted after a crash", registry=r)
         self.http_in_flight = Gauge("mana_ai_http_requests_in_flight", "HTTP requests being served",
                                     registry=r)
         for decision in DECISIONS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -16,12 +17,14 @@ from store.sql import Q
 class DueMission:
     mission: Mission
     record: dict[str, Any]
+    snapshot_cursor: datetime
 
 
 async def _due(pool: asyncpg.Pool, now_iso: str) -> list[DueMission]:
     async with pool.acquire() as conn:
         rows = await conn.fetch(Q["due_missions"], now_iso)
-    return [DueMission(Mission.from_record(r["user_id"], r["record"]), r["record"]) for r in rows]
+    return [DueMission(Mission.from_record(r["user_id"], r["record"]), r["record"], r["last_applied_at"])
+            for r in rows]
 
 
 async def list_due_missions(pool: asyncpg.Pool, now_iso: str) -> list[DueMission]:

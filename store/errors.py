@@ -16,3 +16,11 @@ class StoreError(Exception):
 
 class DatabaseUnavailable(StoreError):
     """Postgres could not be reached; see __cause__."""
+
+
+class LeaseLost(StoreError):
+    """This run no longer holds its claim (it expired and another instance took it over)."""
+
+
+class MissionGone(StoreError):
+    """The mission was deleted while it was being planned."""

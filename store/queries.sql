@@ -52,16 +52,114 @@ UPDATE mana_ai.refresh_cursors SET stable_until = $2, stable_id = $3, updated_at
 WHERE stream = $1;
 
 -- name: due_missions
--- Reference §5.1, plus: a nextRunAt that is not a string never makes a mission due, and
--- tombstoned snapshots are skipped.
-SELECT user_id, mission_id, record
-FROM mana_ai.mission_snapshots
-WHERE record->>'state' = 'active'
-  AND record->>'nextRunAt' IS NOT NULL
-  AND jsonb_typeof(record->'nextRunAt') = 'string'
-  AND record->>'nextRunAt' <= $1
-  AND (record->>'deletedAt') IS NULL
-  AND NOT tombstone;
+-- Reference §5.1, plus: a nextRunAt that is not a string never makes a mission due, tombstones
+-- are skipped, and the run ledger decides per due slot (= nextRunAt): no row yet, a retry whose
+-- backoff has passed, or a running claim whose lease expired.
+SELECT s.user_id, s.mission_id, s.record, s.last_applied_at
+FROM mana_ai.mission_snapshots s
+LEFT JOIN mana_ai.mission_runs r
+  ON r.user_id = s.user_id AND r.mission_id = s.mission_id AND r.due_slot = s.record->>'nextRunAt'
+WHERE s.record->>'state' = 'active'
+  AND s.record->>'nextRunAt' IS NOT NULL
+  AND jsonb_typeof(s.record->'nextRunAt') = 'string'
+  AND s.record->>'nextRunAt' <= $1
+  AND (s.record->>'deletedAt') IS NULL
+  AND NOT s.tombstone
+  AND (r.user_id IS NULL
+       OR (r.status = 'retry' AND r.next_attempt_at <= now())
+       OR (r.status = 'running' AND r.lease_expires_at < now()));
+
+-- name: claim_runs
+-- Claim due slots for this instance in one statement; only rows actually claimed come back.
+-- Another instance's live lease, a planned or dead slot, or a retry still backing off is left alone.
+INSERT INTO mana_ai.mission_runs AS r
+  (user_id, mission_id, due_slot, status, attempts, lease_owner, lease_token, lease_expires_at)
+SELECT x.user_id, x.mission_id, x.due_slot, 'running', 1, $4, gen_random_uuid(),
+       now() + make_interval(secs => $5::float8)
+FROM unnest($1::text[], $2::text[], $3::text[]) AS x(user_id, mission_id, due_slot)
+ON CONFLICT (user_id, mission_id, due_slot) DO UPDATE SET
+  status = 'running',
+  attempts = r.attempts + 1,
+  lease_owner = EXCLUDED.lease_owner,
+  lease_token = EXCLUDED.lease_token,
+  lease_expires_at = EXCLUDED.lease_expires_at,
+  updated_at = now()
+WHERE (r.status = 'retry' AND r.next_attempt_at <= now())
+   OR (r.status = 'running' AND r.lease_expires_at < now())
+RETURNING r.user_id, r.mission_id, r.due_slot, r.lease_token, r.attempts;
+
+-- name: renew_lease
+-- Extend a running claim's lease; no row means the lease was lost.
+UPDATE mana_ai.mission_runs
+SET lease_expires_at = now() + make_interval(secs => $5::float8), updated_at = now()
+WHERE user_id = $1 AND mission_id = $2 AND due_slot = $3 AND lease_token = $4 AND status = 'running'
+RETURNING lease_expires_at;
+
+-- name: release_claim
+-- Give a claim back without it counting as an attempt (a skip, or shutdown): due again at once.
+UPDATE mana_ai.mission_runs
+SET status = 'retry', attempts = GREATEST(attempts - 1, 0), next_attempt_at = now(),
+    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, outcome = $5, updated_at = now()
+WHERE user_id = $1 AND mission_id = $2 AND due_slot = $3 AND lease_token = $4 AND status = 'running';
+
+-- name: fail_run
+-- A failed attempt: back off ($6 seconds), or mark the slot dead after $5 attempts; keep history.
+UPDATE mana_ai.mission_runs
+SET status = CASE WHEN attempts >= $5 THEN 'dead' ELSE 'retry' END,
+    next_attempt_at = CASE WHEN attempts >= $5 THEN NULL
+                           ELSE now() + make_interval(secs => $6::float8) END,
+    finished_at = CASE WHEN attempts >= $5 THEN now() ELSE NULL END,
+    outcome = $8,
+    last_error = $7,
+    error_history = error_history || jsonb_build_array(jsonb_build_object(
+      'at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+      'attempt', attempts, 'outcome', $8::text, 'error', $7::text, 'instance', lease_owner)),
+    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+WHERE user_id = $1 AND mission_id = $2 AND due_slot = $3 AND lease_token = $4 AND status = 'running'
+RETURNING status, attempts, next_attempt_at;
+
+-- name: hold_claim
+-- Fencing: lock this run's ledger row, but only while this claim still holds the lease.
+SELECT 1 FROM mana_ai.mission_runs
+WHERE user_id = $1 AND mission_id = $2 AND due_slot = $3 AND lease_token = $4 AND status = 'running'
+FOR UPDATE;
+
+-- name: mark_planned
+-- The slot is planned: record the iteration and the plan's provenance, drop the lease.
+UPDATE mana_ai.mission_runs
+SET status = 'planned', outcome = $5, iteration_id = $6, prompt_tokens = $7, completion_tokens = $8,
+    model = $9, prompt_hash = $10, snapshot_cursor = $11, last_error = NULL,
+    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+    finished_at = now(), updated_at = now()
+WHERE user_id = $1 AND mission_id = $2 AND due_slot = $3 AND lease_token = $4 AND status = 'running';
+
+-- name: set_user
+-- withUser: the RLS user for the rest of the transaction (reference §4.2).
+SELECT set_config('app.current_user_id', $1, true);
+
+-- name: mission_snapshot
+-- One mission's current snapshot (the base of the freshest iterations).
+SELECT record, tombstone, last_applied_at FROM mana_ai.mission_snapshots
+WHERE user_id = $1 AND mission_id = $2;
+
+-- name: mission_rows_after
+-- A mission's rows newer than its snapshot, in fold order (inside withUser).
+SELECT id, user_id, record_id, op, data, field_timestamps, created_at
+FROM public.sync_changes
+WHERE user_id = $1 AND app_id = 'ai' AND table_name = 'aiMissions' AND record_id = $2
+  AND created_at > $3
+ORDER BY created_at, id;
+
+-- name: insert_write_back
+-- The reference's write-back row (§5.5); id and created_at by DB defaults.
+INSERT INTO sync_changes
+  (app_id, table_name, record_id, user_id, op, data, field_timestamps, client_id, schema_version, actor)
+VALUES ('ai', 'aiMissions', $1, $2, 'update', $3::jsonb, $4::jsonb, 'mana-ai-runner', 1, $5::jsonb);
+
+-- name: agents_of_users
+-- Agent snapshots of the given users (live ones are filtered when read).
+SELECT user_id, agent_id, record, tombstone FROM mana_ai.agent_snapshots
+WHERE user_id = ANY($1::text[]);
 
 -- name: ping
 -- Liveness probe of the database.

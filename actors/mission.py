@@ -1,0 +1,207 @@
+"""One mission run: prompt → LLM → strict parse → fenced write-back, with the ledger kept true.
+
+`MissionRunner.run` never raises for a mission's own failures: each ends as a `MissionOutcome`
+(and a ledger retry or dead slot). It is the one broad exception boundary of the runtime
+besides the cycle: a bug in one mission must not take an agent actor or the daemon down.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import asyncpg
+import trio
+
+from actors.clock import Clock, utc_now
+from actors.messages import EMPTY_PLAN, ERROR, PARSE_FAILED, PLANNED, MissionDue, MissionOutcome
+from observability.metrics import Metrics
+from planner import (
+    AI_AVAILABLE_TOOLS,
+    AgentContext,
+    ParseFailure,
+    PolicyError,
+    PromptMission,
+    allowed_tool_names,
+    build_planner_prompt,
+    filter_tools_by_agent_policy,
+    iso_ms,
+    mission_runner_actor,
+    parse_planner_response,
+    plan_to_iteration,
+    with_agent_context,
+)
+from planner.llm import Completion, LlmClient, LlmError
+from settings import Settings
+from store.errors import LeaseLost, StoreError
+from store.records import Agent
+from store.runs import Claim, backoff_s, fail_run, release_claim, renew_lease
+from store.writeback import Provenance, WriteBack, write_back
+
+log = logging.getLogger(__name__)
+
+_DB_ERRORS = (StoreError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    base_s: float = 30.0
+    max_s: float = 3600.0
+
+
+class MissionRunner:
+    """Runs one claimed mission at a time per call; shared by every agent actor."""
+
+    def __init__(self, pool: asyncpg.Pool, llm: LlmClient, settings: Settings, metrics: Metrics,
+                 *, clock: Clock = utc_now, retry: RetryPolicy = RetryPolicy(),
+                 jitter: Callable[[], float] = random.random) -> None:
+        self._pool = pool
+        self._llm = llm
+        self._settings = settings
+        self._metrics = metrics
+        self._clock = clock
+        self._retry = retry
+        self._jitter = jitter
+
+    async def run(self, due: MissionDue) -> MissionOutcome:
+        """Plan `due.mission` under its claim; the claim is settled whatever happens."""
+        settled = False
+        started = time.perf_counter()
+        try:
+            lease_lost = False
+            outcome: MissionOutcome | None = None
+            async with trio.open_nursery() as nursery:
+                async def keep_lease() -> None:
+                    nonlocal lease_lost
+                    if not await self._keep_lease(due.claim):
+                        lease_lost = True
+                        nursery.cancel_scope.cancel()
+
+                nursery.start_soon(keep_lease)
+                outcome = await self._plan(due)
+                nursery.cancel_scope.cancel()
+            settled = True
+            if outcome is None or lease_lost:
+                return self._lease_lost(due)
+            return outcome
+        except Exception as exc:  # noqa: BLE001 - the per-mission boundary (see module docstring)
+            log.error("mission.crashed", exc_info=True, extra=self._context(due))
+            leaf = _single_leaf(exc)
+            outcome = await self._fail(due, ERROR, f"{type(leaf).__name__}: {leaf}")
+            settled = True
+            return outcome
+        finally:
+            if not settled:  # cancelled (shutdown, actor crash): give the slot back at once
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await release_claim(self._pool, due.claim, "cancelled")
+            log.debug("mission.finished", extra={**self._context(due),
+                                                 "duration_ms": round((time.perf_counter() - started) * 1000, 1)})
+
+    async def _keep_lease(self, claim: Claim) -> bool:
+        """Renew the lease every third of its length; False as soon as it is lost."""
+        lease_s = self._settings.lease_s
+        while True:
+            await trio.sleep(lease_s / 3)
+            try:
+                with trio.fail_after(max(1.0, lease_s / 3)):
+                    if not await renew_lease(self._pool, claim, lease_s):
+                        return False
+            except (*_DB_ERRORS, trio.TooSlowError):
+                log.warning("mission.lease_renew_failed", extra={"mission": claim.mission_id})
+
+    async def _plan(self, due: MissionDue) -> MissionOutcome:
+        mission, agent = due.mission, due.agent
+        try:
+            tools = filter_tools_by_agent_policy(AI_AVAILABLE_TOOLS, agent.policy if agent else None)
+        except PolicyError as exc:
+            return await self._fail(due, ERROR, str(exc))
+        messages = build_planner_prompt(
+            PromptMission(mission.title, mission.concept_markdown, mission.objective, mission.iterations),
+            (), tools)
+        if agent is not None:
+            messages = with_agent_context(messages, AgentContext(agent.name, agent.role, agent.system_prompt,
+                                                                 agent.memory))
+        try:
+            completion = await self._llm.complete(messages.system, messages.user)
+        except LlmError as exc:
+            return await self._fail(due, ERROR, str(exc))
+        parsed = parse_planner_response(completion.content, allowed_tool_names(tools))
+        if isinstance(parsed, ParseFailure):
+            self._metrics.parse_failures.inc()
+            # the reason only: raw model output may echo user content, which never goes to logs
+            log.warning("mission.parse_failed", extra={**self._context(due), "reason": parsed.reason,
+                                                       "raw_chars": len(parsed.raw)})
+            return await self._fail(due, PARSE_FAILED, parsed.reason, completion=completion)
+        self._metrics.plans_produced.inc()
+        iteration_id = str(uuid.uuid4())
+        now_iso = iso_ms(self._clock())
+        iteration = plan_to_iteration(parsed, iteration_id, now_iso)
+        actor = mission_runner_actor((agent.id, agent.name) if agent else None, mission.id, iteration_id,
+                                     mission.objective)
+        kind = PLANNED if parsed.steps else EMPTY_PLAN
+        provenance = Provenance(kind, completion.model, _prompt_hash(messages.system, messages.user),
+                                completion.prompt_tokens, completion.completion_tokens)
+        try:
+            await write_back(self._pool, due.claim, WriteBack(iteration, actor, now_iso), provenance)
+        except LeaseLost:
+            return self._lease_lost(due)
+        except _DB_ERRORS as exc:
+            return await self._fail(due, ERROR, f"write-back failed: {exc}", completion=completion,
+                                    plan_produced=True)
+        self._metrics.plans_written_back.inc()
+        if agent is not None:
+            self._metrics.agent_decisions.labels(decision="ran").inc()
+        log.info("mission.planned", extra={**self._context(due), "steps": len(parsed.steps),
+                                           "iteration": iteration_id,
+                                           "tokens": completion.prompt_tokens + completion.completion_tokens})
+        return MissionOutcome(mission.id, kind, plan_produced=True, iteration_id=iteration_id,
+                              prompt_tokens=completion.prompt_tokens,
+                              completion_tokens=completion.completion_tokens)
+
+    async def _fail(self, due: MissionDue, kind: str, error: str, *, completion: Completion | None = None,
+                    plan_produced: bool = False) -> MissionOutcome:
+        """Count, log and record a failed attempt in the ledger (retry with backoff, or dead)."""
+        if kind == ERROR:
+            self._metrics.mission_errors.inc()
+        delay = backoff_s(due.claim.attempt, base_s=self._retry.base_s, max_s=self._retry.max_s,
+                          jitter=self._jitter())
+        result = None
+        try:
+            with trio.fail_after(10):
+                result = await fail_run(self._pool, due.claim, outcome=kind, error=error,
+                                        max_attempts=self._settings.max_attempts, backoff_s=delay)
+        except (*_DB_ERRORS, trio.TooSlowError) as exc:
+            # the lease expires on its own and the slot is retried then
+            log.error("mission.ledger_write_failed", extra={**self._context(due), "error": str(exc)})
+        status = result.status if result else "unknown"
+        log.warning("mission.failed", extra={**self._context(due), "outcome": kind, "error": error,
+                                             "attempt": due.claim.attempt, "ledger": status})
+        return MissionOutcome(due.mission.id, kind, error=error, plan_produced=plan_produced,
+                              prompt_tokens=completion.prompt_tokens if completion else 0,
+                              completion_tokens=completion.completion_tokens if completion else 0)
+
+    def _lease_lost(self, due: MissionDue) -> MissionOutcome:
+        self._metrics.mission_errors.inc()
+        log.warning("mission.lease_lost", extra=self._context(due))
+        return MissionOutcome(due.mission.id, ERROR, error="lease lost to another instance; nothing written")
+
+    @staticmethod
+    def _context(due: MissionDue) -> dict[str, object]:
+        agent: Agent | None = due.agent
+        return {"mission": due.mission.id, "user": due.mission.user_id,
+                "agent": agent.id if agent else "legacy", "slot": due.claim.due_slot}
+
+
+def _single_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _prompt_hash(system: str, user: str) -> str:
+    return hashlib.sha256(f"{system}\x00{user}".encode()).hexdigest()

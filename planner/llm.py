@@ -1,0 +1,379 @@
+"""The one HTTP call to mana-llm (reference §6.2), bounded, limited and retried.
+
+``LlmClient.complete(system, user)`` posts the reference's chat-completion body and returns a
+``Completion``. Unlike the reference (§14 item 15: no timeout, no retry), every attempt runs
+under ``trio.fail_after(timeout_s)`` and a bounded number of retries covers connect failures,
+429 and 5xx. Errors::
+
+    LlmError                 base: mana-llm gave no usable answer
+    ├── LlmUnavailable       the request never got a response (connect failed after retries)
+    ├── LlmHttpError         a non-2xx status: ``mana-llm {status}: {text}`` (reference message)
+    ├── LlmTimeout           one attempt used its whole ``timeout_s`` (not retried)
+    └── LlmBadResponse       a 2xx whose body is too large, not JSON, or has no usable choice
+
+A missing or null ``message.content`` is not an error: it is ``""``, as in the reference, and
+the strict parser then reports ``no JSON block found``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timezone
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal, TypedDict
+
+import httpx
+import trio
+
+__all__ = [
+    "Completion",
+    "LlmBadResponse",
+    "LlmClient",
+    "LlmError",
+    "LlmHttpError",
+    "LlmTimeout",
+    "LlmUnavailable",
+    "open_llm_http_client",
+]
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 5.0
+#: httpx phase timeouts of the shared client; ``LlmClient`` replaces read/write/pool with its
+#: own ``timeout_s`` per request, so only the connect bound of the client is used there.
+DEFAULT_TIMEOUT_S = 120.0
+ERROR_TEXT_CHARS = 500
+_ERROR_TEXT_BYTES = 4 * ERROR_TEXT_CHARS  # enough UTF-8 for 500 characters
+_MAX_EXPONENT = 60  # 2**60 * any sane base is far above any cap; avoids float overflow
+
+RetryReason = Literal["connect", "429", "5xx"]
+
+
+class LlmError(Exception):
+    """mana-llm gave no usable answer."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.__doc__)
+
+
+class LlmUnavailable(LlmError):
+    """mana-llm could not be reached; see __cause__."""
+
+
+class LlmHttpError(LlmError):
+    """mana-llm answered with a non-2xx status."""
+
+    def __init__(self, status: int, body: str) -> None:
+        self.status = status
+        self.body = body[:ERROR_TEXT_CHARS]
+        super().__init__(f"mana-llm {status}: {self.body}")
+
+
+class LlmTimeout(LlmError):
+    """A mana-llm attempt did not finish within its time budget."""
+
+
+class LlmBadResponse(LlmError):
+    """mana-llm answered 2xx with a body that is not a usable chat completion."""
+
+
+@dataclass(frozen=True)
+class Completion:
+    content: str
+    prompt_tokens: int
+    completion_tokens: int
+    model: str
+    attempts: int
+
+
+class ChatMessage(TypedDict):
+    role: Literal["system", "user"]
+    content: str
+
+
+class ChatRequest(TypedDict):
+    """The request body, keys in the reference's order (§6.2); no max_tokens, no stream."""
+
+    model: str
+    temperature: float
+    messages: list[ChatMessage]
+
+
+def open_llm_http_client(concurrency: int) -> httpx.AsyncClient:
+    """One client per process for mana-llm, its pool sized to the caller's limiter.
+
+    ``max_keepalive_connections == max_connections`` avoids keep-alive churn, and callers
+    bound concurrency themselves (stack-notes §3: httpcore's pool degrades with long queues).
+    """
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    return httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+        timeout=httpx.Timeout(DEFAULT_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
+    )
+
+
+# --- one exchange and its verdict -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Answered:
+    """A response arrived: its status, Retry-After and (for 2xx the whole, else a prefix of) body."""
+
+    status: int
+    retry_after: str | None
+    body: bytes
+
+
+@dataclass(frozen=True)
+class _Unreached:
+    """The request got no response (connect refused, reset before the headers, ...)."""
+
+    error: httpx.TransportError
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: LlmError
+    retry: RetryReason | None  # None: not worth retrying
+    retry_after_s: float | None = None
+    cause: BaseException | None = None
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def retry_after_s(value: str | None, now: float) -> float | None:
+    """A Retry-After header (delta-seconds or HTTP-date) as seconds from ``now`` (epoch s).
+
+    None when absent or unparsable; a date in the past is 0.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000": UTC by RFC 5322
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, when.timestamp() - now)
+
+
+def backoff_s(retry_index: int, *, base_s: float, max_s: float, jitter: float) -> float:
+    """Full-jitter exponential backoff: ``min(max_s, base_s * 2**n) * jitter``, jitter in [0, 1)."""
+    return min(max_s, base_s * 2.0 ** min(retry_index, _MAX_EXPONENT)) * jitter
+
+
+def _judge(outcome: _Answered | _Unreached, url: str, now: float) -> bytes | _Failed:
+    """The 2xx body, or why the attempt failed and whether a retry may help."""
+    if isinstance(outcome, _Unreached):
+        error = LlmUnavailable(f"mana-llm unreachable at {url}: {_describe(outcome.error)}")
+        return _Failed(error, "connect", cause=outcome.error)
+    if 200 <= outcome.status < 300:
+        return outcome.body
+    text = outcome.body.decode("utf-8", errors="replace")  # fetch's text() decodes UTF-8 too
+    http_error = LlmHttpError(outcome.status, text)
+    if outcome.status == 429 or 500 <= outcome.status < 600:
+        reason: RetryReason = "429" if outcome.status == 429 else "5xx"
+        return _Failed(http_error, reason, retry_after_s(outcome.retry_after, now))
+    return _Failed(http_error, None)
+
+
+def _token_count(usage: object, key: str) -> int:
+    value = usage.get(key) if isinstance(usage, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def parse_completion(body: bytes, requested_model: str, attempts: int) -> Completion:
+    """A chat.completion body as a ``Completion``; raises ``LlmBadResponse`` when unusable."""
+    try:
+        data: Any = json.loads(body)
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+        raise LlmBadResponse("mana-llm returned invalid JSON") from exc
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list) or not choices:
+        raise LlmBadResponse("mana-llm response has no choices")
+    first = choices[0]
+    message = first.get("message") if isinstance(first, dict) else None
+    content = message.get("content") if isinstance(message, dict) else None
+    if content is None:
+        content = ""  # the reference's `?? ''`
+    elif not isinstance(content, str):
+        raise LlmBadResponse("mana-llm content is not a string")
+    usage = data.get("usage")
+    model = data.get("model")
+    return Completion(
+        content=content,
+        prompt_tokens=_token_count(usage, "prompt_tokens"),
+        completion_tokens=_token_count(usage, "completion_tokens"),
+        model=model if isinstance(model, str) else requested_model,
+        attempts=attempts,
+    )
+
+
+def _encode(request: ChatRequest) -> bytes:
+    """UTF-8 JSON, as fetch sends it; a lone surrogate (not UTF-8 encodable) is escaped instead."""
+    try:
+        return json.dumps(request, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return json.dumps(request).encode()  # \ud800 escapes, like JSON.stringify
+
+
+# --- the client -----------------------------------------------------------------------------
+
+
+class LlmClient:
+    """Chat completions from mana-llm: one bounded attempt at a time, retried with backoff.
+
+    The limiter is held only while a request is in flight, never during a backoff sleep; the
+    wait for it is not part of an attempt's ``timeout_s`` (each holder is itself bounded).
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        base_url: str,
+        api_key: str,
+        model: str,
+        timeout_s: float,
+        retries: int,
+        limiter: trio.CapacityLimiter,
+        observe_duration: Callable[[float], None] = lambda s: None,
+        on_retry: Callable[[str], None] = lambda reason: None,
+        max_response_bytes: int = 1_048_576,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 10.0,
+        random: Callable[[], float] = random.random,
+    ) -> None:
+        if not (timeout_s > 0 and math.isfinite(timeout_s)):
+            raise ValueError(f"timeout_s must be a positive number, got {timeout_s}")
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        if max_response_bytes < 1:
+            raise ValueError(f"max_response_bytes must be >= 1, got {max_response_bytes}")
+        if backoff_base_s < 0 or backoff_max_s < 0:
+            raise ValueError("backoff_base_s and backoff_max_s must be >= 0")
+        self._http = http
+        self._url = base_url.rstrip("/") + "/v1/chat/completions"
+        self._headers = {"content-type": "application/json", "authorization": f"Bearer {api_key}"}
+        self._model = model
+        self._timeout_s = timeout_s
+        # httpx times each phase; make read/write/pool as long as the whole attempt so that
+        # fail_after is what ends a slow attempt, and keep the shared client's connect bound.
+        connect_s = http.timeout.connect
+        self._request_timeout = httpx.Timeout(
+            timeout_s, connect=timeout_s if connect_s is None else min(connect_s, timeout_s))
+        self._retries = retries
+        self._limiter = limiter
+        self._observe_duration = observe_duration
+        self._on_retry = on_retry
+        self._max_response_bytes = max_response_bytes
+        self._backoff_base_s = backoff_base_s
+        self._backoff_max_s = backoff_max_s
+        self._random = random
+
+    async def complete(self, system: str, user: str, *, temperature: float = 0.3) -> Completion:
+        """Post the chat completion; raises an ``LlmError`` when no usable answer came back."""
+        request: ChatRequest = {
+            "model": self._model,
+            "temperature": temperature,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+        }
+        payload = _encode(request)
+        attempt = 0
+        while True:
+            attempt += 1
+            verdict = _judge(await self._attempt(payload), self._url, time.time())
+            if not isinstance(verdict, _Failed):
+                return parse_completion(verdict, self._model, attempt)
+            if verdict.retry is None or attempt > self._retries:
+                raise verdict.error from verdict.cause
+            if verdict.retry_after_s is None:
+                delay_s = backoff_s(attempt - 1, base_s=self._backoff_base_s,
+                                    max_s=self._backoff_max_s, jitter=self._random())
+            elif verdict.retry_after_s > self._backoff_max_s * 3:
+                raise verdict.error  # the server asks for a pause longer than we wait
+            else:
+                delay_s = verdict.retry_after_s
+            self._on_retry(verdict.retry)
+            log.warning("llm.retrying", extra={"reason": verdict.retry, "attempt": attempt,
+                                               "delay_s": round(delay_s, 3)})
+            await trio.sleep(delay_s)
+
+    async def _attempt(self, payload: bytes) -> _Answered | _Unreached:
+        """One request under the limiter and ``fail_after``; its duration is observed."""
+        async with self._limiter:
+            started = trio.current_time()
+            try:
+                with trio.fail_after(self._timeout_s):
+                    return await self._exchange(payload)
+            except trio.TooSlowError as exc:
+                raise LlmTimeout(f"mana-llm timed out after {self._timeout_s:g}s") from exc
+            finally:
+                self._observe_duration(trio.current_time() - started)
+
+    async def _exchange(self, payload: bytes) -> _Answered | _Unreached:
+        responded = False
+        try:
+            async with self._http.stream("POST", self._url, content=payload, headers=self._headers,
+                                         timeout=self._request_timeout) as response:
+                responded = True
+                if not response.is_success:
+                    body, _ = await _read_up_to(response, _ERROR_TEXT_BYTES)
+                else:
+                    body = await _read_capped(response, self._max_response_bytes)
+                return _Answered(response.status_code, response.headers.get("retry-after"), body)
+        except httpx.DecodingError as exc:
+            raise LlmBadResponse(f"mana-llm response could not be decoded: {exc}") from exc
+        except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout) as exc:
+            # a phase ran as long as the whole attempt may: fail_after was about to fire anyway
+            raise LlmTimeout(f"mana-llm timed out after {self._timeout_s:g}s") from exc
+        except httpx.TransportError as exc:
+            if not responded:
+                return _Unreached(exc)
+            # the response began, then broke off: not retried (mana-llm may have done the work)
+            raise LlmUnavailable(f"mana-llm unreachable at {self._url}: {_describe(exc)}") from exc
+
+
+async def _read_capped(response: httpx.Response, limit: int) -> bytes:
+    """The whole (decoded) body, or ``LlmBadResponse`` once it exceeds ``limit`` bytes."""
+    too_large = LlmBadResponse(f"mana-llm response larger than {limit} bytes")
+    declared = response.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body, more = await _read_up_to(response, limit)
+    if more:
+        raise too_large
+    return body
+
+
+async def _read_up_to(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
+    """At most ``limit`` bytes of the (decoded) body, and whether there was more.
+
+    Stopping early cancels the read instead of breaking out of the loop: ``aiter_bytes`` wraps
+    async generators of httpx and httpcore that a ``break`` would leave to the garbage
+    collector (a ResourceWarning under trio, encode/httpx#3686). A cancel raised inside them
+    finishes every one, and httpcore closes the connection as on any cancelled read.
+    """
+    body = bytearray()
+    more = False
+    with trio.CancelScope() as stop:
+        async for chunk in response.aiter_bytes():
+            if more:
+                continue                          # already buffered: no checkpoint to cancel at
+            body += chunk
+            if len(body) > limit:
+                more = True
+                stop.cancel()
+    return bytes(body[:limit]), more

@@ -1,0 +1,142 @@
+"""A stand-in mana-llm: a real HTTP server on 127.0.0.1 (Quart-Trio on hypercorn, port 0).
+
+    async with running_fake_llm(completion("hi"), Reply(status=500)) as fake:
+        ...  # point an LlmClient at fake.url; inspect fake.requests / fake.headers afterwards
+
+Replies are scripted (served in order, the last one repeats) or decided per request by
+``fake.responder``. With nothing scripted the answer is ``plan_reply([])``. Only
+``POST /v1/chat/completions`` exists; any other path is a 404.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+from quart import Response, request
+from quart_trio import QuartTrio
+
+from http_api import _hypercorn_fix  # noqa: F401  (keep-alive fix: fast shutdown)
+
+__all__ = ["FakeLlm", "Reply", "completion", "plan_reply", "running_fake_llm"]
+
+PATH = "/v1/chat/completions"
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: Any = None  # dict/list → JSON; str/bytes → sent as is; None → empty
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0  # trio.sleep before answering
+    hang: bool = False  # never answer (cancelled when the client goes away or the server stops)
+
+
+def completion(content: Any, *, prompt_tokens: int = 11, completion_tokens: int = 7,
+               model: str = "gpt-4o-mini") -> Reply:
+    """A 200 in OpenAI's chat.completion shape (as mana-llm answers)."""
+    return Reply(body={
+        "id": "chatcmpl-0123456789ab",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                     "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    })
+
+
+def plan_reply(steps: list[dict[str, Any]], summary: str = "Plan", **kw: Any) -> Reply:
+    """A completion whose content is a fenced JSON plan, as the planner prompt asks for."""
+    content = "```json\n" + json.dumps({"summary": summary, "steps": steps}) + "\n```"
+    return completion(content, **kw)
+
+
+class FakeLlm:
+    def __init__(self) -> None:
+        self.url = ""
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.responder: Callable[[dict[str, Any]], Reply] | None = None
+        self._script: list[Reply] = []
+        self.app = self._build_app()
+
+    def script(self, *replies: Reply) -> None:
+        """Serve these in order; the last one repeats. Replaces any earlier script."""
+        self._script = list(replies)
+
+    def _next_reply(self, body: dict[str, Any]) -> Reply:
+        if self.responder is not None:
+            return self.responder(body)
+        if not self._script:
+            return plan_reply([])
+        return self._script.pop(0) if len(self._script) > 1 else self._script[0]
+
+    def _build_app(self) -> QuartTrio:
+        app = QuartTrio("fake_llm")
+
+        @app.post(PATH)
+        async def chat_completions() -> Response:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:                                   # handlers die on client disconnect
+                raw = await request.get_data()
+                try:
+                    body = json.loads(raw) if raw else {}
+                except ValueError:
+                    body = {}
+                self.requests.append(body)
+                self.headers.append({k.lower(): v for k, v in request.headers.items()})
+                reply = self._next_reply(body)
+                if reply.hang:
+                    await trio.sleep_forever()
+                if reply.delay_s:
+                    await trio.sleep(reply.delay_s)
+                return _response(reply)
+            finally:
+                self.in_flight -= 1
+
+        return app
+
+
+def _response(reply: Reply) -> Response:
+    headers = dict(reply.headers)
+    if isinstance(reply.body, (dict, list)):
+        data: bytes | str = json.dumps(reply.body)
+        headers.setdefault("content-type", "application/json")
+    elif reply.body is None:
+        data = b""
+    else:
+        data = reply.body
+    return Response(data, status=reply.status, headers=headers)
+
+
+@asynccontextmanager
+async def running_fake_llm(*replies: Reply) -> AsyncIterator[FakeLlm]:
+    """Serve a ``FakeLlm`` until the block exits; a hanging request is cut after 0.2 s."""
+    fake = FakeLlm()
+    fake.script(*replies)
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.graceful_timeout = 0.2
+    config.errorlog = logging.getLogger("fake_llm")
+    config.accesslog = None
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(partial(serve, fake.app, config, shutdown_trigger=shutdown.wait))
+        fake.url = binds[0]
+        try:
+            yield fake
+        finally:
+            shutdown.set()

@@ -1,0 +1,421 @@
+"""planner/llm.py against a real fake mana-llm on loopback (tests/fake_llm.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from fake_llm import FakeLlm, Reply, completion, plan_reply, running_fake_llm
+from planner.llm import (
+    Completion,
+    LlmBadResponse,
+    LlmClient,
+    LlmError,
+    LlmHttpError,
+    LlmTimeout,
+    LlmUnavailable,
+    backoff_s,
+    open_llm_http_client,
+    retry_after_s,
+)
+from planner.parse import ParseFailure, parse_planner_response
+
+API_KEY = "service-key"
+MODEL = "gpt-4o-mini"
+
+
+@dataclass
+class Seen:
+    """What the client reported through its callbacks."""
+
+    retries: list[str] = field(default_factory=list)
+    durations: list[float] = field(default_factory=list)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with open_llm_http_client(10) as client:
+        yield client
+
+
+def make_client(http: httpx.AsyncClient, url: str, seen: Seen | None = None, **overrides: Any) -> LlmClient:
+    seen = seen if seen is not None else Seen()
+    options: dict[str, Any] = {
+        "api_key": API_KEY, "model": MODEL, "timeout_s": 5.0, "retries": 2,
+        "limiter": trio.CapacityLimiter(4), "observe_duration": seen.durations.append,
+        "on_retry": seen.retries.append, "backoff_base_s": 0.01, "backoff_max_s": 0.05,
+    }
+    return LlmClient(http, base_url=url, **(options | overrides))
+
+
+def with_delay(reply: Reply, delay_s: float) -> Reply:
+    return dataclasses.replace(reply, delay_s=delay_s)
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on (bound by the OS, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+# --- the request ----------------------------------------------------------------------------
+
+
+async def test_request_is_the_reference_request(http: httpx.AsyncClient) -> None:
+    with trio.fail_after(10):
+        async with running_fake_llm() as fake:
+            await make_client(http, fake.url + "/").complete("You plan.", "# Mission: Ä")
+        assert fake.requests == [{
+            "model": MODEL, "temperature": 0.3,
+            "messages": [{"role": "system", "content": "You plan."},
+                         {"role": "user", "content": "# Mission: Ä"}],
+        }]
+        body = fake.requests[0]
+        assert list(body) == ["model", "temperature", "messages"]   # no max_tokens, no stream
+        assert [list(m) for m in body["messages"]] == [["role", "content"], ["role", "content"]]
+        assert fake.headers[0]["content-type"] == "application/json"
+        assert fake.headers[0]["authorization"] == f"Bearer {API_KEY}"
+
+
+async def test_a_lone_surrogate_is_sent_escaped(http: httpx.AsyncClient) -> None:
+    with trio.fail_after(10):
+        async with running_fake_llm() as fake:
+            await make_client(http, fake.url).complete("s", "broken \ud800 text")
+    assert fake.requests[0]["messages"][1]["content"] == "broken \ud800 text"
+
+
+async def test_the_path_is_v1_chat_completions(http: httpx.AsyncClient) -> None:
+    with trio.fail_after(10):
+        async with running_fake_llm() as fake:
+            with pytest.raises(LlmHttpError) as caught:            # the fake serves only that path
+                await make_client(http, fake.url + "/prefix").complete("s", "u")
+        assert caught.value.status == 404 and fake.requests == []
+
+
+# --- the answer -----------------------------------------------------------------------------
+
+
+async def test_content_usage_and_model_are_read(http: httpx.AsyncClient) -> None:
+    seen = Seen()
+    with trio.fail_after(10):
+        async with running_fake_llm(completion("hello", prompt_tokens=5, completion_tokens=3,
+                                               model="ollama/gemma3:4b")) as fake:
+            result = await make_client(http, fake.url, seen).complete("s", "u")
+    assert result == Completion("hello", 5, 3, "ollama/gemma3:4b", attempts=1)
+    assert len(seen.durations) == 1 and seen.retries == []
+
+
+async def test_a_plan_reply_round_trips_through_the_parser(http: httpx.AsyncClient) -> None:
+    with trio.fail_after(10):
+        async with running_fake_llm(plan_reply([], summary="Nothing to do")) as fake:
+            result = await make_client(http, fake.url).complete("s", "u")
+    assert result.content.startswith("```json\n") and '"summary": "Nothing to do"' in result.content
+
+
+async def test_bad_usage_counts_as_zero_and_model_falls_back(http: httpx.AsyncClient) -> None:
+    body = {"model": 42, "choices": [{"message": {"content": "x"}}],
+            "usage": {"prompt_tokens": -1, "completion_tokens": True}}
+    with trio.fail_after(10):
+        async with running_fake_llm(Reply(body=body)) as fake:
+            result = await make_client(http, fake.url).complete("s", "u")
+    assert result == Completion("x", 0, 0, MODEL, attempts=1)
+
+
+@pytest.mark.parametrize("body", [
+    completion(None).body,                                      # content null
+    {"choices": [{"index": 0, "message": {"role": "assistant"}}]},  # content missing
+    {"choices": [{"index": 0}]},                                # message missing
+])
+async def test_missing_content_is_empty_like_the_reference(http: httpx.AsyncClient, body: Any) -> None:
+    with trio.fail_after(10):
+        async with running_fake_llm(Reply(body=body)) as fake:
+            result = await make_client(http, fake.url).complete("s", "u")
+    assert result.content == ""
+    parsed = parse_planner_response(result.content, {"create_task"})
+    assert isinstance(parsed, ParseFailure) and parsed.reason == "no JSON block found"
+
+
+@pytest.mark.parametrize(("reply", "message"), [
+    (Reply(body="not json"), "mana-llm returned invalid JSON"),
+    (Reply(body=b"\xff\xfe\x00garbage"), "mana-llm returned invalid JSON"),
+    (Reply(body="[" * 100_000), "mana-llm returned invalid JSON"),   # too deep for json.loads
+    (Reply(), "mana-llm returned invalid JSON"),                      # empty body
+    (Reply(body={"id": "x"}), "mana-llm response has no choices"),
+    (Reply(body=["choices"]), "mana-llm response has no choices"),
+    (Reply(body={"choices": []}), "mana-llm response has no choices"),
+    (Reply(body={"choices": {"0": {}}}), "mana-llm response has no choices"),
+    (completion(["a", "list"]), "mana-llm content is not a string"),
+    (completion({"text": "x"}), "mana-llm content is not a string"),
+    (Reply(body=b"x" * 200_001), "mana-llm response larger than 200000 bytes"),
+])
+async def test_unusable_bodies_are_bad_responses(http: httpx.AsyncClient, reply: Reply, message: str) -> None:
+    seen = Seen()
+    with trio.fail_after(10):
+        async with running_fake_llm(reply) as fake:
+            with pytest.raises(LlmBadResponse) as caught:
+                await make_client(http, fake.url, seen, max_response_bytes=200_000).complete("s", "u")
+    assert str(caught.value) == message
+    assert len(fake.requests) == 1 and seen.retries == []             # never retried
+
+
+async def test_the_size_cap_is_inclusive(http: httpx.AsyncClient) -> None:
+    body = json.dumps(completion("ok").body).encode()
+    with trio.fail_after(10):
+        async with running_fake_llm(Reply(body=body)) as fake:
+            result = await make_client(http, fake.url, max_response_bytes=len(body)).complete("s", "u")
+            assert result.content == "ok"
+            with pytest.raises(LlmBadResponse, match="larger than"):
+                await make_client(http, fake.url, max_response_bytes=len(body) - 1).complete("s", "u")
+
+
+async def test_the_cap_applies_to_the_decoded_stream(http: httpx.AsyncClient) -> None:
+    """A small gzip body (small Content-Length) that inflates past the cap is cut while streaming."""
+    inflated = json.dumps(completion("y" * 50_000).body).encode()
+    reply = Reply(body=gzip.compress(inflated), headers={"content-encoding": "gzip"})
+    assert len(reply.body) < 10_000
+    with trio.fail_after(10):
+        async with running_fake_llm(reply) as fake:
+            with pytest.raises(LlmBadResponse) as caught:
+                await make_client(http, fake.url, max_response_bytes=10_000).complete("s", "u")
+            assert str(caught.value) == "mana-llm response larger than 10000 bytes"
+            result = await make_client(http, fake.url, max_response_bytes=len(inflated)).complete("s", "u")
+            assert result.content == "y" * 50_000
+
+
+# --- HTTP errors and retries ----------------------------------------------------------------
+
+
+async def test_500_then_200_is_retried(http: httpx.AsyncClient) -> None:
+    seen = Seen()
+    with trio.fail_after(10):
+        async with running_fake_llm(Reply(status=500, body={"detail": "boom"}), completion("ok")) as fake:
+            result = await make_client(http, fake.url, seen).complete("s", "u")
+    assert result.content == "ok" and result.attempts == 2
+    assert seen.retries == ["5xx"] and len(seen.durations) == 2
+    assert len(fake.requests) == 2 and fake.requests[0] == fake.requests[1]
+
+
+async def test_5xx_until_retries_run_out(http: httpx.AsyncClient) -> None:
+    seen = Seen()
+    with trio.fail_after(10):
+        async with running_fake_llm(Reply(status=502, body="bad gateway")) as fake:
+            with pytest.raises(LlmHttpError) as caught:
+                await make_client(http, fake.url, seen, retries=2).complete("s", "u")
+    assert str(caught.value) == "mana-llm 502: bad gateway"
+    assert seen.retries == ["5xx", "5xx"] and len(seen.durations) == 3 and len(fake.requests) == 3
+
+
+async def test_429_retry_after_zero_is_honoured(http: httpx.AsyncClient) -> None:
+    """The computed backoff would be 100 s; Retry-After: 0 makes it immediate."""
+    seen = Seen()
+    with trio.fail_after(5):
+        async with running_fake_llm(Reply(status=429, headers={"Retry-After": "0"}), completion("ok")) as fake:
+            client = make_client(http, fake.url, seen, backoff_base_s=100.0, backoff_max_s=100.0,
+                                 random=lambda: 1.0)
+            result = await client.complete("s", "u")
+    assert result.attempts == 2 and seen.retries == ["429"]
+
+
+async def test_retry_after_as_a_past_http_date_is_immediate(http: httpx.AsyncClient) -> None:
+    seen = Seen()
+    with trio.fail_after(5):
+        async with running_fake_llm(Reply(status=503, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}),
+                                    completion("ok")) as fake:
+            client = make_client(http, fake.url, seen, backoff_base_s=100.0, backoff_max_s=100.0,
+                                 random=lambda: 1.0)
+            assert (await client.complete("s", "u")).attempts == 2
+    assert seen.retries == ["5xx"]
+
+
+async def test_retry_after_too_long_is_not_waited_for(http: httpx.AsyncClient) -> None:
+    seen = Seen()
+    with trio.fail_after(5):
+        async with running_fake_llm(Reply(status=429, body="slow down", headers={"Retry-After": "31"}),
+                                    completion("ok")) as fake:
+            with pytest.raises(LlmHttpError) as caught:
+                await make_client(http, fake.url, seen, backoff_max_s=10.0).complete("s", "u")
+    assert str(caught.value) == "mana-llm 429: slow down" and caught.value.status == 429
+    assert seen.retries == [] and len(fake.requests) == 1
+
+
+async def test_400_is_not_retried_and_keeps_the_reference_message(http: httpx.AsyncClient) -> None:
+    seen = Seen()
+    detail = {"detail": "Provider 'x' not available. Available providers: ['ollama']"}
+    with trio.fail_after(10):
+        async with running_fake_llm(Reply(status=400, body=detail), completion("ok")) as fake:
+            with pytest.raises(LlmHttpError) as caught:
+                await make_client(http, fake.url, seen).complete("s", "u")
+    assert str(caught.value) == f"mana-llm 400: {json.dumps(detail)}"
+    assert caught.value.status == 400 and seen.retries == [] and len(fake.requests) == 1
+
+
+async def test_error_text_is_truncated_to_500_characters(http: httpx.AsyncClient) -> None:
+    with trio.fail_after(10):
+        async with running_fake_llm(Reply(status=503, body="é" * 100_000)) as fake:
+            with pytest.raises(LlmHttpError) as caught:
+                await make_client(http, fake.url, retries=0).complete("s", "u")
+    assert str(caught.value) == "mana-llm 503: " + "é" * 500 and caught.value.body == "é" * 500
+
+
+async def test_the_limiter_is_free_during_backoff(http: httpx.AsyncClient) -> None:
+    limiter = trio.CapacityLimiter(1)
+    borrowed: list[int] = []
+    with trio.fail_after(10):
+        async with running_fake_llm(Reply(status=500), completion("ok")) as fake:
+            client = make_client(http, fake.url, limiter=limiter,
+                                 on_retry=lambda reason: borrowed.append(limiter.borrowed_tokens))
+            assert (await client.complete("s", "u")).attempts == 2
+    assert borrowed == [0]
+
+
+# --- transport failures and timeouts --------------------------------------------------------
+
+
+async def test_a_closed_port_is_retried_then_unavailable(http: httpx.AsyncClient) -> None:
+    seen = Seen()
+    port = closed_port()
+    with trio.fail_after(10):
+        with pytest.raises(LlmUnavailable) as caught:
+            await make_client(http, f"http://127.0.0.1:{port}", seen, retries=2).complete("s", "u")
+    assert str(caught.value).startswith(f"mana-llm unreachable at http://127.0.0.1:{port}/v1/chat/completions: ")
+    assert isinstance(caught.value.__cause__, httpx.ConnectError)
+    assert seen.retries == ["connect", "connect"] and len(seen.durations) == 3
+
+
+async def test_a_hanging_server_times_out_once_and_frees_the_limiter(http: httpx.AsyncClient) -> None:
+    seen = Seen()
+    limiter = trio.CapacityLimiter(1)
+    with trio.fail_after(10):
+        async with running_fake_llm(Reply(hang=True)) as fake:
+            started = trio.current_time()
+            with pytest.raises(LlmTimeout) as caught:
+                await make_client(http, fake.url, seen, timeout_s=0.3, limiter=limiter).complete("s", "u")
+            elapsed = trio.current_time() - started
+    assert str(caught.value) == "mana-llm timed out after 0.3s"
+    assert 0.3 <= elapsed < 1.5
+    assert seen.retries == [] and len(seen.durations) == 1 and len(fake.requests) == 1  # not retried
+    assert limiter.borrowed_tokens == 0
+
+
+async def test_a_slow_body_counts_against_the_same_budget(http: httpx.AsyncClient) -> None:
+    """fail_after bounds the whole attempt, not each httpx phase."""
+    with trio.fail_after(10):
+        async with running_fake_llm(with_delay(completion("late"), 0.5)) as fake:
+            with pytest.raises(LlmTimeout):
+                await make_client(http, fake.url, timeout_s=0.2).complete("s", "u")
+
+
+# --- concurrency and cancellation -----------------------------------------------------------
+
+
+async def test_the_limiter_bounds_requests_in_flight(http: httpx.AsyncClient) -> None:
+    limiter = trio.CapacityLimiter(3)
+    results: list[Completion] = []
+    with trio.fail_after(10):
+        async with running_fake_llm(with_delay(completion("ok"), 0.1)) as fake:
+            client = make_client(http, fake.url, limiter=limiter)
+
+            async def call() -> None:
+                results.append(await client.complete("s", "u"))
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(10):
+                    nursery.start_soon(call)
+    assert len(results) == 10 and all(r.content == "ok" for r in results)
+    assert fake.max_in_flight == 3 and fake.in_flight == 0
+    assert limiter.borrowed_tokens == 0
+
+
+async def test_cancellation_in_flight_propagates_and_frees_the_limiter(http: httpx.AsyncClient) -> None:
+    seen = Seen()
+    limiter = trio.CapacityLimiter(1)
+    arrived = trio.Event()
+    outcome: list[str] = []
+
+    def hang_and_tell(body: dict[str, Any]) -> Reply:
+        arrived.set()
+        return Reply(hang=True)
+
+    with trio.fail_after(10):
+        async with running_fake_llm() as fake:
+            fake.responder = hang_and_tell
+            client = make_client(http, fake.url, seen, limiter=limiter)
+
+            async def call() -> None:
+                try:
+                    await client.complete("s", "u")
+                except trio.Cancelled:
+                    outcome.append("cancelled")
+                    raise
+                outcome.append("returned")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(call)
+                await arrived.wait()
+                assert limiter.borrowed_tokens == 1
+                nursery.cancel_scope.cancel()
+            assert outcome == ["cancelled"] and limiter.borrowed_tokens == 0
+            assert len(seen.durations) == 1
+            fake.responder = None                                 # the client is still usable
+            assert (await client.complete("s", "u")).attempts == 1
+
+
+async def test_the_fake_counts_concurrent_requests(http: httpx.AsyncClient) -> None:
+    """The fake's own bookkeeping, which other suites rely on."""
+    fake: FakeLlm
+    with trio.fail_after(10):
+        async with running_fake_llm(with_delay(completion("a"), 0.1)) as fake:
+            client = make_client(http, fake.url, limiter=trio.CapacityLimiter(5))
+            async with trio.open_nursery() as nursery:
+                for _ in range(5):
+                    nursery.start_soon(client.complete, "s", "u")
+            fake.script(completion("one"), completion("two"))
+            contents = [(await client.complete("s", "u")).content for _ in range(3)]
+    assert fake.max_in_flight == 5 and fake.in_flight == 0 and len(fake.requests) == 8
+    assert contents == ["one", "two", "two"]                     # the last reply repeats
+
+
+# --- pure parts -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (None, None), ("0", 0.0), (" 120 ", 120.0), ("soon", None), ("-1", None), ("1.5", None), ("", None),
+    ("Wed, 21 Oct 2015 07:28:05 GMT", 5.0),
+    ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0),                      # in the past
+])
+def test_retry_after_is_delta_seconds_or_http_date(value: str | None, expected: float | None) -> None:
+    now = 1445412480.0                                           # Wed, 21 Oct 2015 07:28:00 GMT
+    assert formatdate(now, usegmt=True) == "Wed, 21 Oct 2015 07:28:00 GMT"
+    assert retry_after_s(value, now) == expected
+
+
+def test_backoff_is_exponential_capped_and_jittered() -> None:
+    assert [backoff_s(n, base_s=0.5, max_s=10.0, jitter=1.0) for n in range(6)] == [0.5, 1, 2, 4, 8, 10]
+    assert backoff_s(3, base_s=0.5, max_s=10.0, jitter=0.25) == 1.0
+    assert backoff_s(10_000, base_s=0.5, max_s=10.0, jitter=0.5) == 5.0   # no overflow
+
+
+def test_errors_have_docstring_defaults_and_one_base() -> None:
+    assert str(LlmError()) == "mana-llm gave no usable answer."
+    assert str(LlmTimeout()) == "A mana-llm attempt did not finish within its time budget."
+    for error in (LlmUnavailable, LlmHttpError, LlmTimeout, LlmBadResponse):
+        assert issubclass(error, LlmError) and not issubclass(error, trio.TooSlowError)
+
+
+def test_the_http_client_is_bounded() -> None:
+    http = open_llm_http_client(3)
+    assert http.timeout.connect == 5.0 and http.timeout.read is not None
+    with pytest.raises(ValueError):
+        open_llm_http_client(0)
