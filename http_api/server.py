@@ -30,4 +30,4 @@ async def serve_http(
     *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until `shutdown_trigger` returns; `nursery.start` gets the bound addresses."""
-    await serve(app, config, shutdown_trigger=shutdown_trigger, task_status=task_status)  # type: ignore[arg-type]
+    await serve(app, config, shutdown_trigger=shutdown_trigger, task_status=task_status)

@@ -49,7 +49,7 @@ class Metrics:
     """The daemon's metric families; build one per process (or per test) and pass it down."""
 
     def __init__(self) -> None:
-        disable_created_metrics()  # the reference (prom-client) exports no *_created series
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # the reference (prom-client) exports no *_created series
         inner = CollectorRegistry(auto_describe=True)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_ServiceLabel(inner))

@@ -63,6 +63,13 @@ class _Stored:
     exists: bool
 
 
+@dataclass
+class _Pending:
+    stable: list[ChangeRow]
+    tail: list[ChangeRow]
+    last_at: datetime
+
+
 @dataclass(frozen=True)
 class _Folded:
     key: Key
@@ -126,24 +133,24 @@ async def _fold_and_write(
     conn: asyncpg.Connection, stream: Stream, stable_rows: Sequence[Mapping[str, Any]],
     tail_rows: Sequence[Mapping[str, Any]], stats: RefreshStats,
 ) -> None:
-    grouped: dict[Key, tuple[list[ChangeRow], list[ChangeRow], datetime]] = {}
-    for rows, index in ((stable_rows, 0), (tail_rows, 1)):
+    grouped: dict[Key, _Pending] = {}
+    for rows, is_tail in ((stable_rows, False), (tail_rows, True)):
         for row in rows:
             key = (row["user_id"], row["record_id"])
-            entry = grouped.setdefault(key, ([], [], row["created_at"]))
-            entry[index].append(_change_row(row))
-            grouped[key] = (entry[0], entry[1], row["created_at"])
+            pending = grouped.setdefault(key, _Pending([], [], row["created_at"]))
+            (pending.tail if is_tail else pending.stable).append(_change_row(row))
+            pending.last_at = row["created_at"]
     stored = await _load(conn, stream, grouped)
     folded = []
-    for key, (stable, tail, last_at) in grouped.items():
+    for key, pending in grouped.items():
         seed = stored[key].stable if key in stored else FoldState()
         row_problems: list[RowProblem] = []
-        new_stable, effective = refold(key[1], seed, stable, tail, row_problems)
-        folded.append(_Folded(key, new_stable, effective, last_at))
+        new_stable, effective = refold(key[1], seed, pending.stable, pending.tail, row_problems)
+        folded.append(_Folded(key, new_stable, effective, pending.last_at))
         stats.users.add(key[0])
         for p in row_problems:
             stats.problems.append(Problem(key[0], stream.table_name, p.record_id, p.kind, p.detail))
-        if stable:  # field problems once per change that reached the stable fold
+        if pending.stable:  # field problems once per change that reached the stable fold
             for detail in _field_problems(stream, new_stable):
                 stats.problems.append(Problem(key[0], stream.table_name, key[1], "bad-field", detail))
     await _write(conn, stream, folded, stats)

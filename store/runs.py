@@ -83,5 +83,5 @@ async def fail_run(pool: asyncpg.Pool, claim: Claim, *, outcome: str, error: str
 
 def backoff_s(attempt: int, *, base_s: float, max_s: float, jitter: float) -> float:
     """Capped exponential backoff for the `attempt`-th failure; `jitter` in [0, 1) spreads it."""
-    delay = min(max_s, base_s * (2 ** max(0, attempt - 1)))
+    delay: float = min(max_s, base_s * 2.0 ** max(0, attempt - 1))
     return delay * (0.5 + 0.5 * jitter)

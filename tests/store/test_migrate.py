@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+import asyncpg
 import pytest
 import trio
 
@@ -55,12 +56,12 @@ async def test_two_processes_migrating_at_once_apply_each_version_once(aio_loop:
             await close_pool(p)
 
 
-async def test_reference_indexes_and_policy_exist(pool: object) -> None:
-    rows = await fetch(pool, "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'mana_ai'")  # type: ignore[arg-type]
+async def test_reference_indexes_and_policy_exist(pool: asyncpg.Pool) -> None:
+    rows = await fetch(pool, "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'mana_ai'")
     names = {r["indexname"] for r in rows}
     assert {"idx_mission_snapshots_due", "idx_mission_snapshots_user", "idx_decrypt_audit_mission",
             "idx_agent_snapshots_user", "idx_agent_snapshots_state"} <= names
     due = next(r["indexdef"] for r in rows if r["indexname"] == "idx_mission_snapshots_due")
     assert "WHERE ((record ->> 'state'::text) = 'active'::text)" in due
-    policies = await fetch(pool, "SELECT policyname FROM pg_policies WHERE tablename = 'decrypt_audit'")  # type: ignore[arg-type]
+    policies = await fetch(pool, "SELECT policyname FROM pg_policies WHERE tablename = 'decrypt_audit'")
     assert [p["policyname"] for p in policies] == ["decrypt_audit_user_scope"]
