@@ -55,6 +55,7 @@ class AgentActor:
         self._slots = trio.CapacityLimiter(max(1, self._limit))
         self._in_flight: dict[object, InFlight] = {}
         self.stopping = False  # set at shutdown: queued missions are handed back, not started
+        self._waiting: trio.CancelScope | None = None
 
     def stats(self) -> AgentStats:
         return AgentStats(self.key, self._agent, self._limit, tuple(self._in_flight.values()),
@@ -79,13 +80,27 @@ class AgentActor:
                 if decision is not None:
                     await self._skip(due, decision)
                     continue
-                await self._slots.acquire_on_behalf_of(due.claim.token)  # the inbox holds the rest
-                if self.stopping:
-                    self._slots.release_on_behalf_of(due.claim.token)
+                acquired = await self._wait_for_slot(due)  # meanwhile the inbox holds the rest
+                if not acquired or self.stopping:
+                    if acquired:
+                        self._slots.release_on_behalf_of(due.claim.token)
                     await self._skip(due, SKIPPED_SHUTDOWN)
                     continue
                 self._in_flight[due.claim.token] = InFlight(due.mission.id, trio.current_time())
                 missions.start_soon(self._run, due)
+
+    def stop(self) -> None:
+        """Shutdown: hand queued missions back instead of starting them; stop waiting for a slot."""
+        self.stopping = True
+        if self._waiting is not None:
+            self._waiting.cancel()
+
+    async def _wait_for_slot(self, due: MissionDue) -> bool:
+        with trio.CancelScope() as scope:
+            self._waiting = scope
+            await self._slots.acquire_on_behalf_of(due.claim.token)
+        self._waiting = None
+        return not scope.cancelled_caught
 
     def _update_agent(self, agent: Agent) -> None:
         self._agent = agent

@@ -127,7 +127,7 @@ class AgentRegistry:
         entries = list(self._entries.values())
         for entry in entries:
             if entry.actor is not None:
-                entry.actor.stopping = True
+                entry.actor.stop()
             entry.mailbox.close()
         with trio.move_on_after(grace_s):
             for entry in entries:

@@ -79,3 +79,20 @@ async def test_shutdown_hands_in_flight_claims_back(pool: asyncpg.Pool) -> None:
     [run] = await ledger(pool, "m1")
     assert (run["status"], run["attempts"], run["lease_token"]) == ("retry", 0, None)
     assert await written_rows(pool) == []
+
+
+async def test_a_running_mission_renews_its_lease(pool: asyncpg.Pool) -> None:
+    await insert_rows(pool, {**mission("m1"), "created_at": PAST})
+    async with running_fake_llm(Reply(body=plan_reply([CREATE_TASK]).body, delay_s=1.6)) as llm:
+        async with planning_runtime(pool, llm, lease_s=1.0) as runtime:
+            batch, _ = await runtime.snapshots.start_cycle()
+            with trio.fail_after(5):
+                while llm.in_flight == 0:
+                    await trio.sleep(0.01)
+            await trio.sleep(1.2)  # past the first lease: only renewal keeps it
+            due = await list_due_missions(pool, "2999-01-01T00:00:00.000Z")
+            assert due == []  # a live lease: not due for anyone
+            stats = await batch.wait()
+    assert stats.plans_written_back == 1
+    [run] = await ledger(pool, "m1")
+    assert run["status"] == "planned" and run["attempts"] == 1

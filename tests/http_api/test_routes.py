@@ -10,7 +10,7 @@ import trio
 
 from daemon import SERVICE_KEY, running_daemon
 from conftest import PgServer
-from fake_llm import plan_reply, running_fake_llm
+from fake_llm import Reply, plan_reply, running_fake_llm
 from seed import fetch, insert_rows, mission
 
 KEY = {"X-Service-Key": SERVICE_KEY}
@@ -135,3 +135,11 @@ async def test_health_turns_not_ok_when_the_database_is_gone(pool: asyncpg.Pool,
         # a tick still answers, with the failure in `errors`
         stats = (await d.client.post("/internal/tick", headers=KEY)).json()
         assert stats["dueMissionCount"] == 0 and len(stats["errors"]) >= 1
+
+
+async def test_a_tick_longer_than_the_keep_alive_timeout_still_answers(pool: asyncpg.Pool) -> None:
+    await insert_rows(pool, {**mission("m1"), "created_at": PAST})
+    slow = Reply(body=plan_reply([]).body, delay_s=6)  # hypercorn's keep_alive_timeout is 5 s
+    async with running_fake_llm(slow) as llm, running_daemon(pool, mana_llm_url=llm.url) as d:
+        response = await d.client.post("/internal/tick", headers=KEY, timeout=30)
+    assert response.status_code == 200 and response.json()["plansWrittenBack"] == 1
