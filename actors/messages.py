@@ -64,6 +64,7 @@ ERROR = "error"
 SKIPPED_ARCHIVED = "skipped-archived"
 SKIPPED_PAUSED = "skipped-paused"
 SKIPPED_CONCURRENCY = "skipped-concurrency"
+SKIPPED_BUDGET = "skipped-budget"
 SKIPPED_SHUTDOWN = "skipped-shutdown"
 
 

@@ -19,10 +19,19 @@ import asyncpg
 import trio
 
 from actors.clock import Clock, utc_now
-from actors.messages import EMPTY_PLAN, ERROR, PARSE_FAILED, PLANNED, MissionDue, MissionOutcome
+from actors.messages import (
+    EMPTY_PLAN,
+    ERROR,
+    PARSE_FAILED,
+    PLANNED,
+    SKIPPED_BUDGET,
+    MissionDue,
+    MissionOutcome,
+)
 from observability.metrics import Metrics
 from planner import (
     AI_AVAILABLE_TOOLS,
+    LEGACY_AI_PRINCIPAL,
     AgentContext,
     ParseFailure,
     PolicyError,
@@ -41,9 +50,15 @@ from settings import Settings
 from store.errors import LeaseLost, StoreError
 from store.records import Agent
 from store.runs import Claim, backoff_s, fail_run, release_claim, renew_lease
+from store.usage import Reservation, release_tokens, reserve_tokens, settle_tokens
 from store.writeback import Provenance, WriteBack, write_back
 
 log = logging.getLogger(__name__)
+
+# Before a call the prompt is known but not the reply: reserve ~chars/4 for the prompt plus
+# this much for the completion; the reported usage replaces the estimate afterwards.
+_CHARS_PER_TOKEN = 4
+_COMPLETION_ESTIMATE = 1024
 
 _DB_ERRORS = (StoreError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
@@ -126,11 +141,23 @@ class MissionRunner:
         if agent is not None:
             messages = with_agent_context(messages, AgentContext(agent.name, agent.role, agent.system_prompt,
                                                                  agent.memory))
+        reservation = await self._reserve(due, len(messages.system) + len(messages.user))
+        if not reservation.granted:
+            return await self._over_budget(due, reservation)
+        assert reservation.id is not None
         try:
             completion = await self._llm.complete(messages.system, messages.user)
         except LlmError as exc:
+            await release_tokens(self._pool, reservation.id)
             return await self._fail(due, ERROR, str(exc))
+        except BaseException:  # cancelled (shutdown) or a bug: the reservation goes back
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await release_tokens(self._pool, reservation.id)
+            raise
         parsed = parse_planner_response(completion.content, allowed_tool_names(tools))
+        iteration_id = str(uuid.uuid4())
+        await self._settle(due, reservation.id, completion, iteration_id if not isinstance(parsed, ParseFailure)
+                           else None)
         if isinstance(parsed, ParseFailure):
             self._metrics.parse_failures.inc()
             # the reason only: raw model output may echo user content, which never goes to logs
@@ -138,7 +165,6 @@ class MissionRunner:
                                                        "raw_chars": len(parsed.raw)})
             return await self._fail(due, PARSE_FAILED, parsed.reason, completion=completion)
         self._metrics.plans_produced.inc()
-        iteration_id = str(uuid.uuid4())
         now_iso = iso_ms(self._clock())
         iteration = plan_to_iteration(parsed, iteration_id, now_iso)
         actor = mission_runner_actor((agent.id, agent.name) if agent else None, mission.id, iteration_id,
@@ -162,6 +188,33 @@ class MissionRunner:
         return MissionOutcome(mission.id, kind, plan_produced=True, iteration_id=iteration_id,
                               prompt_tokens=completion.prompt_tokens,
                               completion_tokens=completion.completion_tokens)
+
+    async def _reserve(self, due: MissionDue, prompt_chars: int) -> Reservation:
+        """Reserve an estimate against the agent's rolling 24 h budget (DESIGN §4 row 17)."""
+        agent = due.agent
+        budget = None
+        if agent is not None and agent.max_tokens_per_day is not None and agent.max_tokens_per_day >= 0:
+            budget = int(agent.max_tokens_per_day)  # absent, non-numeric or negative: unlimited
+        estimate = prompt_chars // _CHARS_PER_TOKEN + _COMPLETION_ESTIMATE
+        return await reserve_tokens(self._pool, user_id=due.mission.user_id,
+                                    agent_id=agent.id if agent else LEGACY_AI_PRINCIPAL,
+                                    mission_id=due.mission.id, estimate=estimate, budget=budget)
+
+    async def _over_budget(self, due: MissionDue, reservation: Reservation) -> MissionOutcome:
+        """No LLM call; the slot stays due and runs once usage ages out of the 24 h window."""
+        self._metrics.agent_decisions.labels(decision=SKIPPED_BUDGET).inc()
+        log.info("mission.skipped", extra={**self._context(due), "decision": SKIPPED_BUDGET,
+                                           "used_24h": reservation.used_24h,
+                                           "budget": due.agent.max_tokens_per_day if due.agent else None})
+        await release_claim(self._pool, due.claim, SKIPPED_BUDGET)
+        return MissionOutcome(due.mission.id, SKIPPED_BUDGET)
+
+    async def _settle(self, due: MissionDue, reservation_id: int, completion: Completion,
+                      iteration_id: str | None) -> None:
+        tokens = completion.prompt_tokens + completion.completion_tokens
+        await settle_tokens(self._pool, reservation_id, prompt_tokens=completion.prompt_tokens,
+                            completion_tokens=completion.completion_tokens, iteration_id=iteration_id)
+        self._metrics.tokens_used.labels(agent_id=due.agent.id if due.agent else LEGACY_AI_PRINCIPAL).inc(tokens)
 
     async def _fail(self, due: MissionDue, kind: str, error: str, *, completion: Completion | None = None,
                     plan_produced: bool = False) -> MissionOutcome:

@@ -30,8 +30,11 @@ from store.errors import StoreError
 from store.refresh import RefreshStats, refresh_stream
 from store.runs import claim_runs
 from store.streams import AGENTS, MISSIONS, Stream
+from store.usage import prune_usage
 
 log = logging.getLogger(__name__)
+
+_PRUNE_EVERY_S = 3600.0
 
 # Failures a cycle reports in `errors` and survives: the database or its connection.
 _CYCLE_ERRORS = (StoreError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError,
@@ -67,6 +70,7 @@ class SnapshotActor:
         self._alive = False
         self._cycles_completed = 0
         self._last_completed_at: float | None = None
+        self._last_pruned: float | None = None
 
     # -- what others may call -------------------------------------------------------------
 
@@ -131,6 +135,7 @@ class SnapshotActor:
                     due = await list_due_missions(self._pool, scanned_at)
                     self._metrics.due_missions.set(len(due))
                     await self._dispatch(due, batch)
+                    await self._housekeeping()
             except* _CYCLE_ERRORS as group:
                 for exc in _leaves(group):
                     self._fail(batch.stats, _describe(exc, self._settings.cycle_timeout_s), "cycle.scan_error")
@@ -177,6 +182,16 @@ class SnapshotActor:
             batch.expect()
             await self._dispatcher.deliver(MissionDue(item.mission, agent, claim, item.snapshot_cursor, batch))
         self._dispatcher.retire(list(agents))
+
+    async def _housekeeping(self) -> None:
+        """Prune token usage past its retention, at most once an hour (and at start)."""
+        now = trio.current_time()
+        if self._last_pruned is not None and now - self._last_pruned < _PRUNE_EVERY_S:
+            return
+        self._last_pruned = now
+        deleted = await prune_usage(self._pool, retention_h=self._settings.usage_retention_h)
+        if deleted:
+            log.info("usage.pruned", extra={"rows": deleted, "retention_h": self._settings.usage_retention_h})
 
     async def _refresh_all(self) -> None:
         results: dict[str, RefreshStats] = {}

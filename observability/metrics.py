@@ -26,7 +26,7 @@ SERVICE = "mana-ai"
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 TICK_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120)
 PLANNER_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 30, 60)
-DECISIONS = ("ran", "skipped-paused", "skipped-archived", "skipped-concurrency")
+DECISIONS = ("ran", "skipped-paused", "skipped-archived", "skipped-concurrency", "skipped-budget")
 GRANT_SKIP_REASONS = ("not-configured", "expired", "malformed", "wrap-rejected")
 
 
@@ -86,6 +86,9 @@ class Metrics:
         # Agents
         self.agent_decisions = Counter("mana_ai_agent_decisions_total", "Agent gating decisions",
                                        ["decision"], registry=r)
+        # Budget (reference-later §1.7)
+        self.tokens_used = Counter("mana_ai_tokens_used_total", "LLM tokens used (prompt + completion)",
+                                   ["agent_id"], registry=r)
         # Ours (not in the reference)
         self.sync_rows_rejected = Counter("mana_ai_sync_rows_rejected_total",
                                           "sync_changes rows or fields coerced or skipped as malformed",

@@ -46,6 +46,7 @@ class Settings:
     db_pool_size: int = 10
     db_connect_timeout_s: float = 30.0
     mailbox_size: int = 32
+    usage_retention_h: int = 48
     retry_base_s: float = 30.0
     retry_max_s: float = 3600.0
     log_format: str = "text"
@@ -148,6 +149,7 @@ _SPEC: dict[str, _Var] = {
     "MANA_AI_CYCLE_TIMEOUT_S": _Var("cycle_timeout_s", _float(1), "a number of seconds >= 1"),
     "MANA_AI_DB_POOL_SIZE": _Var("db_pool_size", _int(2, 200), _int_expected(2, 200)),
     "MANA_AI_DB_CONNECT_TIMEOUT_S": _Var("db_connect_timeout_s", _float(0), "a number of seconds >= 0"),
+    "MANA_AI_USAGE_RETENTION_H": _Var("usage_retention_h", _int(25, 24 * 365), _int_expected(25, 24 * 365)),
     "MANA_AI_MAILBOX_SIZE": _Var("mailbox_size", _int(1, 10_000), _int_expected(1, 10_000)),
     "MANA_AI_RETRY_BASE_S": _Var("retry_base_s", _float(0), "a number of seconds >= 0"),
     "MANA_AI_RETRY_MAX_S": _Var("retry_max_s", _float(0), "a number of seconds >= 0"),

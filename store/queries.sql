@@ -189,3 +189,40 @@ SELECT version FROM mana_ai.schema_migrations ORDER BY version;
 -- name: record_migration
 -- Mark one migration applied.
 INSERT INTO mana_ai.schema_migrations (version, name) VALUES ($1, $2);
+
+-- name: budget_lock
+-- Serialise budget checks of one agent for the rest of the transaction.
+SELECT pg_advisory_xact_lock(hashtext('mana_ai.budget/' || $1 || '/' || $2));
+
+-- name: usage_24h
+-- An agent's rolling 24 h use: used tokens plus reservations younger than $3 seconds.
+SELECT COALESCE(sum(CASE WHEN status = 'reserved' THEN reserved_tokens
+                         ELSE prompt_tokens + completion_tokens END), 0)::bigint AS used,
+       COALESCE(sum(prompt_tokens + completion_tokens) FILTER (WHERE status = 'used'), 0)::bigint AS settled,
+       count(*) FILTER (WHERE status = 'reserved' AND ts > now() - make_interval(secs => $3::float8)) AS reservations
+FROM mana_ai.token_usage
+WHERE user_id = $1 AND agent_id = $2 AND ts > now() - interval '24 hours'
+  AND (status = 'used' OR (status = 'reserved' AND ts > now() - make_interval(secs => $3::float8)));
+
+-- name: reserve_tokens
+-- Reserve $4 tokens for a run if the agent's 24 h use ($6, read under budget_lock) is below
+-- its budget $5 (NULL: no budget). No row back: over budget.
+INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, status, reserved_tokens)
+SELECT $1, $2, $3, 'reserved', $4
+WHERE $5::bigint IS NULL OR $6::bigint < $5::bigint
+RETURNING id;
+
+-- name: settle_tokens
+-- The run's reported usage replaces its reservation.
+UPDATE mana_ai.token_usage
+SET status = 'used', reserved_tokens = 0, prompt_tokens = $2, completion_tokens = $3, iteration_id = $4, ts = now()
+WHERE id = $1;
+
+-- name: release_tokens
+-- A failed call gives its reservation back.
+UPDATE mana_ai.token_usage SET status = 'released', reserved_tokens = 0 WHERE id = $1 AND status = 'reserved';
+
+-- name: prune_usage
+-- Delete one batch of usage rows older than the retention.
+DELETE FROM mana_ai.token_usage
+WHERE id IN (SELECT id FROM mana_ai.token_usage WHERE ts < now() - make_interval(hours => $1::int) LIMIT $2);
