@@ -96,7 +96,7 @@ async def run_daemon(settings: Settings, pool: asyncpg.Pool, metrics: Metrics, s
     `MANA_AI_GRACE_S` (then are cancelled and hand their claims back).
     """
     async with open_runtime(settings, pool, metrics) as runtime:
-        app = create_app(AppDeps(settings, metrics, pool, runtime.snapshots))
+        app = create_app(AppDeps(settings, metrics, pool, runtime.snapshots, runtime.registry))
         config = hypercorn_config(settings.host, settings.port, settings.grace_s)
         async with trio.open_nursery() as scanning:
             await scanning.start(runtime.snapshots.run)

@@ -9,8 +9,11 @@ as soon as a slot frees, in the same cycle. A full inbox is the sender's visible
 from __future__ import annotations
 
 import logging
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from uuid import UUID
 
 import trio
 
@@ -32,20 +35,43 @@ class InFlight:
 
 
 @dataclass(frozen=True)
+class RecentOutcome:
+    mission_id: str
+    kind: str
+    error: str | None
+    at: float  # unix time
+
+
+@dataclass
+class ActorBook:
+    """What the registry keeps of one actor across restarts: queued missions, recent outcomes."""
+
+    queued: dict[UUID, str] = field(default_factory=dict)  # claim token → mission id, not started yet
+    recent: deque[RecentOutcome] = field(default_factory=lambda: deque(maxlen=20))
+
+    def note(self, due: MissionDue, outcome: MissionOutcome) -> None:
+        self.queued.pop(due.claim.token, None)
+        self.recent.appendleft(RecentOutcome(outcome.mission_id, outcome.kind, outcome.error, time.time()))
+
+
+@dataclass(frozen=True)
 class AgentStats:
     key: ActorKey
     agent: Agent | None
     limit: int
     in_flight: tuple[InFlight, ...]
     queued: int
+    waiting: tuple[str, ...]  # mission ids delivered and not started (mailbox or waiting for a slot)
+    recent: tuple[RecentOutcome, ...]
 
 
 class AgentActor:
     """Owns one agent's slots; reachable only through its inbox."""
 
     def __init__(self, key: ActorKey, inbox: trio.MemoryReceiveChannel[MissionDue], run_mission: Runner,
-                 skip: Skipper, *, legacy_limit: int) -> None:
+                 skip: Skipper, book: ActorBook, *, legacy_limit: int) -> None:
         self.key = key
+        self._book = book
         self._inbox = inbox
         self._run_mission = run_mission
         self._skip = skip
@@ -59,7 +85,8 @@ class AgentActor:
 
     def stats(self) -> AgentStats:
         return AgentStats(self.key, self._agent, self._limit, tuple(self._in_flight.values()),
-                          self._inbox.statistics().current_buffer_used)
+                          self._inbox.statistics().current_buffer_used, tuple(self._book.queued.values()),
+                          tuple(self._book.recent))
 
     @property
     def idle(self) -> bool:
@@ -86,6 +113,7 @@ class AgentActor:
                         self._slots.release_on_behalf_of(due.claim.token)
                     await self._skip(due, SKIPPED_SHUTDOWN)
                     continue
+                self._book.queued.pop(due.claim.token, None)
                 self._in_flight[due.claim.token] = InFlight(due.mission.id, trio.current_time())
                 missions.start_soon(self._run, due)
 
@@ -117,3 +145,4 @@ class AgentActor:
             self._in_flight.pop(due.claim.token, None)
             self._slots.release_on_behalf_of(due.claim.token)
             due.batch.report(outcome)  # also when cancelled, so a waiting tick still completes
+            self._book.note(due, outcome)

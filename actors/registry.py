@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from actors.agent import ActorKey, AgentActor, AgentStats, Runner
+from actors.agent import ActorBook, ActorKey, AgentActor, AgentStats, Runner
 from actors.messages import SKIPPED_CONCURRENCY, MissionDue, MissionOutcome
 from observability.metrics import Metrics
 
@@ -27,6 +27,7 @@ class _Entry:
     mailbox: trio.MemorySendChannel[MissionDue]
     inbox: trio.MemoryReceiveChannel[MissionDue]
     actor: AgentActor | None = None
+    book: ActorBook = field(default_factory=ActorBook)
     restarts: int = 0
     done: trio.Event = field(default_factory=trio.Event)
 
@@ -61,6 +62,8 @@ class AgentRegistry:
             entry.mailbox.send_nowait(due)
         except (trio.WouldBlock, trio.ClosedResourceError):
             await self.skip(due, SKIPPED_CONCURRENCY)
+        else:
+            entry.book.queued[due.claim.token] = due.mission.id
 
     async def skip(self, due: MissionDue, decision: str) -> None:
         """A mission that will not run now: count the decision, hand the slot back, report."""
@@ -69,11 +72,15 @@ class AgentRegistry:
         log.info("mission.skipped", extra={"mission": due.mission.id, "user": due.mission.user_id,
                                            "agent": due.agent.id if due.agent else "legacy",
                                            "decision": decision})
+        outcome = MissionOutcome(due.mission.id, decision)
         try:
             with trio.move_on_after(10):
                 await self._release(due, decision)
         finally:
-            due.batch.report(MissionOutcome(due.mission.id, decision))
+            due.batch.report(outcome)
+            entry = self._entries.get((due.mission.user_id, due.agent.id if due.agent else None))
+            if entry is not None:
+                entry.book.note(due, outcome)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -88,7 +95,8 @@ class AgentRegistry:
     async def _supervise(self, key: ActorKey, entry: _Entry) -> None:
         try:
             while True:
-                actor = AgentActor(key, entry.inbox, self._run_mission, self.skip, legacy_limit=self._legacy_limit)
+                actor = AgentActor(key, entry.inbox, self._run_mission, self.skip, entry.book,
+                                   legacy_limit=self._legacy_limit)
                 actor.stopping = self._stopping
                 entry.actor = actor
                 try:
@@ -137,6 +145,10 @@ class AgentRegistry:
 
     def actor_stats(self) -> list[AgentStats]:
         return [e.actor.stats() for e in self._entries.values() if e.actor is not None]
+
+    def stats_of(self, key: ActorKey) -> AgentStats | None:
+        entry = self._entries.get(key)
+        return entry.actor.stats() if entry is not None and entry.actor is not None else None
 
     def __len__(self) -> int:
         return len(self._entries)

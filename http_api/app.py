@@ -12,8 +12,10 @@ from quart import Response, g, jsonify, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from actors.registry import AgentRegistry
 from actors.snapshot import SnapshotActor
 from http_api.auth import UNAUTHORIZED, service_key_ok
+from http_api.inspection import register_inspection
 from observability.metrics import Metrics
 from settings import Settings
 from store.pool import ping
@@ -27,6 +29,7 @@ class AppDeps:
     metrics: Metrics
     pool: asyncpg.Pool
     snapshots: SnapshotActor
+    registry: AgentRegistry
 
 
 def create_app(deps: AppDeps) -> QuartTrio:
@@ -88,6 +91,7 @@ def create_app(deps: AppDeps) -> QuartTrio:
             return jsonify(stats.as_json()), 200
         return jsonify({"error": "tick did not finish in time"}), 504
 
+    register_inspection(app, deps.pool, deps.registry, deps.settings)
     return app
 
 

@@ -226,3 +226,38 @@ UPDATE mana_ai.token_usage SET status = 'released', reserved_tokens = 0 WHERE id
 -- Delete one batch of usage rows older than the retention.
 DELETE FROM mana_ai.token_usage
 WHERE id IN (SELECT id FROM mana_ai.token_usage WHERE ts < now() - make_interval(hours => $1::int) LIMIT $2);
+
+-- name: agent_snapshot
+-- One agent's snapshot, tombstones included (inspection).
+SELECT record, tombstone FROM mana_ai.agent_snapshots WHERE user_id = $1 AND agent_id = $2;
+
+-- name: dead_slots_of_agent
+-- The agent's dead due slots, newest first (inspection).
+SELECT r.mission_id, r.due_slot, r.attempts, r.last_error, r.finished_at
+FROM mana_ai.mission_runs r
+JOIN mana_ai.mission_snapshots s ON s.user_id = r.user_id AND s.mission_id = r.mission_id
+WHERE r.user_id = $1 AND r.status = 'dead' AND s.record->>'agentId' = $2
+ORDER BY r.finished_at DESC NULLS LAST
+LIMIT 50;
+
+-- name: missions_of_user
+-- A user's mission snapshots with the ledger row of each one's current due slot (inspection).
+SELECT s.mission_id, s.record, s.tombstone, s.last_applied_at,
+       r.due_slot, r.status, r.attempts, r.next_attempt_at, r.lease_owner, r.lease_expires_at,
+       r.last_error, r.iteration_id, now() AS db_now
+FROM mana_ai.mission_snapshots s
+LEFT JOIN mana_ai.mission_runs r
+  ON r.user_id = s.user_id AND r.mission_id = s.mission_id AND r.due_slot = s.record->>'nextRunAt'
+WHERE s.user_id = $1
+ORDER BY s.mission_id;
+
+-- name: dead_slot_count
+-- Dead due slots over all users (health, metrics).
+SELECT count(*) FROM mana_ai.mission_runs WHERE status = 'dead';
+
+-- name: ledger_gauges
+-- Run-ledger gauges: slots running, backing off, dead.
+SELECT count(*) FILTER (WHERE status = 'running') AS running,
+       count(*) FILTER (WHERE status = 'retry' AND next_attempt_at > now()) AS backing_off,
+       count(*) FILTER (WHERE status = 'dead') AS dead
+FROM mana_ai.mission_runs;

@@ -1,0 +1,133 @@
+"""`/internal/agents…` and `/internal/missions/{userId}`: what every agent actor is doing, and why.
+
+Behind the service-key gate of `http_api/app.py`. Response shapes: docs/inspection.md.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import asyncpg
+import trio
+from quart import jsonify
+from quart_trio import QuartTrio
+
+from actors.agent import AgentStats
+from actors.explain import Situation, explain
+from actors.registry import AgentRegistry
+from planner import AI_AVAILABLE_TOOLS, PolicyError, filter_tools_by_agent_policy, iso_ms
+from settings import Settings
+from store.inspect import agent_snapshot, dead_slots, user_missions
+from store.records import Agent
+from store.usage import usage_24h
+
+
+def register_inspection(app: QuartTrio, pool: asyncpg.Pool, registry: AgentRegistry, settings: Settings) -> None:
+    @app.get("/internal/agents")
+    async def list_agents() -> Any:
+        return jsonify({"agents": [_actor_summary(s) for s in registry.actor_stats()]})
+
+    @app.get("/internal/agents/<user_id>/<agent_id>")
+    async def show_agent(user_id: str, agent_id: str) -> Any:
+        snapshot = await agent_snapshot(pool, user_id, agent_id)
+        stats = registry.stats_of((user_id, agent_id))
+        if snapshot is None and stats is None:
+            return jsonify({"error": "unknown agent"}), 404
+        agent = None if snapshot is None else Agent.from_record(user_id, snapshot[0])
+        usage = await usage_24h(pool, user_id, agent_id)
+        budget = agent.max_tokens_per_day if agent is not None else None
+        dead = await dead_slots(pool, user_id, agent_id)
+        return jsonify({
+            "userId": user_id,
+            "agentId": agent_id,
+            "agent": None if agent is None else _agent_json(agent, deleted=bool(snapshot and snapshot[1])),
+            "actor": None if stats is None else _actor_json(stats),
+            "recentOutcomes": [] if stats is None else [
+                {"missionId": o.mission_id, "outcome": o.kind, "error": o.error, "at": _unix_iso(o.at)}
+                for o in stats.recent],
+            "tokens24h": {"used": usage.used, "settled": usage.settled, "reservations": usage.reservations,
+                          "budget": budget,
+                          "remaining": None if budget is None or budget < 0 else max(0, int(budget) - usage.used)},
+            "deadSlots": [{"missionId": d["mission_id"], "dueSlot": d["due_slot"], "attempts": d["attempts"],
+                           "lastError": d["last_error"],
+                           "at": iso_ms(d["finished_at"]) if d["finished_at"] else None} for d in dead],
+        })
+
+    @app.get("/internal/missions/<user_id>")
+    async def list_missions(user_id: str) -> Any:
+        found = await user_missions(pool, user_id)
+        if not found.missions or found.db_now is None:
+            return jsonify({"error": "unknown user"}), 404
+        now_iso = iso_ms(found.db_now)
+        actors = {s.key: s for s in registry.actor_stats() if s.key[0] == user_id}
+        budgets: dict[str, int] = {}
+        for (_, budget_agent), known in found.agents.items():
+            if known.max_tokens_per_day is not None:
+                budgets[budget_agent] = (await usage_24h(pool, user_id, budget_agent)).used
+        missions = []
+        for m in found.missions:
+            raw_agent = m.record.get("agentId")
+            mission_agent = raw_agent if isinstance(raw_agent, str) else None
+            agent = found.agents.get((user_id, mission_agent)) if mission_agent else None
+            actor = actors.get((user_id, agent.id if agent else None))
+            verdict = explain(Situation(
+                record=m.record, tombstone=m.tombstone, run=m.run, agent=agent, now_iso=now_iso,
+                db_now=found.db_now, used_24h=budgets.get(agent.id) if agent else None,
+                waiting_for_slot=actor is not None and m.mission_id in actor.waiting,
+                in_flight=actor is not None and any(f.mission_id == m.mission_id for f in actor.in_flight)))
+            missions.append({
+                "missionId": m.mission_id,
+                "title": m.record.get("title"),
+                "state": m.record.get("state"),
+                "nextRunAt": m.record.get("nextRunAt"),
+                "agentId": mission_agent,
+                "due": verdict.due,
+                "reason": verdict.reason,
+                "detail": verdict.detail,
+                "run": None if m.run is None else {
+                    "dueSlot": m.run.due_slot, "status": m.run.status, "attempts": m.run.attempts,
+                    "nextAttemptAt": iso_ms(m.run.next_attempt_at) if m.run.next_attempt_at else None,
+                    "leaseOwner": m.run.lease_owner,
+                    "leaseExpiresAt": iso_ms(m.run.lease_expires_at) if m.run.lease_expires_at else None,
+                    "lastError": m.run.last_error, "iterationId": m.run.iteration_id},
+            })
+        return jsonify({"userId": user_id, "checkedAt": now_iso, "instance": settings.instance_id,
+                        "missions": missions})
+
+
+def _actor_summary(stats: AgentStats) -> dict[str, Any]:
+    agent = stats.agent
+    return {"userId": stats.key[0], "agentId": stats.key[1], "legacy": stats.key[1] is None,
+            "name": agent.name if agent else None, "state": agent.state if agent else None,
+            "concurrencyLimit": stats.limit, "inFlight": len(stats.in_flight), "mailboxDepth": stats.queued}
+
+
+def _actor_json(stats: AgentStats) -> dict[str, Any]:
+    now = trio.current_time()
+    return {"concurrencyLimit": stats.limit, "mailboxDepth": stats.queued, "waiting": list(stats.waiting),
+            "inFlight": [{"missionId": f.mission_id, "elapsedSeconds": round(now - f.started_at, 3)}
+                         for f in stats.in_flight]}
+
+
+def _agent_json(agent: Agent, *, deleted: bool) -> dict[str, Any]:
+    limit = agent.max_concurrent_missions
+    return {"name": agent.name, "role": agent.role, "state": agent.state, "deleted": deleted or bool(agent.deleted_at),
+            "maxConcurrentMissions": None if limit != limit else limit,  # NaN is not JSON
+            "maxTokensPerDay": agent.max_tokens_per_day, "policy": _policy_summary(agent)}
+
+
+def _policy_summary(agent: Agent) -> dict[str, Any] | None:
+    if agent.policy is None:
+        return None
+    try:
+        offered = filter_tools_by_agent_policy(AI_AVAILABLE_TOOLS, agent.policy)
+    except PolicyError as exc:
+        return {"valid": False, "error": str(exc)}
+    names = {t.name for t in offered}
+    return {"valid": True, "defaultForAi": agent.policy.get("defaultForAi"),
+            "offeredTools": sorted(names), "deniedTools": sorted(t.name for t in AI_AVAILABLE_TOOLS if t.name not in names)}
+
+
+def _unix_iso(at: float) -> str:
+    return iso_ms(datetime.fromtimestamp(at, timezone.utc))
