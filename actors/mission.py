@@ -45,7 +45,7 @@ from planner import (
     plan_to_iteration,
     with_agent_context,
 )
-from planner.llm import Completion, LlmClient, LlmError
+from planner.llm import Completion, LlmClient, LlmError, LlmTimeout
 from settings import Settings
 from store.errors import LeaseLost, StoreError
 from store.records import Agent
@@ -148,6 +148,8 @@ class MissionRunner:
         try:
             completion = await self._llm.complete(messages.system, messages.user)
         except LlmError as exc:
+            if isinstance(exc, LlmTimeout):
+                self._metrics.llm_timeouts.inc()
             await release_tokens(self._pool, reservation.id)
             return await self._fail(due, ERROR, str(exc))
         except BaseException:  # cancelled (shutdown) or a bug: the reservation goes back

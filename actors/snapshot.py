@@ -25,8 +25,9 @@ from observability.metrics import Metrics
 from planner.iteration import iso_ms
 from settings import Settings
 from store.agents import load_agents
-from store.due import DueMission, list_due_missions
+from store.due import DueMission, list_due_missions, next_wake
 from store.errors import StoreError
+from store.inspect import ledger_gauges
 from store.refresh import RefreshStats, refresh_stream
 from store.runs import claim_runs
 from store.streams import AGENTS, MISSIONS, Stream
@@ -71,6 +72,8 @@ class SnapshotActor:
         self._cycles_completed = 0
         self._last_completed_at: float | None = None
         self._last_pruned: float | None = None
+        self._hinted = False
+        self._due_at = math.inf  # trio time when the next mission becomes due
 
     # -- what others may call -------------------------------------------------------------
 
@@ -82,6 +85,13 @@ class SnapshotActor:
             self._pending = Cycle("manual")
             self._wake.set()
         return self._pending
+
+    def hint(self, reason: str) -> None:
+        """Something changed (NOTIFY, reconnect): run a cycle soon. Ignored without a scheduler."""
+        if self._settings.tick_enabled:
+            self._hinted = True
+            self._wake.set()
+            log.debug("cycle.hinted", extra={"reason": reason})
 
     def state(self) -> SnapshotActorState:
         return SnapshotActorState(self._alive, self._cycles_completed, self._last_completed_at,
@@ -98,11 +108,15 @@ class SnapshotActor:
                 interval = self._settings.tick_interval_s
                 next_at = trio.current_time()  # the reference runs its first tick at start
                 while True:
-                    if self._pending is None:
-                        with trio.move_on_at(next_at if scheduled else math.inf):
+                    if self._pending is None and not self._hinted:
+                        wake_at = min(next_at, self._due_at) if scheduled else math.inf
+                        with trio.move_on_at(wake_at):
                             await self._wake.wait()
                     self._wake = trio.Event()
-                    cycle, self._pending = (self._pending or Cycle("interval")), None
+                    reason = self._wake_reason(next_at)
+                    self._hinted = False
+                    cycle, self._pending = (self._pending or Cycle(reason)), None
+                    self._metrics.cycles.labels(reason=reason).inc()
                     self._running = cycle
                     try:
                         batch, started = await self.start_cycle()
@@ -136,6 +150,10 @@ class SnapshotActor:
                     self._metrics.due_missions.set(len(due))
                     await self._dispatch(due, batch)
                     await self._housekeeping()
+                    await self._observe_ledger()
+                    wake = await next_wake(self._pool, self._clock())
+                    # a little after the instant, so the due query's `<=` sees it
+                    self._due_at = math.inf if wake.seconds is None else trio.current_time() + wake.seconds + 0.01
             except* _CYCLE_ERRORS as group:
                 for exc in _leaves(group):
                     self._fail(batch.stats, _describe(exc, self._settings.cycle_timeout_s), "cycle.scan_error")
@@ -143,6 +161,14 @@ class SnapshotActor:
             self._fail(batch.stats, f"{type(exc).__name__}: {exc}", "cycle.crashed", exc_info=True)
         batch.seal()
         return batch, started
+
+    def _wake_reason(self, next_at: float) -> str:
+        if self._pending is not None:
+            return "manual"
+        if self._hinted:
+            return "notify"
+        now = trio.current_time()
+        return "due-timer" if self._due_at <= now < next_at else "interval"
 
     async def _finish(self, cycle: Cycle, batch: TickBatch, started: float) -> None:
         with trio.move_on_after(self._settings.cycle_timeout_s):
@@ -192,6 +218,12 @@ class SnapshotActor:
         deleted = await prune_usage(self._pool, retention_h=self._settings.usage_retention_h)
         if deleted:
             log.info("usage.pruned", extra={"rows": deleted, "retention_h": self._settings.usage_retention_h})
+
+    async def _observe_ledger(self) -> None:
+        gauges = await ledger_gauges(self._pool)
+        self._metrics.ledger_slots.labels(status="running").set(gauges.running)
+        self._metrics.ledger_slots.labels(status="backing-off").set(gauges.backing_off)
+        self._metrics.ledger_slots.labels(status="dead").set(gauges.dead)
 
     async def _refresh_all(self) -> None:
         results: dict[str, RefreshStats] = {}

@@ -79,6 +79,8 @@ def create_app(deps: AppDeps) -> QuartTrio:
 
     @app.get("/metrics")
     async def metrics_route() -> Any:
+        metrics.observe_actors([("legacy" if a.key[1] is None else (a.agent.state if a.agent else "active"), a.queued)
+                                for a in deps.registry.actor_stats()])
         payload, content_type = metrics.exposition(request.headers.get("Accept"))
         return Response(payload, status=200, content_type=content_type)
 
@@ -116,6 +118,7 @@ async def _health(deps: AppDeps) -> tuple[dict[str, Any], bool]:
             "cyclesCompleted": actor.cycles_completed,
             "lastCycleAgeSeconds": age,
             "cyclesStalled": stalled,
+            "agentActors": len(deps.registry),
         },
     }
     return body, ok

@@ -27,6 +27,7 @@ HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 TICK_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120)
 PLANNER_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 30, 60)
 DECISIONS = ("ran", "skipped-paused", "skipped-archived", "skipped-concurrency", "skipped-budget")
+AGENT_STATES = ("active", "paused", "archived", "legacy")
 GRANT_SKIP_REASONS = ("not-configured", "expired", "malformed", "wrap-rejected")
 
 
@@ -95,6 +96,8 @@ class Metrics:
                                           ["table", "kind"], registry=r)
         self.refresh_rows_read = Counter("mana_ai_refresh_rows_read_total",
                                          "sync_changes rows read by snapshot refresh", ["table"], registry=r)
+        self.cycles = Counter("mana_ai_cycles_total", "Cycles started, by what woke the snapshot actor",
+                              ["reason"], registry=r)
         self.cycle_errors = Counter("mana_ai_cycle_errors_total",
                                     "Cycles that failed before dispatching (DB down, timeout)", registry=r)
         self.due_missions = Gauge("mana_ai_due_missions", "Due missions found by the last cycle", registry=r)
@@ -103,12 +106,31 @@ class Metrics:
         self.llm_retries = Counter("mana_ai_llm_retries_total", "LLM calls retried", ["reason"], registry=r)
         self.actor_restarts = Counter("mana_ai_agent_actor_restarts_total",
                                       "Agent actors restarted after a crash", registry=r)
+        self.llm_timeouts = Counter("mana_ai_llm_timeouts_total", "LLM calls that timed out", registry=r)
+        self.ledger_slots = Gauge("mana_ai_run_ledger_slots", "Due slots in the run ledger by status",
+                                  ["status"], registry=r)
+        self.agent_actors = Gauge("mana_ai_agent_actors", "Live agent actors", registry=r)
+        self.mailbox_depth = Gauge("mana_ai_mailbox_depth", "Missions waiting in agent mailboxes, by agent state",
+                                   ["agent_state"], registry=r)
+        self.notify_listener_up = Gauge("mana_ai_notify_listener_up",
+                                        "1 while the LISTEN connection for change notifications is up", registry=r)
         self.http_in_flight = Gauge("mana_ai_http_requests_in_flight", "HTTP requests being served",
                                     registry=r)
         for decision in DECISIONS:
             self.agent_decisions.labels(decision=decision)
         for reason in GRANT_SKIP_REASONS:
             self.grant_skips.labels(reason=reason)
+        for state in AGENT_STATES:
+            self.mailbox_depth.labels(agent_state=state)
+
+    def observe_actors(self, mailbox_depths: list[tuple[str, int]]) -> None:
+        """Live actors and mailbox depth per agent state, from (state, depth) per actor."""
+        self.agent_actors.set(len(mailbox_depths))
+        totals = dict.fromkeys(AGENT_STATES, 0)
+        for state, depth in mailbox_depths:
+            totals[state if state in totals else "active"] += depth
+        for state, total in totals.items():
+            self.mailbox_depth.labels(agent_state=state).set(total)
 
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
         """The body and content type for `GET /metrics` (0.0.4 text unless asked otherwise)."""

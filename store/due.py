@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 from trio_asyncio import aio_as_trio
 
+from planner.iteration import iso_ms
 from store.records import Mission
 from store.sql import Q
 
@@ -31,3 +32,39 @@ async def list_due_missions(pool: asyncpg.Pool, now_iso: str) -> list[DueMission
     """Active, not deleted missions whose string `nextRunAt` is at or before `now_iso`."""
     due: list[DueMission] = await aio_as_trio(_due)(pool, now_iso)
     return due
+
+
+@dataclass(frozen=True)
+class NextWake:
+    """Seconds from now until the next mission can become due (None: nothing scheduled)."""
+
+    seconds: float | None
+
+
+def _seconds_until(value: str | datetime | None, now: datetime) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None  # not an ISO timestamp: the string compare may still make it due later
+        if value.tzinfo is None:
+            return None
+    return max(0.0, (value - now).total_seconds())
+
+
+async def _next_wake(pool: asyncpg.Pool, now: datetime) -> NextWake:
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(Q["next_wake"], iso_ms(now))
+    candidates = [_seconds_until(row["next_run_at"], now),  # compared on the app clock, like the due query
+                  _seconds_until(row["next_retry_at"], row["db_now"]),
+                  _seconds_until(row["next_lease_expiry"], row["db_now"])]
+    known = [c for c in candidates if c is not None]
+    return NextWake(min(known) if known else None)
+
+
+async def next_wake(pool: asyncpg.Pool, now: datetime) -> NextWake:
+    """How long until the earliest future nextRunAt, retry or lease expiry (one query)."""
+    wake: NextWake = await aio_as_trio(_next_wake)(pool, now)
+    return wake

@@ -123,22 +123,24 @@ async def _close_listen(conn: Any, on_terminate: Callable[..., None], timeout_s:
 
 async def _close_bounded(conn: Any, on_terminate: Callable[..., None]) -> None:
     """Close shielded and bounded; `terminate()` when close fails or hangs (dead peer)."""
-    with trio.CancelScope(shield=True):
-        closed = False
-        with trio.move_on_after(_CLOSE_TIMEOUT_S):
-            try:
-                await aio_as_trio(_close_listen)(conn, on_terminate, _CLOSE_TIMEOUT_S)
-                closed = True
-            except _CONNECTION_ERRORS:
-                pass  # the connection is gone either way; terminate() below frees it
+    closed = False
+    try:
+        with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_TIMEOUT_S):
+            await aio_as_trio(_close_listen)(conn, on_terminate, _CLOSE_TIMEOUT_S)
+            closed = True
+    except _CONNECTION_ERRORS:
+        pass  # the connection is gone either way; terminate() below frees what is left
+    finally:
         if not closed:
-            conn.terminate()
+            conn.terminate()  # sync: drops the socket without waiting for the server
 
 
 # -- the listener --------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class ListenerState:
+    """A read of `ChangeListener`'s counters (for /health and tests)."""
+
     connected: bool
     connects: int  # successful connects so far; more than one means it reconnected
     notifications: int  # payloads handed to on_change ("reconnected" not counted)

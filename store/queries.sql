@@ -261,3 +261,17 @@ SELECT count(*) FILTER (WHERE status = 'running') AS running,
        count(*) FILTER (WHERE status = 'retry' AND next_attempt_at > now()) AS backing_off,
        count(*) FILTER (WHERE status = 'dead') AS dead
 FROM mana_ai.mission_runs;
+
+-- name: next_wake
+-- When something becomes due next: the earliest future nextRunAt of an active mission, and
+-- the earliest retry or lease expiry in the run ledger (the database's now() for those).
+SELECT
+  (SELECT min(record->>'nextRunAt') FROM mana_ai.mission_snapshots
+   WHERE record->>'state' = 'active' AND record->>'nextRunAt' > $1
+     AND jsonb_typeof(record->'nextRunAt') = 'string' AND (record->>'deletedAt') IS NULL
+     AND NOT tombstone) AS next_run_at,
+  (SELECT min(next_attempt_at) FROM mana_ai.mission_runs
+   WHERE status = 'retry' AND next_attempt_at > now()) AS next_retry_at,
+  (SELECT min(lease_expires_at) FROM mana_ai.mission_runs
+   WHERE status = 'running' AND lease_expires_at > now()) AS next_lease_expiry,
+  now() AS db_now;
