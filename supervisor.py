@@ -39,6 +39,7 @@ from settings import ConfigError, Settings, load_settings
 from store.embedded import EmbeddedPostgres
 from store.errors import StoreError
 from store.migrate import migrate
+from store.listen import ChangeListener, set_notify_trigger
 from store.pool import open_pool
 from store.runs import release_claim
 
@@ -88,18 +89,26 @@ async def open_runtime(settings: Settings, pool: asyncpg.Pool, metrics: Metrics)
 
 
 async def run_daemon(settings: Settings, pool: asyncpg.Pool, metrics: Metrics, shutdown: trio.Event,
-                     *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+                     *, listen_dsn: str | None = None,
+                     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
     """Actors and the HTTP front on an open, migrated pool until `shutdown` is set.
 
-    `nursery.start` gets the HTTP binds once the daemon is serving. Shutdown order: HTTP stops,
-    the snapshot actor stops dispatching, agent actors finish in-flight missions within
-    `MANA_AI_GRACE_S` (then are cancelled and hand their claims back).
+    `nursery.start` gets the HTTP binds once the daemon is serving. With `listen_dsn`, the
+    scheduler on and `MANA_AI_NOTIFY`, a NOTIFY listener wakes the snapshot actor on changes.
+    Shutdown order: HTTP stops, the snapshot actor stops dispatching, agent actors finish
+    in-flight missions within `MANA_AI_GRACE_S` (then are cancelled and hand their claims back).
     """
     async with open_runtime(settings, pool, metrics) as runtime:
-        app = create_app(AppDeps(settings, metrics, pool, runtime.snapshots, runtime.registry))
+        listener = None
+        if listen_dsn is not None and settings.notify and settings.tick_enabled:
+            if await set_notify_trigger(pool, True):
+                listener = ChangeListener(listen_dsn, runtime.snapshots.hint)
+        app = create_app(AppDeps(settings, metrics, pool, runtime.snapshots, runtime.registry, listener))
         config = hypercorn_config(settings.host, settings.port, settings.grace_s)
         async with trio.open_nursery() as scanning:
             await scanning.start(runtime.snapshots.run)
+            if listener is not None:
+                await scanning.start(listener.run)
             async with trio.open_nursery() as front:
                 binds = await front.start(partial(serve_http, app, config, shutdown.wait))
                 log.info("daemon.listening", extra={"binds": ",".join(binds),
@@ -114,7 +123,7 @@ async def serve_daemon(settings: Settings, dsn: str, shutdown: trio.Event) -> No
     """The whole daemon: asyncio bridge, pool, migrations, then `run_daemon`."""
     async with trio_asyncio.open_loop(), open_pool(dsn, settings.db_pool_size, settings.db_connect_timeout_s) as pool:
         await migrate(pool, create_sync_changes=settings.embedded)
-        await run_daemon(settings, pool, Metrics(), shutdown)
+        await run_daemon(settings, pool, Metrics(), shutdown, listen_dsn=dsn)
     log.info("daemon.stopped")
 
 

@@ -18,6 +18,7 @@ from http_api.auth import UNAUTHORIZED, service_key_ok
 from http_api.inspection import register_inspection
 from observability.metrics import Metrics
 from settings import Settings
+from store.listen import ChangeListener
 from store.pool import ping
 
 VERSION = "0.1.0"
@@ -30,6 +31,7 @@ class AppDeps:
     pool: asyncpg.Pool
     snapshots: SnapshotActor
     registry: AgentRegistry
+    listener: ChangeListener | None = None
 
 
 def create_app(deps: AppDeps) -> QuartTrio:
@@ -79,6 +81,8 @@ def create_app(deps: AppDeps) -> QuartTrio:
 
     @app.get("/metrics")
     async def metrics_route() -> Any:
+        if deps.listener is not None:
+            metrics.notify_listener_up.set(1 if deps.listener.state().connected else 0)
         metrics.observe_actors([("legacy" if a.key[1] is None else (a.agent.state if a.agent else "active"), a.queued)
                                 for a in deps.registry.actor_stats()])
         payload, content_type = metrics.exposition(request.headers.get("Accept"))
@@ -119,6 +123,18 @@ async def _health(deps: AppDeps) -> tuple[dict[str, Any], bool]:
             "lastCycleAgeSeconds": age,
             "cyclesStalled": stalled,
             "agentActors": len(deps.registry),
+            "notify": _notify_json(deps.listener),
         },
     }
     return body, ok
+
+
+def _notify_json(listener: ChangeListener | None) -> dict[str, Any]:
+    """NOTIFY is a latency hint: its state is reported, it never makes the daemon not-ok."""
+    if listener is None:
+        return {"enabled": False}
+    state = listener.state()
+    check_age = None if state.last_check_at is None else round(trio.current_time() - state.last_check_at, 3)
+    return {"enabled": True, "connected": state.connected, "connects": state.connects,
+            "notifications": state.notifications, "lastError": state.last_error,
+            "lastCheckAgeSeconds": check_age}

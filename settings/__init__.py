@@ -47,6 +47,7 @@ class Settings:
     db_connect_timeout_s: float = 30.0
     mailbox_size: int = 32
     usage_retention_h: int = 48
+    notify_setting: bool | None = None  # MANA_AI_NOTIFY; unset: on in embedded mode
     retry_base_s: float = 30.0
     retry_max_s: float = 3600.0
     log_format: str = "text"
@@ -56,6 +57,11 @@ class Settings:
     @property
     def embedded(self) -> bool:
         return self.sync_database_url is None
+
+    @property
+    def notify(self) -> bool:
+        """Whether to install the NOTIFY trigger and listen (a latency hint; polling stays)."""
+        return self.embedded if self.notify_setting is None else self.notify_setting
 
     @property
     def tick_interval_s(self) -> float:
@@ -118,6 +124,13 @@ def _text(raw: str) -> str:
     return raw
 
 
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in ("true", "false"):
+        raise ValueError
+    return value == "true"
+
+
 def _tick_enabled(raw: str) -> bool:
     return raw != "false"  # reference: only the exact string "false" disables the scheduler
 
@@ -149,6 +162,7 @@ _SPEC: dict[str, _Var] = {
     "MANA_AI_CYCLE_TIMEOUT_S": _Var("cycle_timeout_s", _float(1), "a number of seconds >= 1"),
     "MANA_AI_DB_POOL_SIZE": _Var("db_pool_size", _int(2, 200), _int_expected(2, 200)),
     "MANA_AI_DB_CONNECT_TIMEOUT_S": _Var("db_connect_timeout_s", _float(0), "a number of seconds >= 0"),
+    "MANA_AI_NOTIFY": _Var("notify_setting", _bool, "true|false"),
     "MANA_AI_USAGE_RETENTION_H": _Var("usage_retention_h", _int(25, 24 * 365), _int_expected(25, 24 * 365)),
     "MANA_AI_MAILBOX_SIZE": _Var("mailbox_size", _int(1, 10_000), _int_expected(1, 10_000)),
     "MANA_AI_RETRY_BASE_S": _Var("retry_base_s", _float(0), "a number of seconds >= 0"),

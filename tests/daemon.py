@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,12 +39,13 @@ class RunningDaemon:
 
 
 @asynccontextmanager
-async def running_daemon(pool: asyncpg.Pool, **overrides: Any) -> AsyncIterator[RunningDaemon]:
+async def running_daemon(pool: asyncpg.Pool, *, listen_dsn: str | None = None,
+                         **overrides: Any) -> AsyncIterator[RunningDaemon]:
     settings = daemon_settings(**overrides)
     metrics = Metrics()
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(run_daemon, settings, pool, metrics, shutdown)
+        binds = await nursery.start(partial(run_daemon, settings, pool, metrics, shutdown, listen_dsn=listen_dsn))
         url = binds[0]
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             try:

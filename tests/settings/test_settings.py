@@ -1,0 +1,64 @@
+"""Settings from the environment: reference names and defaults, one clear line per bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from settings import ConfigError, load_settings
+
+
+def test_defaults_are_the_reference_ones() -> None:
+    s = load_settings({})
+    assert (s.port, s.mana_llm_url, s.mana_api_url, s.service_key, s.tick_interval_ms, s.tick_enabled) == (
+        3067, "http://localhost:3020", "http://localhost:3060", "dev-service-key", 60000, True)
+    assert s.sync_database_url is None and s.embedded and s.notify
+    assert (s.llm_model, s.llm_timeout_s, s.llm_concurrency, s.llm_retries, s.max_attempts) == (
+        "gpt-4o-mini", 120.0, 8, 2, 5)
+    assert s.state_dir == Path(".mana-ai") and s.jwt_audience == "mana"
+
+
+def test_empty_strings_mean_unset() -> None:
+    s = load_settings({"PORT": "", "SYNC_DATABASE_URL": "", "MANA_SERVICE_KEY": "", "TICK_ENABLED": ""})
+    assert s.port == 3067 and s.sync_database_url is None and s.service_key == "dev-service-key" and s.tick_enabled
+
+
+@pytest.mark.parametrize(("value", "enabled"), [("false", False), ("true", True), ("False", True), ("0", True)])
+def test_only_the_exact_string_false_disables_the_scheduler(value: str, enabled: bool) -> None:
+    assert load_settings({"TICK_ENABLED": value}).tick_enabled is enabled
+
+
+def test_notify_defaults_on_only_in_embedded_mode() -> None:
+    external = {"SYNC_DATABASE_URL": "postgresql://u:p@db/mana_sync"}
+    assert load_settings(external).notify is False
+    assert load_settings({**external, "MANA_AI_NOTIFY": "true"}).notify is True
+    assert load_settings({"MANA_AI_NOTIFY": "false"}).notify is False
+
+
+def test_instance_id_is_unique_per_start_unless_set() -> None:
+    assert load_settings({}).instance_id != load_settings({}).instance_id
+    assert load_settings({"MANA_AI_INSTANCE_ID": "blue"}).instance_id == "blue"
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"PORT": "eighty"}, "PORT='eighty' is invalid: expected an integer >= 1 and <= 65535"),
+    ({"PORT": "70000"}, "PORT='70000' is invalid: expected an integer >= 1 and <= 65535"),
+    ({"TICK_INTERVAL_MS": "10"}, "TICK_INTERVAL_MS='10' is invalid: expected an integer >= 100"),
+    ({"MANA_LLM_URL": "ftp://x"}, "MANA_LLM_URL='ftp://x' is invalid: expected an http:// or https:// URL"),
+    ({"MANA_AI_LLM_TIMEOUT_S": "nan"}, "MANA_AI_LLM_TIMEOUT_S='nan' is invalid: expected a number of seconds >= 0.1"),
+    ({"MANA_AI_LOG_FORMAT": "xml"}, "MANA_AI_LOG_FORMAT='xml' is invalid: expected text|json"),
+    ({"MANA_AI_NOTIFY": "yes"}, "MANA_AI_NOTIFY='yes' is invalid: expected true|false"),
+    ({"MANA_AI_TYPO": "1"}, "MANA_AI_TYPO is not a known setting (see docs/configuration.md)"),
+])
+def test_a_bad_value_names_the_variable_and_what_was_expected(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)
+    assert str(caught.value) == message
+
+
+def test_secret_values_are_never_echoed() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"SYNC_DATABASE_URL": "mysql://root:hunter2@db"})
+    assert "hunter2" not in str(caught.value)
+    assert str(caught.value) == "SYNC_DATABASE_URL is invalid: expected a postgres:// or postgresql:// URL"
