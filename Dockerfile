@@ -9,7 +9,7 @@ COPY observability ./observability
 COPY planner ./planner
 COPY settings ./settings
 COPY store ./store
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[tracing]"
 
 # Runtime stage: only the installed wheels, run as an unprivileged user.
 FROM python:3.11-slim

@@ -3,6 +3,7 @@
     mana-ai [serve]   run the daemon (default)
     mana-ai tick      run one cycle and print its TickStats JSON
     mana-ai migrate   apply the schema and exit
+    mana-ai demo      the whole loop on a throwaway embedded Postgres with seeded data
 
 Shutdown on SIGTERM/SIGINT (DESIGN §2.3): stop accepting HTTP → stop the snapshot actor →
 close the pool (bounded) → stop the embedded PostgreSQL, if we started it. Exit code 0.
@@ -30,13 +31,15 @@ from actors.messages import MissionDue
 from actors.mission import MissionRunner, RetryPolicy
 from actors.registry import AgentRegistry
 from actors.snapshot import SnapshotActor
-from http_api.app import AppDeps, create_app
+from demo import run_demo
+from http_api.app import VERSION, AppDeps, create_app
 from http_api.server import hypercorn_config, serve_http
 from observability.logs import configure_logging
 from observability.metrics import Metrics
+from observability.tracing import open_tracing
 from planner.llm import LlmClient, open_llm_http_client
 from settings import ConfigError, Settings, load_settings
-from store.embedded import EmbeddedPostgres
+from store.embedded import EmbeddedPostgres, throwaway_postgres
 from store.errors import StoreError
 from store.migrate import migrate
 from store.listen import ChangeListener, set_notify_trigger
@@ -66,13 +69,14 @@ class Runtime:
 @asynccontextmanager
 async def open_runtime(settings: Settings, pool: asyncpg.Pool, metrics: Metrics) -> AsyncIterator[Runtime]:
     """Start the agent registry (and its LLM client); on exit, drain it within the grace period."""
+    tracing = open_tracing(settings.otlp_endpoint, service_version=VERSION)
     async with open_llm_http_client(settings.llm_concurrency) as http, trio.open_nursery() as nursery:
         llm = LlmClient(http, base_url=settings.mana_llm_url, api_key=settings.service_key,
                         model=settings.llm_model, timeout_s=settings.llm_timeout_s, retries=settings.llm_retries,
                         limiter=trio.CapacityLimiter(settings.llm_concurrency),
                         observe_duration=metrics.planner_duration.observe,
                         on_retry=lambda reason: metrics.llm_retries.labels(reason=reason).inc())
-        runner = MissionRunner(pool, llm, settings, metrics,
+        runner = MissionRunner(pool, llm, settings, metrics, tracing=tracing,
                                retry=RetryPolicy(settings.retry_base_s, settings.retry_max_s))
 
         async def release(due: MissionDue, reason: str) -> None:
@@ -86,6 +90,7 @@ async def open_runtime(settings: Settings, pool: asyncpg.Pool, metrics: Metrics)
         finally:
             with trio.CancelScope(shield=True):
                 await registry.stop(settings.grace_s)
+                await tracing.aclose()
 
 
 async def run_daemon(settings: Settings, pool: asyncpg.Pool, metrics: Metrics, shutdown: trio.Event,
@@ -149,7 +154,12 @@ async def _migrate_main(settings: Settings, dsn: str) -> None:
     print(json.dumps({"applied": applied}))
 
 
-COMMANDS = {"serve": _serve_main, "tick": _tick_main, "migrate": _migrate_main}
+async def _demo_main(settings: Settings, dsn: str) -> None:
+    async with trio_asyncio.open_loop():
+        await run_demo(settings, dsn)
+
+
+COMMANDS = {"serve": _serve_main, "tick": _tick_main, "migrate": _migrate_main, "demo": _demo_main}
 
 
 class _Terminated(Exception):
@@ -180,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     embedded: EmbeddedPostgres | None = None
     try:
         with _sigterm_raises():  # so `finally` still stops an embedded Postgres we started
+            if args.command == "demo":  # never the operator's database: a throwaway one
+                with throwaway_postgres("mana-ai-demo-") as demo_dsn:
+                    trio.run(_demo_main, settings, demo_dsn)
+                return 0
             dsn = settings.sync_database_url
             if dsn is None:
                 embedded = EmbeddedPostgres(settings.state_dir)

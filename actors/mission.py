@@ -29,6 +29,7 @@ from actors.messages import (
     MissionOutcome,
 )
 from observability.metrics import Metrics
+from observability.tracing import Attributes, NoTracing, Tracing
 from planner import (
     AI_AVAILABLE_TOOLS,
     LEGACY_AI_PRINCIPAL,
@@ -74,7 +75,8 @@ class MissionRunner:
 
     def __init__(self, pool: asyncpg.Pool, llm: LlmClient, settings: Settings, metrics: Metrics,
                  *, clock: Clock = utc_now, retry: RetryPolicy = RetryPolicy(),
-                 jitter: Callable[[], float] = random.random) -> None:
+                 jitter: Callable[[], float] = random.random, tracing: Tracing | None = None) -> None:
+        self._tracing: Tracing = tracing or NoTracing()
         self._pool = pool
         self._llm = llm
         self._settings = settings
@@ -84,7 +86,19 @@ class MissionRunner:
         self._jitter = jitter
 
     async def run(self, due: MissionDue) -> MissionOutcome:
-        """Plan `due.mission` under its claim; the claim is settled whatever happens."""
+        """Plan `due.mission` under its claim, in a span of its own (ids only, no user content)."""
+        attributes: Attributes = {"mana_ai.mission.id": due.mission.id, "mana_ai.user.id": due.mission.user_id,
+                      "mana_ai.agent.id": due.agent.id if due.agent else "legacy",
+                      "mana_ai.due_slot": due.claim.due_slot, "mana_ai.attempt": due.claim.attempt}
+        with self._tracing.span("mana_ai.mission", attributes) as span:
+            outcome = await self._run(due)
+            span.set_attributes({"mana_ai.outcome": outcome.kind})
+            if outcome.kind in (ERROR, PARSE_FAILED):
+                span.fail(outcome.error or outcome.kind)
+            return outcome
+
+    async def _run(self, due: MissionDue) -> MissionOutcome:
+        """The claim is settled whatever happens."""
         settled = False
         started = time.perf_counter()
         try:
@@ -146,7 +160,7 @@ class MissionRunner:
             return await self._over_budget(due, reservation)
         assert reservation.id is not None
         try:
-            completion = await self._llm.complete(messages.system, messages.user)
+            completion = await self._complete(messages.system, messages.user)
         except LlmError as exc:
             if isinstance(exc, LlmTimeout):
                 self._metrics.llm_timeouts.inc()
@@ -190,6 +204,25 @@ class MissionRunner:
         return MissionOutcome(mission.id, kind, plan_produced=True, iteration_id=iteration_id,
                               prompt_tokens=completion.prompt_tokens,
                               completion_tokens=completion.completion_tokens)
+
+    async def _complete(self, system: str, user: str) -> Completion:
+        """The LLM call in a client span with the gen_ai semantic conventions (no message content)."""
+        model = self._settings.llm_model
+        attributes: Attributes = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
+                      "gen_ai.request.model": model, "gen_ai.request.temperature": 0.3,
+                      "server.address": self._settings.mana_llm_url}
+        with self._tracing.span(f"chat {model}", attributes, client=True) as span:
+            try:
+                completion = await self._llm.complete(system, user)
+            except LlmError as exc:
+                span.set_attributes({"error.type": type(exc).__name__})
+                span.fail(str(exc))
+                raise
+            span.set_attributes({"gen_ai.response.model": completion.model,
+                                 "gen_ai.usage.input_tokens": completion.prompt_tokens,
+                                 "gen_ai.usage.output_tokens": completion.completion_tokens,
+                                 "mana_ai.llm.attempts": completion.attempts})
+            return completion
 
     async def _reserve(self, due: MissionDue, prompt_chars: int) -> Reservation:
         """Reserve an estimate against the agent's rolling 24 h budget (DESIGN §4 row 17)."""

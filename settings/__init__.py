@@ -47,6 +47,7 @@ class Settings:
     db_connect_timeout_s: float = 30.0
     mailbox_size: int = 32
     usage_retention_h: int = 48
+    otlp_endpoint: str | None = None  # OTEL_EXPORTER_OTLP_ENDPOINT: tracing only when set
     notify_setting: bool | None = None  # MANA_AI_NOTIFY; unset: on in embedded mode
     retry_base_s: float = 30.0
     retry_max_s: float = 3600.0
@@ -162,6 +163,7 @@ _SPEC: dict[str, _Var] = {
     "MANA_AI_CYCLE_TIMEOUT_S": _Var("cycle_timeout_s", _float(1), "a number of seconds >= 1"),
     "MANA_AI_DB_POOL_SIZE": _Var("db_pool_size", _int(2, 200), _int_expected(2, 200)),
     "MANA_AI_DB_CONNECT_TIMEOUT_S": _Var("db_connect_timeout_s", _float(0), "a number of seconds >= 0"),
+    "OTEL_EXPORTER_OTLP_ENDPOINT": _Var("otlp_endpoint", _prefixed("http://", "https://"), _URL),
     "MANA_AI_NOTIFY": _Var("notify_setting", _bool, "true|false"),
     "MANA_AI_USAGE_RETENTION_H": _Var("usage_retention_h", _int(25, 24 * 365), _int_expected(25, 24 * 365)),
     "MANA_AI_MAILBOX_SIZE": _Var("mailbox_size", _int(1, 10_000), _int_expected(1, 10_000)),

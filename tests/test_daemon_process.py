@@ -139,3 +139,13 @@ async def test_migrate_and_tick_commands(tmp_path: Path, db_dsn: str) -> None:
     await tick.start()
     assert await tick.wait() == 0
     assert '"dueMissionCount": 0' in tick.log()
+
+
+async def test_demo_runs_the_whole_loop_on_a_throwaway_database(tmp_path: Path) -> None:
+    demo = Daemon(tmp_path, ["demo"], daemon_env(MANA_AI_STATE_DIR=str(tmp_path / "untouched")))
+    await demo.start()
+    assert await demo.wait(timeout=60) == 0, demo.log()
+    out = demo.log()
+    assert '"dueMissionCount": 4' in out and '"plansWrittenBack": 3' in out
+    assert "mission-urlaub         agent-paused" in out
+    assert not (tmp_path / "untouched").exists()

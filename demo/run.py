@@ -1,0 +1,109 @@
+"""The demo's script: seed, plan one cycle, print what happened."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import datetime, timedelta, timezone
+from functools import partial
+from typing import Any
+
+import asyncpg
+import trio
+from trio_asyncio import aio_as_trio
+
+from actors.explain import Situation, explain
+from demo.stand_in_llm import stand_in_app
+from http_api.server import hypercorn_config, serve_http
+from observability.metrics import Metrics
+from planner import iso_ms
+from settings import Settings
+from store.inspect import user_missions
+from store.migrate import migrate
+from store.pool import open_pool
+
+USER = "demo-user"
+PAST = "2026-01-01T00:00:00.000Z"
+
+
+def _agents() -> list[dict[str, Any]]:
+    return [
+        {"id": "agent-recherche", "name": "Recherche", "role": "Sucht und sammelt", "state": "active",
+         "maxConcurrentMissions": 1, "maxTokensPerDay": 50_000,
+         "policy": {"tools": {"create_task": "deny"}, "defaultForAi": "propose"}},
+        {"id": "agent-pause", "name": "Ruhepause", "role": "Macht Pause", "state": "paused",
+         "maxConcurrentMissions": 1, "policy": {"tools": {}, "defaultForAi": "propose"}},
+    ]
+
+
+def _missions(now: datetime) -> list[dict[str, Any]]:
+    base = {"conceptMarkdown": "# Konzept\nDemo.", "inputs": [], "iterations": [], "state": "active",
+            "cadence": {"kind": "interval", "everyMinutes": 60}}
+    return [
+        {**base, "id": "mission-wochenreview", "title": "Wochenreview", "objective": "Review progress",
+         "nextRunAt": PAST},
+        {**base, "id": "mission-newsletter", "title": "Newsletter sichten", "objective": "Neues finden",
+         "nextRunAt": PAST, "agentId": "agent-recherche"},
+        {**base, "id": "mission-steuer", "title": "Steuer vorbereiten", "objective": "Belege sammeln",
+         "nextRunAt": PAST, "agentId": "agent-recherche"},
+        {**base, "id": "mission-urlaub", "title": "Urlaub planen", "objective": "Ziele vergleichen",
+         "nextRunAt": PAST, "agentId": "agent-pause"},
+        {**base, "id": "mission-spaeter", "title": "Später", "objective": "Noch nicht",
+         "nextRunAt": iso_ms(now + timedelta(days=1))},
+    ]
+
+
+async def _seed(pool: asyncpg.Pool, now: datetime) -> None:
+    rows = [("agents", a) for a in _agents()] + [("aiMissions", m) for m in _missions(now)]
+    async with pool.acquire() as conn, conn.transaction():
+        for table, data in rows:
+            await conn.execute(
+                "INSERT INTO sync_changes (app_id, table_name, record_id, user_id, op, data, client_id, actor)"
+                " VALUES ('ai', $1, $2, $3, 'insert', $4, 'demo-device', $5)",
+                table, data["id"], USER, {**data, "userId": USER},
+                {"kind": "user", "principalId": USER, "displayName": "Du"})
+
+
+async def _written(pool: asyncpg.Pool) -> list[asyncpg.Record]:
+    async with pool.acquire() as conn:
+        return list(await conn.fetch("SELECT record_id, data, actor FROM sync_changes"
+                                     " WHERE client_id = 'mana-ai-runner' ORDER BY created_at, record_id"))
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+async def run_demo(settings: Settings, dsn: str) -> None:
+    from supervisor import open_runtime  # the runtime lives with the process entry
+
+    now = datetime.now(timezone.utc)
+    async with trio.open_nursery() as nursery:
+        config = hypercorn_config("127.0.0.1", 0, graceful_timeout_s=1)
+        llm_url = (await nursery.start(partial(serve_http, stand_in_app(), config, trio.sleep_forever)))[0]
+        settings = dataclasses.replace(settings, mana_llm_url=llm_url, tick_enabled=False, snapshot_lag_ms=0)
+        async with open_pool(dsn, 4, 10) as pool:
+            await migrate(pool, create_sync_changes=True)
+            await aio_as_trio(_seed)(pool, now)
+            _say(f"Seeded {len(_agents())} agents and {len(_missions(now))} missions for {USER} into sync_changes.")
+            _say(f"Stand-in LLM at {llm_url}. Running one cycle…\n")
+            async with open_runtime(settings, pool, Metrics()) as runtime:
+                stats = await runtime.snapshots.run_cycle()
+            _say("TickStats: " + json.dumps(stats.as_json(), ensure_ascii=False))
+            for row in await aio_as_trio(_written)(pool):
+                new = row["data"]["iterations"][-1]
+                _say(f"\n{row['record_id']}: iteration {new['id']} ({new['overallStatus']}) "
+                     f"by {row['actor']['displayName']} — {new['summary']}")
+                for step in new["plan"]:
+                    intent = step["intent"]
+                    _say(f"  - [{step['status']}] {intent['toolName']} {json.dumps(intent['params'], ensure_ascii=False)}")
+            _say("\nWhy each mission is or is not due now:")
+            found = await user_missions(pool, USER)
+            assert found.db_now is not None
+            for m in found.missions:
+                agent_id = m.record.get("agentId")
+                agent = found.agents.get((USER, agent_id)) if isinstance(agent_id, str) else None
+                verdict = explain(Situation(m.record, m.tombstone, m.run, agent, iso_ms(found.db_now), found.db_now,
+                                            None, False, False))
+                _say(f"  {m.mission_id:<22} {verdict.reason:<14} {verdict.detail}")
+        nursery.cancel_scope.cancel()
