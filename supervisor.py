@@ -27,6 +27,7 @@ import asyncpg
 import trio
 import trio_asyncio
 
+from actors.groups import single_leaf
 from actors.messages import MissionDue
 from actors.mission import MissionRunner, RetryPolicy
 from actors.registry import AgentRegistry
@@ -200,15 +201,18 @@ def main(argv: list[str] | None = None) -> int:
                 dsn = embedded.start()
             trio.run(COMMANDS[args.command], settings, dsn)
         return 0
-    except (_Terminated, KeyboardInterrupt):
-        log.info("daemon.interrupted")
-        return 0
-    except StoreError as exc:
-        log.error("daemon.database_unavailable", extra={"error": str(exc)})
-        return 1
-    except OSError as exc:
-        log.error("daemon.failed", extra={"error": f"{type(exc).__name__}: {exc}"})
-        return 1
+    except BaseException as exc:  # noqa: BLE001 - sorted below; anything unexpected is re-raised
+        leaf = single_leaf(exc)
+        if isinstance(leaf, (_Terminated, KeyboardInterrupt)):
+            log.info("daemon.interrupted")
+            return 0
+        if isinstance(leaf, StoreError):
+            log.error("daemon.database_unavailable", extra={"error": str(leaf)})
+            return 1
+        if isinstance(leaf, OSError):
+            log.error("daemon.failed", extra={"error": f"{type(leaf).__name__}: {leaf}"})
+            return 1
+        raise
     finally:
         if embedded is not None:
             embedded.stop()

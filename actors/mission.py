@@ -19,6 +19,7 @@ import asyncpg
 import trio
 
 from actors.clock import Clock, utc_now
+from actors.groups import single_leaf
 from actors.messages import (
     EMPTY_PLAN,
     ERROR,
@@ -120,7 +121,7 @@ class MissionRunner:
             return outcome
         except Exception as exc:  # noqa: BLE001 - the per-mission boundary (see module docstring)
             log.error("mission.crashed", exc_info=True, extra=self._context(due))
-            leaf = _single_leaf(exc)
+            leaf = single_leaf(exc)
             outcome = await self._fail(due, ERROR, f"{type(leaf).__name__}: {leaf}")
             settled = True
             return outcome
@@ -283,12 +284,6 @@ class MissionRunner:
         agent: Agent | None = due.agent
         return {"mission": due.mission.id, "user": due.mission.user_id,
                 "agent": agent.id if agent else "legacy", "slot": due.claim.due_slot}
-
-
-def _single_leaf(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 def _prompt_hash(system: str, user: str) -> str:

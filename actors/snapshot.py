@@ -20,6 +20,7 @@ import asyncpg
 import trio
 
 from actors.clock import Clock, utc_now
+from actors.groups import leaves
 from actors.messages import Cycle, MissionDue, TickBatch, TickStats
 from observability.metrics import Metrics
 from planner.iteration import iso_ms
@@ -155,7 +156,7 @@ class SnapshotActor:
                     # a little after the instant, so the due query's `<=` sees it
                     self._due_at = math.inf if wake.seconds is None else trio.current_time() + wake.seconds + 0.01
             except* _CYCLE_ERRORS as group:
-                for exc in _leaves(group):
+                for exc in leaves(group):
                     self._fail(batch.stats, _describe(exc, self._settings.cycle_timeout_s), "cycle.scan_error")
         except Exception as exc:  # noqa: BLE001 - the cycle boundary: a bug must not end the daemon
             self._fail(batch.stats, f"{type(exc).__name__}: {exc}", "cycle.crashed", exc_info=True)
@@ -252,13 +253,6 @@ class SnapshotActor:
             log.warning("sync_row.malformed", extra={"user": problem.user_id, "table": problem.table_name,
                                                      "record": problem.record_id, "kind": problem.kind,
                                                      "detail": problem.detail})
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    leaves: list[BaseException] = []
-    for exc in group.exceptions:
-        leaves.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return leaves
 
 
 def _describe(exc: BaseException, timeout_s: float) -> str:

@@ -15,6 +15,8 @@ import psutil  # type: ignore[import-untyped]
 import pytest
 import trio
 
+from conftest import PgServer
+
 pytestmark = pytest.mark.slow
 
 
@@ -99,7 +101,20 @@ async def test_embedded_default_serves_and_stops_cleanly(tmp_path: Path) -> None
     assert not postgres_running_on(pgdata)
 
 
-async def test_idle_keep_alive_client_does_not_hold_shutdown(tmp_path: Path, db_dsn: str) -> None:
+async def test_startup_failing_half_way_still_stops_embedded_postgres(tmp_path: Path) -> None:
+    with socket.socket() as busy:  # the HTTP port is taken: start-up fails after Postgres started
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = daemon_env(PORT=str(port), MANA_AI_STATE_DIR=str(tmp_path / "state"), MANA_AI_HOST="127.0.0.1")
+        daemon = Daemon(tmp_path, [], env)
+        await daemon.start()
+        assert await daemon.wait() == 1, daemon.log()
+    assert "daemon.failed" in daemon.log()
+    assert not postgres_running_on((tmp_path / "state" / "pgdata").resolve())
+
+
+async def test_idle_keep_alive_client_does_not_hold_shutdown(tmp_path: Path, db_dsn: str, pg: PgServer) -> None:
     port = free_port()
     daemon = Daemon(tmp_path, [], daemon_env(PORT=str(port), SYNC_DATABASE_URL=db_dsn, MANA_AI_HOST="127.0.0.1"))
     await daemon.start()
@@ -117,6 +132,8 @@ async def test_idle_keep_alive_client_does_not_hold_shutdown(tmp_path: Path, db_
     await stream.aclose()
     assert code == 0, daemon.log()
     assert elapsed < 1.5, f"shutdown took {elapsed:.2f}s with an idle keep-alive client"
+    left = pg.sql("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'mana-ai%'", "postgres")
+    assert left == "0", "the daemon left connections behind"
 
 
 async def test_invalid_configuration_stops_startup_with_one_line(tmp_path: Path) -> None:
