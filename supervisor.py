@@ -37,7 +37,7 @@ from http_api.app import VERSION, AppDeps, create_app
 from http_api.server import hypercorn_config, serve_http
 from observability.logs import configure_logging
 from observability.metrics import Metrics
-from observability.tracing import open_tracing
+from observability.tracing import Tracing, open_tracing
 from planner.llm import LlmClient, open_llm_http_client
 from settings import ConfigError, Settings, load_settings
 from store.embedded import EmbeddedPostgres, throwaway_postgres
@@ -68,9 +68,10 @@ class Runtime:
 
 
 @asynccontextmanager
-async def open_runtime(settings: Settings, pool: asyncpg.Pool, metrics: Metrics) -> AsyncIterator[Runtime]:
+async def open_runtime(settings: Settings, pool: asyncpg.Pool, metrics: Metrics,
+                       *, tracing: Tracing | None = None) -> AsyncIterator[Runtime]:
     """Start the agent registry (and its LLM client); on exit, drain it within the grace period."""
-    tracing = open_tracing(settings.otlp_endpoint, service_version=VERSION)
+    tracing = tracing or open_tracing(settings.otlp_endpoint, service_version=VERSION)
     async with open_llm_http_client(settings.llm_concurrency) as http, trio.open_nursery() as nursery:
         llm = LlmClient(http, base_url=settings.mana_llm_url, api_key=settings.service_key,
                         model=settings.llm_model, timeout_s=settings.llm_timeout_s, retries=settings.llm_retries,

@@ -216,8 +216,7 @@ class MissionRunner:
             try:
                 completion = await self._llm.complete(system, user)
             except LlmError as exc:
-                span.set_attributes({"error.type": type(exc).__name__})
-                span.fail(str(exc))
+                span.fail(str(exc))  # the tracer also records error.type as the span ends
                 raise
             span.set_attributes({"gen_ai.response.model": completion.model,
                                  "gen_ai.usage.input_tokens": completion.prompt_tokens,

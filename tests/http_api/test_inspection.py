@@ -9,7 +9,7 @@ import asyncpg
 import trio
 
 from daemon import SERVICE_KEY, running_daemon
-from fake_llm import Reply, plan_reply, running_fake_llm
+from fake_llm import Reply, running_fake_llm
 from planning import agent_row
 from seed import fetch, insert_rows, mission
 
