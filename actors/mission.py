@@ -52,7 +52,7 @@ from settings import Settings
 from store.errors import LeaseLost, StoreError
 from store.records import Agent
 from store.runs import Claim, backoff_s, fail_run, release_claim, renew_lease
-from store.usage import Reservation, release_tokens, reserve_tokens, settle_tokens
+from store.usage import Reservation, TokenUsage, record_usage, release_tokens, reserve_tokens
 from store.writeback import Provenance, WriteBack, write_back
 
 log = logging.getLogger(__name__)
@@ -157,30 +157,36 @@ class MissionRunner:
             messages = with_agent_context(messages, AgentContext(agent.name, agent.role, agent.system_prompt,
                                                                  agent.memory))
         reservation = await self._reserve(due, len(messages.system) + len(messages.user))
-        if not reservation.granted:
+        if reservation is not None and not reservation.granted:
             return await self._over_budget(due, reservation)
-        assert reservation.id is not None
+        reservation_id = reservation.id if reservation is not None else None
         try:
             completion = await self._complete(messages.system, messages.user)
         except LlmError as exc:
             if isinstance(exc, LlmTimeout):
                 self._metrics.llm_timeouts.inc()
-            await release_tokens(self._pool, reservation.id)
+            if reservation_id is not None:
+                await release_tokens(self._pool, reservation_id)
             return await self._fail(due, ERROR, str(exc))
         except BaseException:  # cancelled (shutdown) or a bug: the reservation goes back
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                await release_tokens(self._pool, reservation.id)
+            if reservation_id is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await release_tokens(self._pool, reservation_id)
             raise
         parsed = parse_planner_response(completion.content, allowed_tool_names(tools))
-        iteration_id = str(uuid.uuid4())
-        await self._settle(due, reservation.id, completion, iteration_id if not isinstance(parsed, ParseFailure)
-                           else None)
+        iteration_id = None if isinstance(parsed, ParseFailure) else str(uuid.uuid4())
+        usage = TokenUsage(reservation_id, mission.user_id, agent.id if agent else LEGACY_AI_PRINCIPAL, mission.id,
+                           iteration_id, completion.prompt_tokens, completion.completion_tokens)
+        self._metrics.tokens_used.labels(agent_id=usage.agent_id).inc(
+            completion.prompt_tokens + completion.completion_tokens)
         if isinstance(parsed, ParseFailure):
+            await record_usage(self._pool, usage)  # the tokens were spent all the same
             self._metrics.parse_failures.inc()
             # the reason only: raw model output may echo user content, which never goes to logs
             log.warning("mission.parse_failed", extra={**self._context(due), "reason": parsed.reason,
                                                        "raw_chars": len(parsed.raw)})
             return await self._fail(due, PARSE_FAILED, parsed.reason, completion=completion)
+        assert iteration_id is not None
         self._metrics.plans_produced.inc()
         now_iso = iso_ms(self._clock())
         iteration = plan_to_iteration(parsed, iteration_id, now_iso)
@@ -190,10 +196,13 @@ class MissionRunner:
         provenance = Provenance(kind, completion.model, _prompt_hash(messages.system, messages.user),
                                 completion.prompt_tokens, completion.completion_tokens)
         try:
-            await write_back(self._pool, due.claim, WriteBack(iteration, actor, now_iso), provenance)
+            await write_back(self._pool, due.claim, WriteBack(iteration, actor, now_iso), provenance, usage)
         except LeaseLost:
+            await record_usage(self._pool, usage)
             return self._lease_lost(due)
         except _DB_ERRORS as exc:
+            with trio.move_on_after(5):  # best effort: the write-back transaction rolled it back
+                await record_usage(self._pool, usage)
             return await self._fail(due, ERROR, f"write-back failed: {exc}", completion=completion,
                                     plan_produced=True)
         self._metrics.plans_written_back.inc()
@@ -224,16 +233,19 @@ class MissionRunner:
                                  "mana_ai.llm.attempts": completion.attempts})
             return completion
 
-    async def _reserve(self, due: MissionDue, prompt_chars: int) -> Reservation:
-        """Reserve an estimate against the agent's rolling 24 h budget (DESIGN §4 row 17)."""
+    async def _reserve(self, due: MissionDue, prompt_chars: int) -> Reservation | None:
+        """Reserve an estimate against the agent's rolling 24 h budget; None without a budget.
+
+        Absent, non-numeric or negative budgets are unlimited: such runs skip the reservation
+        and record their usage with the write-back instead (one transaction less per mission).
+        """
         agent = due.agent
-        budget = None
-        if agent is not None and agent.max_tokens_per_day is not None and agent.max_tokens_per_day >= 0:
-            budget = int(agent.max_tokens_per_day)  # absent, non-numeric or negative: unlimited
+        if agent is None or agent.max_tokens_per_day is None or agent.max_tokens_per_day < 0:
+            return None
         estimate = prompt_chars // _CHARS_PER_TOKEN + _COMPLETION_ESTIMATE
-        return await reserve_tokens(self._pool, user_id=due.mission.user_id,
-                                    agent_id=agent.id if agent else LEGACY_AI_PRINCIPAL,
-                                    mission_id=due.mission.id, estimate=estimate, budget=budget)
+        return await reserve_tokens(self._pool, user_id=due.mission.user_id, agent_id=agent.id,
+                                    mission_id=due.mission.id, estimate=estimate,
+                                    budget=int(agent.max_tokens_per_day))
 
     async def _over_budget(self, due: MissionDue, reservation: Reservation) -> MissionOutcome:
         """No LLM call; the slot stays due and runs once usage ages out of the 24 h window."""
@@ -243,13 +255,6 @@ class MissionRunner:
                                            "budget": due.agent.max_tokens_per_day if due.agent else None})
         await release_claim(self._pool, due.claim, SKIPPED_BUDGET)
         return MissionOutcome(due.mission.id, SKIPPED_BUDGET)
-
-    async def _settle(self, due: MissionDue, reservation_id: int, completion: Completion,
-                      iteration_id: str | None) -> None:
-        tokens = completion.prompt_tokens + completion.completion_tokens
-        await settle_tokens(self._pool, reservation_id, prompt_tokens=completion.prompt_tokens,
-                            completion_tokens=completion.completion_tokens, iteration_id=iteration_id)
-        self._metrics.tokens_used.labels(agent_id=due.agent.id if due.agent else LEGACY_AI_PRINCIPAL).inc(tokens)
 
     async def _fail(self, due: MissionDue, kind: str, error: str, *, completion: Completion | None = None,
                     plan_produced: bool = False) -> MissionOutcome:

@@ -13,6 +13,7 @@ import trio
 from trio_asyncio import aio_as_trio
 
 from store.errors import DatabaseUnavailable
+from store.sql import Q
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ async def open_pool(dsn: str, size: int, connect_timeout_s: float) -> AsyncItera
 
 async def _ping(pool: asyncpg.Pool) -> Any:
     async with pool.acquire(timeout=2) as conn:
-        return await conn.fetchval("SELECT 1", timeout=2)
+        return await conn.fetchval(Q["ping"], timeout=2)
 
 
 async def ping(pool: asyncpg.Pool, timeout_s: float = 2.0) -> bool:

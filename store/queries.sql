@@ -118,12 +118,6 @@ SET status = CASE WHEN attempts >= $5 THEN 'dead' ELSE 'retry' END,
 WHERE user_id = $1 AND mission_id = $2 AND due_slot = $3 AND lease_token = $4 AND status = 'running'
 RETURNING status, attempts, next_attempt_at;
 
--- name: hold_claim
--- Fencing: lock this run's ledger row, but only while this claim still holds the lease.
-SELECT 1 FROM mana_ai.mission_runs
-WHERE user_id = $1 AND mission_id = $2 AND due_slot = $3 AND lease_token = $4 AND status = 'running'
-FOR UPDATE;
-
 -- name: mark_planned
 -- The slot is planned: record the iteration and the plan's provenance, drop the lease.
 UPDATE mana_ai.mission_runs
@@ -132,10 +126,6 @@ SET status = 'planned', outcome = $5, iteration_id = $6, prompt_tokens = $7, com
     lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
     finished_at = now(), updated_at = now()
 WHERE user_id = $1 AND mission_id = $2 AND due_slot = $3 AND lease_token = $4 AND status = 'running';
-
--- name: set_user
--- withUser: the RLS user for the rest of the transaction (reference §4.2).
-SELECT set_config('app.current_user_id', $1, true);
 
 -- name: mission_snapshot
 -- One mission's current snapshot (the base of the freshest iterations).
@@ -251,10 +241,6 @@ LEFT JOIN mana_ai.mission_runs r
 WHERE s.user_id = $1
 ORDER BY s.mission_id;
 
--- name: dead_slot_count
--- Dead due slots over all users (health, metrics).
-SELECT count(*) FROM mana_ai.mission_runs WHERE status = 'dead';
-
 -- name: ledger_gauges
 -- Run-ledger gauges: slots running, backing off, dead.
 SELECT count(*) FILTER (WHERE status = 'running') AS running,
@@ -275,3 +261,16 @@ SELECT
   (SELECT min(lease_expires_at) FROM mana_ai.mission_runs
    WHERE status = 'running' AND lease_expires_at > now()) AS next_lease_expiry,
   now() AS db_now;
+
+-- name: insert_used_tokens
+-- Usage of a run that held no reservation (no budget to check): recorded as used at once.
+INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, iteration_id, status, prompt_tokens, completion_tokens)
+VALUES ($1, $2, $3, $4, 'used', $5, $6);
+
+-- name: hold_claim_as_user
+-- Fencing and withUser in one round trip: lock this run's ledger row only while this claim
+-- still holds the lease, and set the RLS user for the rest of the transaction.
+SELECT set_config('app.current_user_id', $5, true)
+FROM mana_ai.mission_runs
+WHERE user_id = $1 AND mission_id = $2 AND due_slot = $3 AND lease_token = $4 AND status = 'running'
+FOR UPDATE;

@@ -24,6 +24,39 @@ class Reservation:
 
 
 @dataclass(frozen=True)
+class TokenUsage:
+    """What one LLM call used, to be recorded (settling its reservation, if it had one)."""
+
+    reservation_id: int | None
+    user_id: str
+    agent_id: str
+    mission_id: str
+    iteration_id: str | None
+    prompt_tokens: int
+    completion_tokens: int
+
+
+async def record_usage_on(conn: asyncpg.Connection, usage: TokenUsage) -> None:
+    """Record `usage` on an open connection (inside the caller's transaction)."""
+    if usage.reservation_id is not None:
+        await conn.execute(Q["settle_tokens"], usage.reservation_id, usage.prompt_tokens, usage.completion_tokens,
+                           usage.iteration_id)
+    else:
+        await conn.execute(Q["insert_used_tokens"], usage.user_id, usage.agent_id, usage.mission_id,
+                           usage.iteration_id, usage.prompt_tokens, usage.completion_tokens)
+
+
+async def _record(pool: asyncpg.Pool, usage: TokenUsage) -> None:
+    async with pool.acquire() as conn:
+        await record_usage_on(conn, usage)
+
+
+async def record_usage(pool: asyncpg.Pool, usage: TokenUsage) -> None:
+    """Record `usage` on its own (runs whose plan is not written back)."""
+    await aio_as_trio(_record)(pool, usage)
+
+
+@dataclass(frozen=True)
 class Usage24h:
     used: int          # settled + live reservations (what the budget is checked against)
     settled: int       # tokens the LLM reported
@@ -56,12 +89,6 @@ async def _execute(pool: asyncpg.Pool, query: str, *args: object) -> str:
     async with pool.acquire() as conn:
         status: str = await conn.execute(query, *args)
         return status
-
-
-async def settle_tokens(pool: asyncpg.Pool, reservation_id: int, *, prompt_tokens: int, completion_tokens: int,
-                        iteration_id: str | None) -> None:
-    await aio_as_trio(_execute)(pool, Q["settle_tokens"], reservation_id, prompt_tokens, completion_tokens,
-                                iteration_id)
 
 
 async def release_tokens(pool: asyncpg.Pool, reservation_id: int) -> None:

@@ -19,6 +19,7 @@ from store.errors import LeaseLost, MissionGone
 from store.fold import ChangeRow, FoldState, fold_rows
 from store.runs import Claim
 from store.sql import Q
+from store.usage import TokenUsage, record_usage_on
 
 
 @dataclass(frozen=True)
@@ -60,11 +61,11 @@ async def _freshest(conn: asyncpg.Connection, claim: Claim) -> tuple[FoldState, 
     return fold_rows(claim.mission_id, changes, seed=state), snap["last_applied_at"]
 
 
-async def _write(pool: asyncpg.Pool, claim: Claim, write: WriteBack, provenance: Provenance) -> Written:
+async def _write(pool: asyncpg.Pool, claim: Claim, write: WriteBack, provenance: Provenance,
+                 usage: TokenUsage | None) -> Written:
     async with pool.acquire() as conn, conn.transaction():
-        if await conn.fetchval(Q["hold_claim"], *claim.key()) is None:
+        if await conn.fetchval(Q["hold_claim_as_user"], *claim.key(), claim.user_id) is None:
             raise LeaseLost(f"lease lost on mission={claim.mission_id} slot={claim.due_slot}")
-        await conn.execute(Q["set_user"], claim.user_id)
         fresh, cursor = await _freshest(conn, claim)
         if fresh.tombstone:
             raise MissionGone(f"mission {claim.mission_id} was deleted while it was planned")
@@ -76,10 +77,14 @@ async def _write(pool: asyncpg.Pool, claim: Claim, write: WriteBack, provenance:
         await conn.execute(Q["mark_planned"], *claim.key(), provenance.outcome, write.iteration["id"],
                            provenance.prompt_tokens, provenance.completion_tokens, provenance.model,
                            provenance.prompt_hash, cursor)
+        if usage is not None:
+            await record_usage_on(conn, usage)
     return Written(len(data["iterations"]), cursor)
 
 
-async def write_back(pool: asyncpg.Pool, claim: Claim, write: WriteBack, provenance: Provenance) -> Written:
-    """Append the iteration to the mission (one sync_changes row) and mark the slot planned."""
-    written: Written = await aio_as_trio(_write)(pool, claim, write, provenance)
+async def write_back(pool: asyncpg.Pool, claim: Claim, write: WriteBack, provenance: Provenance,
+                     usage: TokenUsage | None = None) -> Written:
+    """Append the iteration to the mission (one sync_changes row), mark the slot planned and
+    record the call's token usage — one transaction."""
+    written: Written = await aio_as_trio(_write)(pool, claim, write, provenance, usage)
     return written
