@@ -81,7 +81,7 @@ async def test_agents_and_missions_explain_what_is_going_on(pool: asyncpg.Pool) 
             assert sorted([running["missionId"], *detail["actor"]["waiting"]]) == ["m-running", "m-waiting"]
             waiting = detail["actor"]["waiting"][0]
             assert detail["agent"]["policy"]["deniedTools"] == ["create_task"]
-            assert detail["tokens24h"]["reservations"] == 1 and detail["tokens24h"]["budget"] is None
+            assert detail["tokens24h"]["reservations"] == 0 and detail["tokens24h"]["budget"] is None
             assert [(x["missionId"], x["attempts"], x["lastError"]) for x in detail["deadSlots"]] == [
                 ("m-dead-busy", 5, "boom")]
 
