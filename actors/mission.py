@@ -12,6 +12,7 @@ import logging
 import random
 import time
 import uuid
+from contextvars import ContextVar
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -62,6 +63,8 @@ log = logging.getLogger(__name__)
 _CHARS_PER_TOKEN = 4
 _COMPLETION_ESTIMATE = 1024
 
+_RUN_STARTED: ContextVar[float] = ContextVar("mana_ai_mission_run_started")
+
 _DB_ERRORS = (StoreError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
@@ -101,7 +104,7 @@ class MissionRunner:
     async def _run(self, due: MissionDue) -> MissionOutcome:
         """The claim is settled whatever happens."""
         settled = False
-        started = time.perf_counter()
+        _RUN_STARTED.set(time.perf_counter())  # every log line of this run carries its duration
         try:
             lease_lost = False
             outcome: MissionOutcome | None = None
@@ -129,8 +132,7 @@ class MissionRunner:
             if not settled:  # cancelled (shutdown, actor crash): give the slot back at once
                 with trio.CancelScope(shield=True), trio.move_on_after(5):
                     await release_claim(self._pool, due.claim, "cancelled")
-            log.debug("mission.finished", extra={**self._context(due),
-                                                 "duration_ms": round((time.perf_counter() - started) * 1000, 1)})
+            log.debug("mission.finished", extra=self._context(due))
 
     async def _keep_lease(self, claim: Claim) -> bool:
         """Renew the lease every third of its length; False as soon as it is lost."""
@@ -285,9 +287,11 @@ class MissionRunner:
 
     @staticmethod
     def _context(due: MissionDue) -> dict[str, object]:
+        """The stable keys of every mission log line (ids and the run's duration so far)."""
         agent: Agent | None = due.agent
         return {"mission": due.mission.id, "user": due.mission.user_id,
-                "agent": agent.id if agent else "legacy", "slot": due.claim.due_slot}
+                "agent": agent.id if agent else "legacy", "slot": due.claim.due_slot,
+                "duration_ms": round((time.perf_counter() - _RUN_STARTED.get(time.perf_counter())) * 1000, 1)}
 
 
 def _prompt_hash(system: str, user: str) -> str:
