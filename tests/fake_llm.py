@@ -11,20 +11,16 @@ Replies are scripted (served in order, the last one repeats) or decided per requ
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from http_api import _hypercorn_fix  # noqa: F401  (keep-alive fix: fast shutdown)
+from loopback import serving
 
 __all__ = ["FakeLlm", "Reply", "completion", "plan_reply", "running_fake_llm"]
 
@@ -127,16 +123,6 @@ async def running_fake_llm(*replies: Reply) -> AsyncIterator[FakeLlm]:
     """Serve a ``FakeLlm`` until the block exits; a hanging request is cut after 0.2 s."""
     fake = FakeLlm()
     fake.script(*replies)
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.graceful_timeout = 0.2
-    config.errorlog = logging.getLogger("fake_llm")
-    config.accesslog = None
-    shutdown = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(partial(serve, fake.app, config, shutdown_trigger=shutdown.wait))
-        fake.url = binds[0]
-        try:
-            yield fake
-        finally:
-            shutdown.set()
+    async with serving(fake.app) as url:
+        fake.url = url
+        yield fake

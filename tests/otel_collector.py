@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from functools import partial
 
-import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -19,7 +14,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from http_api import _hypercorn_fix  # noqa: F401  (keep-alive fix: fast shutdown)
+from loopback import serving
 
 PATH = "/v1/traces"
 
@@ -68,16 +63,6 @@ def attributes(pairs: Iterable[KeyValue]) -> dict[str, object]:
 @asynccontextmanager
 async def running_collector() -> AsyncIterator[FakeCollector]:
     collector = FakeCollector()
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.graceful_timeout = 0.2
-    config.errorlog = logging.getLogger("fake_collector")
-    config.accesslog = None
-    shutdown = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(partial(serve, collector.app, config, shutdown_trigger=shutdown.wait))
-        collector.url = binds[0]
-        try:
-            yield collector
-        finally:
-            shutdown.set()
+    async with serving(collector.app) as url:
+        collector.url = url
+        yield collector
