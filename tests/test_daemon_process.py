@@ -166,3 +166,24 @@ async def test_demo_runs_the_whole_loop_on_a_throwaway_database(tmp_path: Path) 
     assert '"dueMissionCount": 4' in out and '"plansWrittenBack": 3' in out
     assert "mission-urlaub         agent-paused" in out
     assert not (tmp_path / "untouched").exists()
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 0.4, 0.8])  # during initdb, during start, while migrating
+async def test_sigterm_during_startup_still_stops_embedded_postgres(tmp_path: Path, delay_s: float) -> None:
+    env = daemon_env(PORT=str(free_port()), MANA_AI_STATE_DIR=str(tmp_path / "state"), MANA_AI_HOST="127.0.0.1")
+    daemon = Daemon(tmp_path, [], env)
+    process = await daemon.start()
+    with trio.fail_after(30):  # as soon as Postgres is being set up, before the daemon serves
+        while not (tmp_path / "state" / "pgdata").exists():
+            await trio.sleep(0.01)
+    await trio.sleep(delay_s)
+    process.send_signal(signal.SIGTERM)
+    assert await daemon.wait() == 0, daemon.log()
+    assert not postgres_running_on((tmp_path / "state" / "pgdata").resolve())
+    # and the next start works (a first initdb cut short must not leave a broken data directory)
+    again = Daemon(tmp_path, [], env)
+    await again.start()
+    await wait_healthy(f"http://127.0.0.1:{env['PORT']}")
+    assert again.process is not None
+    again.process.send_signal(signal.SIGTERM)
+    assert await again.wait() == 0, again.log()
