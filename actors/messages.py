@@ -88,6 +88,7 @@ class TickBatch:
         self._reported = 0
         self._sealed = False
         self._done = trio.Event()
+        self.truncated = False  # more missions were due than the cycle dispatched
 
     def expect(self) -> None:
         """One more mission was dispatched (each reports exactly once)."""

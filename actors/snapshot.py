@@ -124,6 +124,12 @@ class SnapshotActor:
                     finally:
                         self._running = None
                     finishers.start_soon(self._finish, cycle, batch, started)
+                    if batch.truncated:
+                        # more is due than one cycle dispatches: go on once these have finished,
+                        # so at most `dispatch_limit` missions are in memory at a time
+                        with trio.move_on_after(self._settings.cycle_timeout_s):
+                            await batch.wait()
+                        self._hinted = scheduled
                     now = trio.current_time()
                     while next_at <= now:  # fixed rate; missed slots are skipped, not queued
                         next_at += interval
@@ -147,7 +153,8 @@ class SnapshotActor:
             try:
                 with trio.fail_after(self._settings.cycle_timeout_s):
                     await self._refresh_all()
-                    due = await list_due_missions(self._pool, scanned_at)
+                    due = await list_due_missions(self._pool, scanned_at, self._settings.dispatch_limit)
+                    batch.truncated = len(due) >= self._settings.dispatch_limit
                     self._metrics.due_missions.set(len(due))
                     await self._dispatch(due, batch)
                     await self._housekeeping()

@@ -46,6 +46,7 @@ class Settings:
     db_pool_size: int = 10
     db_connect_timeout_s: float = 30.0
     mailbox_size: int = 32
+    dispatch_limit: int = 1000
     usage_retention_h: int = 48
     otlp_endpoint: str | None = None  # OTEL_EXPORTER_OTLP_ENDPOINT: tracing only when set
     notify_setting: bool | None = None  # MANA_AI_NOTIFY; unset: on in embedded mode
@@ -166,6 +167,7 @@ _SPEC: dict[str, _Var] = {
     "OTEL_EXPORTER_OTLP_ENDPOINT": _Var("otlp_endpoint", _prefixed("http://", "https://"), _URL),
     "MANA_AI_NOTIFY": _Var("notify_setting", _bool, "true|false"),
     "MANA_AI_USAGE_RETENTION_H": _Var("usage_retention_h", _int(25, 24 * 365), _int_expected(25, 24 * 365)),
+    "MANA_AI_DISPATCH_LIMIT": _Var("dispatch_limit", _int(1, 100_000), _int_expected(1, 100_000)),
     "MANA_AI_MAILBOX_SIZE": _Var("mailbox_size", _int(1, 10_000), _int_expected(1, 10_000)),
     "MANA_AI_RETRY_BASE_S": _Var("retry_base_s", _float(0), "a number of seconds >= 0"),
     "MANA_AI_RETRY_MAX_S": _Var("retry_max_s", _float(0), "a number of seconds >= 0"),

@@ -21,16 +21,17 @@ class DueMission:
     snapshot_cursor: datetime
 
 
-async def _due(pool: asyncpg.Pool, now_iso: str) -> list[DueMission]:
+async def _due(pool: asyncpg.Pool, now_iso: str, limit: int) -> list[DueMission]:
     async with pool.acquire() as conn:
-        rows = await conn.fetch(Q["due_missions"], now_iso)
+        rows = await conn.fetch(Q["due_missions"], now_iso, limit)
     return [DueMission(Mission.from_record(r["user_id"], r["record"]), r["record"], r["last_applied_at"])
             for r in rows]
 
 
-async def list_due_missions(pool: asyncpg.Pool, now_iso: str) -> list[DueMission]:
-    """Active, not deleted missions whose string `nextRunAt` is at or before `now_iso`."""
-    due: list[DueMission] = await aio_as_trio(_due)(pool, now_iso)
+async def list_due_missions(pool: asyncpg.Pool, now_iso: str, limit: int = 1000) -> list[DueMission]:
+    """Active, not deleted missions whose string `nextRunAt` is at or before `now_iso` and whose
+    slot the run ledger lets through; the `limit` oldest."""
+    due: list[DueMission] = await aio_as_trio(_due)(pool, now_iso, limit)
     return due
 
 

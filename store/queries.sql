@@ -54,20 +54,24 @@ WHERE stream = $1;
 -- name: due_missions
 -- Reference §5.1, plus: a nextRunAt that is not a string never makes a mission due, tombstones
 -- are skipped, and the run ledger decides per due slot (= nextRunAt): no row yet, a retry whose
--- backoff has passed, or a running claim whose lease expired.
+-- backoff has passed, or a running claim whose lease expired. Settled slots (planned, dead) are
+-- left out by idx_mission_snapshots_open_slot. Oldest first, at most $2 per cycle.
 SELECT s.user_id, s.mission_id, s.record, s.last_applied_at
 FROM mana_ai.mission_snapshots s
 LEFT JOIN mana_ai.mission_runs r
   ON r.user_id = s.user_id AND r.mission_id = s.mission_id AND r.due_slot = s.record->>'nextRunAt'
 WHERE s.record->>'state' = 'active'
+  AND NOT s.tombstone
+  AND (s.record->>'nextRunAt') IS DISTINCT FROM s.settled_slot
   AND s.record->>'nextRunAt' IS NOT NULL
   AND jsonb_typeof(s.record->'nextRunAt') = 'string'
   AND s.record->>'nextRunAt' <= $1
   AND (s.record->>'deletedAt') IS NULL
-  AND NOT s.tombstone
   AND (r.user_id IS NULL
        OR (r.status = 'retry' AND r.next_attempt_at <= now())
-       OR (r.status = 'running' AND r.lease_expires_at < now()));
+       OR (r.status = 'running' AND r.lease_expires_at < now()))
+ORDER BY s.record->>'nextRunAt'
+LIMIT $2;
 
 -- name: claim_runs
 -- Claim due slots for this instance in one statement; only rows actually claimed come back.
@@ -104,6 +108,8 @@ WHERE user_id = $1 AND mission_id = $2 AND due_slot = $3 AND lease_token = $4 AN
 
 -- name: fail_run
 -- A failed attempt: back off ($6 seconds), or mark the slot dead after $5 attempts; keep history.
+-- A dead slot is settled on the snapshot too.
+WITH run AS (
 UPDATE mana_ai.mission_runs
 SET status = CASE WHEN attempts >= $5 THEN 'dead' ELSE 'retry' END,
     next_attempt_at = CASE WHEN attempts >= $5 THEN NULL
@@ -116,10 +122,19 @@ SET status = CASE WHEN attempts >= $5 THEN 'dead' ELSE 'retry' END,
       'attempt', attempts, 'outcome', $8::text, 'error', $7::text, 'instance', lease_owner)),
     lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
 WHERE user_id = $1 AND mission_id = $2 AND due_slot = $3 AND lease_token = $4 AND status = 'running'
-RETURNING status, attempts, next_attempt_at;
+RETURNING user_id, mission_id, due_slot, status, attempts, next_attempt_at
+), settled AS (
+  UPDATE mana_ai.mission_snapshots s SET settled_slot = run.due_slot
+  FROM run WHERE run.status = 'dead' AND s.user_id = run.user_id AND s.mission_id = run.mission_id
+)
+SELECT status, attempts, next_attempt_at FROM run;
 
 -- name: mark_planned
--- The slot is planned: record the iteration and the plan's provenance, drop the lease.
+-- The slot is planned: record the iteration and the plan's provenance, drop the lease; the
+-- snapshot's slot is settled.
+WITH settled AS (
+  UPDATE mana_ai.mission_snapshots SET settled_slot = $3 WHERE user_id = $1 AND mission_id = $2
+)
 UPDATE mana_ai.mission_runs
 SET status = 'planned', outcome = $5, iteration_id = $6, prompt_tokens = $7, completion_tokens = $8,
     model = $9, prompt_hash = $10, snapshot_cursor = $11, last_error = NULL,
@@ -242,11 +257,11 @@ WHERE s.user_id = $1
 ORDER BY s.mission_id;
 
 -- name: ledger_gauges
--- Run-ledger gauges: slots running, backing off, dead.
-SELECT count(*) FILTER (WHERE status = 'running') AS running,
-       count(*) FILTER (WHERE status = 'retry' AND next_attempt_at > now()) AS backing_off,
-       count(*) FILTER (WHERE status = 'dead') AS dead
-FROM mana_ai.mission_runs;
+-- Run-ledger gauges: slots running, backing off, dead (index ranges; planned rows not read).
+SELECT (SELECT count(*) FROM mana_ai.mission_runs WHERE status = 'running') AS running,
+       (SELECT count(*) FROM mana_ai.mission_runs WHERE status = 'retry' AND next_attempt_at > now())
+         AS backing_off,
+       (SELECT count(*) FROM mana_ai.mission_runs WHERE status = 'dead') AS dead;
 
 -- name: next_wake
 -- When something becomes due next: the earliest future nextRunAt of an active mission, and

@@ -281,3 +281,21 @@ async def test_malformed_iterations_still_plan(pool: asyncpg.Pool) -> None:
     assert stats.plans_written_back == 1
     [row] = await written_rows(pool)
     assert len(row["data"]["iterations"]) == 1
+
+
+async def test_a_cycle_dispatches_at_most_the_limit_and_the_next_one_follows(pool: asyncpg.Pool) -> None:
+    await insert_rows(pool, *[{**mission(f"m{i}", next_run_at=f"2026-04-15T09:0{i}:00.000Z"), "created_at": at()}
+                              for i in range(5)])
+    async with running_fake_llm(plan_reply([CREATE_TASK])) as llm:
+        async with planning_runtime(pool, llm, dispatch_limit=2) as runtime:
+            stats = await runtime.snapshots.run_cycle()
+            assert stats.due_mission_count == 2
+            assert sorted(r["record_id"] for r in await written_rows(pool)) == ["m0", "m1"]  # oldest first
+        async with planning_runtime(pool, llm, dispatch_limit=2, tick_enabled=True, tick_interval_ms=60_000) as runtime:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(runtime.snapshots.run)
+                with trio.fail_after(10):
+                    while len(await written_rows(pool)) < 5:
+                        await trio.sleep(0.05)
+                nursery.cancel_scope.cancel()
+    assert len(llm.requests) == 5
