@@ -28,12 +28,15 @@ import trio
 import trio_asyncio
 
 from actors.groups import single_leaf
+from actors.inputs import InputResolver
 from actors.messages import MissionDue
 from actors.mission import MissionRunner, RetryPolicy
 from actors.registry import AgentRegistry
 from actors.snapshot import SnapshotActor
 from demo import run_demo
+from grants import KeyProblem, MissionKey, load_private_key
 from http_api.app import VERSION, AppDeps, create_app
+from http_api.jwt import open_jwks_cache
 from http_api.server import hypercorn_config, serve_http
 from observability.logs import configure_logging
 from observability.metrics import Metrics
@@ -78,7 +81,8 @@ async def open_runtime(settings: Settings, pool: asyncpg.Pool, metrics: Metrics,
                         limiter=trio.CapacityLimiter(settings.llm_concurrency),
                         observe_duration=metrics.planner_duration.observe,
                         on_retry=lambda reason: metrics.llm_retries.labels(reason=reason).inc())
-        runner = MissionRunner(pool, llm, settings, metrics, tracing=tracing,
+        inputs = InputResolver(pool, load_mission_key(settings.private_key_pem), metrics)
+        runner = MissionRunner(pool, llm, settings, metrics, tracing=tracing, inputs=inputs,
                                retry=RetryPolicy(settings.retry_base_s, settings.retry_max_s))
 
         async def release(due: MissionDue, reason: str) -> None:
@@ -95,6 +99,18 @@ async def open_runtime(settings: Settings, pool: asyncpg.Pool, metrics: Metrics,
                 await tracing.aclose()
 
 
+def load_mission_key(pem: str | None) -> MissionKey | None:
+    """The grant key from MANA_AI_PRIVATE_KEY_PEM; unusable → grants disabled (as the reference)."""
+    loaded = load_private_key(pem)
+    if isinstance(loaded, KeyProblem):
+        if loaded.reason == "not-configured":
+            log.info("grants.disabled", extra={"reason": "MANA_AI_PRIVATE_KEY_PEM is not set"})
+        else:  # the message names the problem, never key material
+            log.error("grants.key_unusable", extra={"reason": loaded.reason, "error": loaded.message})
+        return None
+    return loaded
+
+
 async def run_daemon(settings: Settings, pool: asyncpg.Pool, metrics: Metrics, shutdown: trio.Event,
                      *, listen_dsn: str | None = None,
                      task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
@@ -105,12 +121,12 @@ async def run_daemon(settings: Settings, pool: asyncpg.Pool, metrics: Metrics, s
     Shutdown order: HTTP stops, the snapshot actor stops dispatching, agent actors finish
     in-flight missions within `MANA_AI_GRACE_S` (then are cancelled and hand their claims back).
     """
-    async with open_runtime(settings, pool, metrics) as runtime:
+    async with open_runtime(settings, pool, metrics) as runtime, open_jwks_cache(settings.mana_auth_url) as jwks:
         listener = None
         if listen_dsn is not None and settings.notify and settings.tick_enabled:
             if await set_notify_trigger(pool, True):
                 listener = ChangeListener(listen_dsn, runtime.snapshots.hint)
-        app = create_app(AppDeps(settings, metrics, pool, runtime.snapshots, runtime.registry, listener))
+        app = create_app(AppDeps(settings, metrics, pool, runtime.snapshots, runtime.registry, listener, jwks=jwks))
         config = hypercorn_config(settings.host, settings.port, settings.grace_s)
         async with trio.open_nursery() as scanning:
             await scanning.start(runtime.snapshots.run)

@@ -21,6 +21,7 @@ import trio
 
 from actors.clock import Clock, utc_now
 from actors.groups import single_leaf
+from actors.inputs import InputResolver, Inputs
 from actors.messages import (
     EMPTY_PLAN,
     ERROR,
@@ -38,6 +39,7 @@ from planner import (
     AgentContext,
     ParseFailure,
     PolicyError,
+    PlannerMessages,
     PromptMission,
     allowed_tool_names,
     build_planner_prompt,
@@ -48,6 +50,7 @@ from planner import (
     plan_to_iteration,
     with_agent_context,
 )
+from planner.inputs import USER_DATA_NOTICE
 from planner.llm import Completion, LlmClient, LlmError, LlmTimeout
 from settings import Settings
 from store.errors import LeaseLost, StoreError
@@ -79,8 +82,10 @@ class MissionRunner:
 
     def __init__(self, pool: asyncpg.Pool, llm: LlmClient, settings: Settings, metrics: Metrics,
                  *, clock: Clock = utc_now, retry: RetryPolicy = RetryPolicy(),
-                 jitter: Callable[[], float] = random.random, tracing: Tracing | None = None) -> None:
+                 jitter: Callable[[], float] = random.random, tracing: Tracing | None = None,
+                 inputs: InputResolver | None = None) -> None:
         self._tracing: Tracing = tracing or NoTracing()
+        self._inputs = inputs  # None: missions are planned from their own text only
         self._pool = pool
         self._llm = llm
         self._settings = settings
@@ -152,9 +157,16 @@ class MissionRunner:
             tools = filter_tools_by_agent_policy(AI_AVAILABLE_TOOLS, agent.policy if agent else None)
         except PolicyError as exc:
             return await self._fail(due, ERROR, str(exc))
+        iteration_id = str(uuid.uuid4())  # before resolving inputs: the decrypt audit names it
+        try:
+            resolved = await self._resolve_inputs(due, iteration_id)
+        except _DB_ERRORS as exc:
+            return await self._fail(due, ERROR, f"input resolution failed: {exc}")
         messages = build_planner_prompt(
             PromptMission(mission.title, mission.concept_markdown, mission.objective, mission.iterations),
-            (), tools)
+            resolved.inputs, tools)
+        if resolved.wrapped:
+            messages = PlannerMessages(messages.system + USER_DATA_NOTICE, messages.user)
         if agent is not None:
             messages = with_agent_context(messages, AgentContext(agent.name, agent.role, agent.system_prompt,
                                                                  agent.memory))
@@ -176,9 +188,9 @@ class MissionRunner:
                     await release_tokens(self._pool, reservation_id)
             raise
         parsed = parse_planner_response(completion.content, allowed_tool_names(tools))
-        iteration_id = None if isinstance(parsed, ParseFailure) else str(uuid.uuid4())
         usage = TokenUsage(reservation_id, mission.user_id, agent.id if agent else LEGACY_AI_PRINCIPAL, mission.id,
-                           iteration_id, completion.prompt_tokens, completion.completion_tokens)
+                           None if isinstance(parsed, ParseFailure) else iteration_id,
+                           completion.prompt_tokens, completion.completion_tokens)
         self._metrics.tokens_used.labels(agent_id=usage.agent_id).inc(
             completion.prompt_tokens + completion.completion_tokens)
         if isinstance(parsed, ParseFailure):
@@ -188,7 +200,6 @@ class MissionRunner:
             log.warning("mission.parse_failed", extra={**self._context(due), "reason": parsed.reason,
                                                        "raw_chars": len(parsed.raw)})
             return await self._fail(due, PARSE_FAILED, parsed.reason, completion=completion)
-        assert iteration_id is not None
         self._metrics.plans_produced.inc()
         now_iso = iso_ms(self._clock())
         iteration = plan_to_iteration(parsed, iteration_id, now_iso)
@@ -216,6 +227,11 @@ class MissionRunner:
         return MissionOutcome(mission.id, kind, plan_produced=True, iteration_id=iteration_id,
                               prompt_tokens=completion.prompt_tokens,
                               completion_tokens=completion.completion_tokens)
+
+    async def _resolve_inputs(self, due: MissionDue, iteration_id: str) -> Inputs:
+        if self._inputs is None:
+            return Inputs((), False)
+        return await self._inputs.resolve(due.mission, iteration_id, self._clock())
 
     async def _complete(self, system: str, user: str) -> Completion:
         """The LLM call in a client span with the gen_ai semantic conventions (no message content)."""

@@ -14,8 +14,10 @@ from werkzeug.exceptions import HTTPException
 
 from actors.registry import AgentRegistry
 from actors.snapshot import SnapshotActor
+from http_api.audit import register_audit
 from http_api.auth import UNAUTHORIZED, service_key_ok
 from http_api.inspection import register_inspection
+from http_api.jwt import JwksCache
 from observability.metrics import Metrics
 from settings import Settings
 from store.listen import ChangeListener
@@ -32,6 +34,7 @@ class AppDeps:
     snapshots: SnapshotActor
     registry: AgentRegistry
     listener: ChangeListener | None = None
+    jwks: JwksCache | None = None  # mana-auth's key set for /api/v1/me/ai-audit; None refuses every token
 
 
 def create_app(deps: AppDeps) -> QuartTrio:
@@ -98,6 +101,7 @@ def create_app(deps: AppDeps) -> QuartTrio:
         return jsonify({"error": "tick did not finish in time"}), 504
 
     register_inspection(app, deps.pool, deps.registry, deps.settings)
+    register_audit(app, deps.pool, deps.jwks, deps.settings)
     return app
 
 

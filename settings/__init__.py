@@ -55,6 +55,7 @@ class Settings:
     log_format: str = "text"
     log_level: str = "INFO"
     host: str = "0.0.0.0"
+    cors_origins: tuple[str, ...] = ()  # MANA_AI_CORS_ORIGINS: browser origins of the audit endpoint
 
     @property
     def embedded(self) -> bool:
@@ -133,6 +134,20 @@ def _bool(raw: str) -> bool:
     return value == "true"
 
 
+def _origins(raw: str) -> tuple[str, ...]:
+    """Comma-separated `http(s)://host[:port]` origins, as a browser sends them (no path, no `*`)."""
+    origins = []
+    for part in raw.split(","):
+        origin = part.strip().rstrip("/").lower()
+        if not origin:
+            continue
+        scheme, sep, authority = origin.partition("://")
+        if scheme not in ("http", "https") or not sep or not authority or any(c in authority for c in "/?#* "):
+            raise ValueError
+        origins.append(origin)
+    return tuple(dict.fromkeys(origins))
+
+
 def _tick_enabled(raw: str) -> bool:
     return raw != "false"  # reference: only the exact string "false" disables the scheduler
 
@@ -175,6 +190,8 @@ _SPEC: dict[str, _Var] = {
     "MANA_AI_LOG_LEVEL": _Var("log_level", _choice("debug", "info", "warning", "error"),
                               "debug|info|warning|error"),
     "MANA_AI_HOST": _Var("host", _text, "an address to bind"),
+    "MANA_AI_CORS_ORIGINS": _Var("cors_origins", _origins,
+                                 "comma-separated http:// or https:// origins (scheme://host[:port])"),
 }
 
 KNOWN_VARIABLES = frozenset(_SPEC)

@@ -289,3 +289,39 @@ SELECT set_config('app.current_user_id', $5, true)
 FROM mana_ai.mission_runs
 WHERE user_id = $1 AND mission_id = $2 AND due_slot = $3 AND lease_token = $4 AND status = 'running'
 FOR UPDATE;
+
+-- name: replay_records
+-- The full history of the given records of one user (inside withUser), in fold order.
+SELECT c.app_id, c.table_name, c.record_id, c.op, c.data, c.field_timestamps, c.created_at
+FROM public.sync_changes c
+JOIN unnest($2::text[], $3::text[], $4::text[]) AS k(app_id, table_name, record_id)
+  ON c.app_id = k.app_id AND c.table_name = k.table_name AND c.record_id = k.record_id
+WHERE c.user_id = $1
+ORDER BY c.created_at, c.id;
+
+-- name: insert_decrypt_audit
+-- Decrypt-audit rows of one mission run (inside withUser: the table's RLS policy checks user_id).
+INSERT INTO mana_ai.decrypt_audit (user_id, mission_id, iteration_id, table_name, record_id, status, reason)
+SELECT $1, $2, $3, x.table_name, x.record_id, x.status, x.reason
+FROM unnest($4::text[], $5::text[], $6::text[], $7::text[]) AS x(table_name, record_id, status, reason);
+
+-- name: set_user
+-- withUser: the RLS user for the rest of the transaction (reference §4.2).
+SELECT set_config('app.current_user_id', $1, true);
+
+-- name: audit_rows_all
+-- A user's decrypt-audit rows, newest first (reference §9.9; inside withUser). `id` breaks ties
+-- between rows of one transaction (same ts), so pages are stable.
+SELECT id, mission_id, iteration_id, table_name, record_id, status, reason, ts
+FROM mana_ai.decrypt_audit
+WHERE user_id = $1
+ORDER BY ts DESC, id DESC
+LIMIT $2;
+
+-- name: audit_rows_for_mission
+-- A user's decrypt-audit rows of one mission, newest first (reference §9.9; inside withUser).
+SELECT id, mission_id, iteration_id, table_name, record_id, status, reason, ts
+FROM mana_ai.decrypt_audit
+WHERE user_id = $1 AND mission_id = $2
+ORDER BY ts DESC, id DESC
+LIMIT $3;
