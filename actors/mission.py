@@ -174,19 +174,9 @@ class MissionRunner:
         if reservation is not None and not reservation.granted:
             return await self._over_budget(due, reservation)
         reservation_id = reservation.id if reservation is not None else None
-        try:
-            completion = await self._complete(messages.system, messages.user)
-        except LlmError as exc:
-            if isinstance(exc, LlmTimeout):
-                self._metrics.llm_timeouts.inc()
-            if reservation_id is not None:
-                await release_tokens(self._pool, reservation_id)
-            return await self._fail(due, ERROR, str(exc))
-        except BaseException:  # cancelled (shutdown) or a bug: the reservation goes back
-            if reservation_id is not None:
-                with trio.CancelScope(shield=True), trio.move_on_after(5):
-                    await release_tokens(self._pool, reservation_id)
-            raise
+        completion = await self._call_llm(messages, reservation_id)
+        if isinstance(completion, LlmError):
+            return await self._fail(due, ERROR, str(completion))
         parsed = parse_planner_response(completion.content, allowed_tool_names(tools))
         usage = TokenUsage(reservation_id, mission.user_id, agent.id if agent else LEGACY_AI_PRINCIPAL, mission.id,
                            None if isinstance(parsed, ParseFailure) else iteration_id,
@@ -194,7 +184,7 @@ class MissionRunner:
         self._metrics.tokens_used.labels(agent_id=usage.agent_id).inc(
             completion.prompt_tokens + completion.completion_tokens)
         if isinstance(parsed, ParseFailure):
-            await record_usage(self._pool, usage)  # the tokens were spent all the same
+            await self._record_usage(due, usage)  # the tokens were spent all the same
             self._metrics.parse_failures.inc()
             # the reason only: raw model output may echo user content, which never goes to logs
             log.warning("mission.parse_failed", extra={**self._context(due), "reason": parsed.reason,
@@ -211,11 +201,10 @@ class MissionRunner:
         try:
             await write_back(self._pool, due.claim, WriteBack(iteration, actor, now_iso), provenance, usage)
         except LeaseLost:
-            await record_usage(self._pool, usage)
+            await self._record_usage(due, usage)
             return self._lease_lost(due)
         except _DB_ERRORS as exc:
-            with trio.move_on_after(5):  # best effort: the write-back transaction rolled it back
-                await record_usage(self._pool, usage)
+            await self._record_usage(due, usage)  # the write-back transaction rolled it back
             return await self._fail(due, ERROR, f"write-back failed: {exc}", completion=completion,
                                     plan_produced=True)
         self._metrics.plans_written_back.inc()
@@ -227,6 +216,30 @@ class MissionRunner:
         return MissionOutcome(mission.id, kind, plan_produced=True, iteration_id=iteration_id,
                               prompt_tokens=completion.prompt_tokens,
                               completion_tokens=completion.completion_tokens)
+
+    async def _call_llm(self, messages: PlannerMessages, reservation_id: int | None) -> Completion | LlmError:
+        """The LLM call; a reservation is given back when the call fails or is cancelled."""
+        try:
+            return await self._complete(messages.system, messages.user)
+        except LlmError as exc:
+            if isinstance(exc, LlmTimeout):
+                self._metrics.llm_timeouts.inc()
+            if reservation_id is not None:
+                await release_tokens(self._pool, reservation_id)
+            return exc
+        except BaseException:  # cancelled (shutdown) or a bug
+            if reservation_id is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await release_tokens(self._pool, reservation_id)
+            raise
+
+    async def _record_usage(self, due: MissionDue, usage: TokenUsage) -> None:
+        """Usage of a run whose plan is not written back; best effort (a stale row is harmless)."""
+        try:
+            with trio.fail_after(5):
+                await record_usage(self._pool, usage)
+        except (*_DB_ERRORS, trio.TooSlowError) as exc:
+            log.warning("mission.usage_not_recorded", extra={**self._context(due), "error": str(exc)})
 
     async def _resolve_inputs(self, due: MissionDue, iteration_id: str) -> Inputs:
         if self._inputs is None:
