@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from types import FrameType
@@ -42,6 +42,7 @@ from observability.logs import configure_logging
 from observability.metrics import Metrics
 from observability.tracing import Tracing, open_tracing
 from planner.llm import LlmClient, open_llm_http_client
+from planner.research_client import ResearchClient, open_research_http_client
 from settings import ConfigError, Settings, load_settings
 from store.embedded import EmbeddedPostgres, throwaway_postgres
 from store.errors import StoreError
@@ -75,14 +76,20 @@ async def open_runtime(settings: Settings, pool: asyncpg.Pool, metrics: Metrics,
                        *, tracing: Tracing | None = None) -> AsyncIterator[Runtime]:
     """Start the agent registry (and its LLM client); on exit, drain it within the grace period."""
     tracing = tracing or open_tracing(settings.otlp_endpoint, service_version=VERSION)
-    async with open_llm_http_client(settings.llm_concurrency) as http, trio.open_nursery() as nursery:
+    async with AsyncExitStack() as stack:
+        http = await stack.enter_async_context(open_llm_http_client(settings.llm_concurrency))
+        research = None
+        if settings.research_token is not None:
+            research_http = await stack.enter_async_context(open_research_http_client())
+            research = ResearchClient(research_http, base_url=settings.mana_api_url, token=settings.research_token)
+        nursery = await stack.enter_async_context(trio.open_nursery())
         llm = LlmClient(http, base_url=settings.mana_llm_url, api_key=settings.service_key,
                         model=settings.llm_model, timeout_s=settings.llm_timeout_s, retries=settings.llm_retries,
                         limiter=trio.CapacityLimiter(settings.llm_concurrency),
                         observe_duration=metrics.planner_duration.observe,
                         on_retry=lambda reason: metrics.llm_retries.labels(reason=reason).inc())
         inputs = InputResolver(pool, load_mission_key(settings.private_key_pem), metrics)
-        runner = MissionRunner(pool, llm, settings, metrics, tracing=tracing, inputs=inputs,
+        runner = MissionRunner(pool, llm, settings, metrics, tracing=tracing, inputs=inputs, research=research,
                                retry=RetryPolicy(settings.retry_base_s, settings.retry_max_s))
 
         async def release(due: MissionDue, reason: str) -> None:

@@ -7,6 +7,7 @@ besides the cycle: a bug in one mission must not take an agent actor or the daem
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import random
@@ -50,8 +51,10 @@ from planner import (
     plan_to_iteration,
     with_agent_context,
 )
-from planner.inputs import USER_DATA_NOTICE
+from planner.inputs import USER_DATA_CLOSE, USER_DATA_NOTICE, USER_DATA_OPEN
 from planner.llm import Completion, LlmClient, LlmError, LlmTimeout
+from planner.research import research_input, research_markdown, wants_research
+from planner.research_client import ResearchClient, ResearchFailed
 from settings import Settings
 from store.errors import LeaseLost, StoreError
 from store.records import Agent
@@ -83,9 +86,10 @@ class MissionRunner:
     def __init__(self, pool: asyncpg.Pool, llm: LlmClient, settings: Settings, metrics: Metrics,
                  *, clock: Clock = utc_now, retry: RetryPolicy = RetryPolicy(),
                  jitter: Callable[[], float] = random.random, tracing: Tracing | None = None,
-                 inputs: InputResolver | None = None) -> None:
+                 inputs: InputResolver | None = None, research: ResearchClient | None = None) -> None:
         self._tracing: Tracing = tracing or NoTracing()
         self._inputs = inputs  # None: missions are planned from their own text only
+        self._research = research  # None: no web-research pre-step (MANA_AI_RESEARCH_TOKEN unset)
         self._pool = pool
         self._llm = llm
         self._settings = settings
@@ -242,9 +246,25 @@ class MissionRunner:
             log.warning("mission.usage_not_recorded", extra={**self._context(due), "error": str(exc)})
 
     async def _resolve_inputs(self, due: MissionDue, iteration_id: str) -> Inputs:
-        if self._inputs is None:
-            return Inputs((), False)
-        return await self._inputs.resolve(due.mission, iteration_id, self._clock())
+        resolved = Inputs((), False)
+        if self._inputs is not None:
+            resolved = await self._inputs.resolve(due.mission, iteration_id, self._clock())
+        mission = due.mission
+        if self._research is None or not wants_research(mission.objective, mission.concept_markdown):
+            return resolved
+        result = await self._research.research(mission.objective)  # never raises: a hint, not a need
+        if isinstance(result, ResearchFailed):
+            self._metrics.research.labels(outcome=result.reason).inc()
+            log.info("mission.research_skipped", extra={**self._context(due), "reason": result.reason})
+            return resolved
+        self._metrics.research.labels(outcome="ok").inc()
+        log.info("mission.pre_research", extra={**self._context(due), "feeds": result.feed_count,
+                                                "articles": len(result.articles)})
+        found = research_input(mission.objective,
+                               research_markdown(mission.objective, result.feed_count, result.articles))
+        # web content is as untrusted as decrypted user content: the same wrapping, last in the list
+        wrapped = dataclasses.replace(found, content=f"{USER_DATA_OPEN}\n{found.content}\n{USER_DATA_CLOSE}")
+        return Inputs((*resolved.inputs, wrapped), True)
 
     async def _complete(self, system: str, user: str) -> Completion:
         """The LLM call in a client span with the gen_ai semantic conventions (no message content)."""

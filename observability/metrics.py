@@ -106,6 +106,8 @@ class Metrics:
         self.llm_retries = Counter("mana_ai_llm_retries_total", "LLM calls retried", ["reason"], registry=r)
         self.actor_restarts = Counter("mana_ai_agent_actor_restarts_total",
                                       "Agent actors restarted after a crash", registry=r)
+        self.research = Counter("mana_ai_research_total", "Web-research pre-steps by outcome (ok or why not)",
+                                ["outcome"], registry=r)
         self.llm_timeouts = Counter("mana_ai_llm_timeouts_total", "LLM calls that timed out", registry=r)
         self.ledger_slots = Gauge("mana_ai_run_ledger_slots", "Due slots in the run ledger by status",
                                   ["status"], registry=r)

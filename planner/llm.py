@@ -31,6 +31,8 @@ from typing import Any, Literal, TypedDict
 import httpx
 import trio
 
+from planner._http import declared_larger_than, read_up_to
+
 __all__ = [
     "Completion",
     "LlmBadResponse",
@@ -330,7 +332,7 @@ class LlmClient:
                                          timeout=self._request_timeout) as response:
                 responded = True
                 if not response.is_success:
-                    body, _ = await _read_up_to(response, _ERROR_TEXT_BYTES)
+                    body, _ = await read_up_to(response, _ERROR_TEXT_BYTES)
                 else:
                     body = await _read_capped(response, self._max_response_bytes)
                 return _Answered(response.status_code, response.headers.get("retry-after"), body)
@@ -349,31 +351,11 @@ class LlmClient:
 async def _read_capped(response: httpx.Response, limit: int) -> bytes:
     """The whole (decoded) body, or ``LlmBadResponse`` once it exceeds ``limit`` bytes."""
     too_large = LlmBadResponse(f"mana-llm response larger than {limit} bytes")
-    declared = response.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > limit:
+    if declared_larger_than(response, limit):
         raise too_large
-    body, more = await _read_up_to(response, limit)
+    body, more = await read_up_to(response, limit)
     if more:
         raise too_large
     return body
 
 
-async def _read_up_to(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
-    """At most ``limit`` bytes of the (decoded) body, and whether there was more.
-
-    Stopping early cancels the read instead of breaking out of the loop: ``aiter_bytes`` wraps
-    async generators of httpx and httpcore that a ``break`` would leave to the garbage
-    collector (a ResourceWarning under trio, encode/httpx#3686). A cancel raised inside them
-    finishes every one, and httpcore closes the connection as on any cancelled read.
-    """
-    body = bytearray()
-    more = False
-    with trio.CancelScope() as stop:
-        async for chunk in response.aiter_bytes():
-            if more:
-                continue                          # already buffered: no checkpoint to cancel at
-            body += chunk
-            if len(body) > limit:
-                more = True
-                stop.cancel()
-    return bytes(body[:limit]), more

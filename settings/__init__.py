@@ -48,6 +48,7 @@ class Settings:
     mailbox_size: int = 32
     dispatch_limit: int = 1000
     usage_retention_h: int = 48
+    research_token: str | None = None  # MANA_AI_RESEARCH_TOKEN: web research only when set
     otlp_endpoint: str | None = None  # OTEL_EXPORTER_OTLP_ENDPOINT: tracing only when set
     notify_setting: bool | None = None  # MANA_AI_NOTIFY; unset: on in embedded mode
     retry_base_s: float = 30.0
@@ -127,6 +128,13 @@ def _text(raw: str) -> str:
     return raw
 
 
+def _token(raw: str) -> str:
+    value = raw.strip()
+    if not value or any(c.isspace() for c in value):
+        raise ValueError
+    return value
+
+
 def _bool(raw: str) -> bool:
     value = raw.strip().lower()
     if value not in ("true", "false"):
@@ -179,6 +187,8 @@ _SPEC: dict[str, _Var] = {
     "MANA_AI_CYCLE_TIMEOUT_S": _Var("cycle_timeout_s", _float(1), "a number of seconds >= 1"),
     "MANA_AI_DB_POOL_SIZE": _Var("db_pool_size", _int(2, 200), _int_expected(2, 200)),
     "MANA_AI_DB_CONNECT_TIMEOUT_S": _Var("db_connect_timeout_s", _float(0), "a number of seconds >= 0"),
+    "MANA_AI_RESEARCH_TOKEN": _Var("research_token", _token, "a bearer token for mana-api (no spaces)",
+                                   secret=True),
     "OTEL_EXPORTER_OTLP_ENDPOINT": _Var("otlp_endpoint", _prefixed("http://", "https://"), _URL),
     "MANA_AI_NOTIFY": _Var("notify_setting", _bool, "true|false"),
     "MANA_AI_USAGE_RETENTION_H": _Var("usage_retention_h", _int(25, 24 * 365), _int_expected(25, 24 * 365)),
