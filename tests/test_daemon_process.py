@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import psutil  # type: ignore[import-untyped]
@@ -188,3 +189,31 @@ async def test_sigterm_during_startup_still_stops_embedded_postgres(tmp_path: Pa
     assert again.process is not None
     again.process.send_signal(signal.SIGTERM)
     assert await again.wait() == 0, again.log()
+
+
+async def test_sigterm_with_a_mission_in_flight_hands_its_slot_back(tmp_path: Path, db_dsn: str, pg: PgServer) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from fake_llm import Reply, running_fake_llm
+
+    database = urlsplit(db_dsn).path[1:]
+    past = (datetime.now(timezone.utc) - timedelta(minutes=5)).isoformat()
+    pg.sql("INSERT INTO sync_changes (app_id, table_name, record_id, user_id, op, data, client_id, created_at) "
+           "VALUES ('ai', 'aiMissions', 'm1', 'u-1', 'insert', '{\"id\": \"m1\", \"title\": \"T\", \"state\": "
+           f"\"active\", \"nextRunAt\": \"2026-01-01T00:00:00.000Z\"}}', 'device', '{past}')", database)
+    async with running_fake_llm(Reply(hang=True)) as llm:
+        env = daemon_env(PORT=str(free_port()), SYNC_DATABASE_URL=db_dsn, MANA_AI_HOST="127.0.0.1",
+                         MANA_LLM_URL=llm.url, MANA_AI_GRACE_S="0.5")
+        daemon = Daemon(tmp_path, [], env)
+        process = await daemon.start()
+        with trio.fail_after(30):
+            while llm.in_flight == 0:  # the first cycle, at start, is planning m1
+                await trio.sleep(0.05)
+        started = trio.current_time()
+        process.send_signal(signal.SIGTERM)
+        assert await daemon.wait(timeout=15) == 0, daemon.log()
+        assert trio.current_time() - started < 3
+    ledger = pg.sql("SELECT status || ',' || attempts || ',' || coalesce(lease_token::text, '-') "
+                    "FROM mana_ai.mission_runs WHERE mission_id = 'm1'", database)
+    assert ledger == "retry,0,-"  # handed back: another instance may take it at once, no attempt used
+    assert pg.sql("SELECT count(*) FROM sync_changes WHERE client_id = 'mana-ai-runner'", database) == "0"
