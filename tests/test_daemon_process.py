@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -17,6 +18,7 @@ import pytest
 import trio
 
 from conftest import PgServer
+from fake_llm import Reply, running_fake_llm
 
 pytestmark = pytest.mark.slow
 
@@ -192,10 +194,6 @@ async def test_sigterm_during_startup_still_stops_embedded_postgres(tmp_path: Pa
 
 
 async def test_sigterm_with_a_mission_in_flight_hands_its_slot_back(tmp_path: Path, db_dsn: str, pg: PgServer) -> None:
-    from datetime import datetime, timedelta, timezone
-
-    from fake_llm import Reply, running_fake_llm
-
     database = urlsplit(db_dsn).path[1:]
     past = (datetime.now(timezone.utc) - timedelta(minutes=5)).isoformat()
     pg.sql("INSERT INTO sync_changes (app_id, table_name, record_id, user_id, op, data, client_id, created_at) "
