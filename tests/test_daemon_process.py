@@ -59,10 +59,13 @@ class Daemon:
         return self.log_path.read_text()
 
 
-async def wait_healthy(url: str, timeout: float = 60) -> dict[str, object]:
+async def wait_healthy(url: str, timeout: float = 60, daemon: Daemon | None = None) -> dict[str, object]:
     async with httpx.AsyncClient() as client:
         with trio.fail_after(timeout):
             while True:
+                if daemon is not None and daemon.process is not None and daemon.process.returncode is not None:
+                    raise AssertionError(f"the daemon exited with {daemon.process.returncode} before it was"
+                                         f" healthy:\n{daemon.log()}")
                 try:
                     response = await client.get(f"{url}/health")
                     if response.status_code == 200:
@@ -187,7 +190,7 @@ async def test_sigterm_during_startup_still_stops_embedded_postgres(tmp_path: Pa
     # and the next start works (a first initdb cut short must not leave a broken data directory)
     again = Daemon(tmp_path, [], env)
     await again.start()
-    await wait_healthy(f"http://127.0.0.1:{env['PORT']}")
+    await wait_healthy(f"http://127.0.0.1:{env['PORT']}", daemon=again)
     assert again.process is not None
     again.process.send_signal(signal.SIGTERM)
     assert await again.wait() == 0, again.log()
