@@ -43,7 +43,7 @@ from observability.metrics import Metrics
 from observability.tracing import Tracing, open_tracing
 from planner.llm import LlmClient, open_llm_http_client
 from planner.research_client import ResearchClient, open_research_http_client
-from settings import ConfigError, Settings, load_settings
+from settings import DEFAULT_SERVICE_KEY, ConfigError, Settings, load_settings
 from store.embedded import EmbeddedPostgres, throwaway_postgres
 from store.errors import StoreError
 from store.migrate import migrate
@@ -149,8 +149,16 @@ async def run_daemon(settings: Settings, pool: asyncpg.Pool, metrics: Metrics, s
             scanning.cancel_scope.cancel()
 
 
+def warn_about_defaults(settings: Settings) -> None:
+    """Development defaults that must not reach production get one warning line at start."""
+    if settings.service_key == DEFAULT_SERVICE_KEY and not settings.embedded:
+        log.warning("config.default_service_key", extra={
+            "detail": "MANA_SERVICE_KEY is the development default; /internal/* is open to anyone who knows it"})
+
+
 async def serve_daemon(settings: Settings, dsn: str, shutdown: trio.Event) -> None:
     """The whole daemon: asyncio bridge, pool, migrations, then `run_daemon`."""
+    warn_about_defaults(settings)
     async with trio_asyncio.open_loop(), open_pool(dsn, settings.db_pool_size, settings.db_connect_timeout_s) as pool:
         await migrate(pool, create_sync_changes=settings.embedded)
         await run_daemon(settings, pool, Metrics(), shutdown, listen_dsn=dsn)

@@ -12,7 +12,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ConfigError", "Settings", "load_settings", "KNOWN_VARIABLES"]
+__all__ = ["ConfigError", "Settings", "load_settings", "KNOWN_VARIABLES", "DEFAULT_SERVICE_KEY"]
+
+DEFAULT_SERVICE_KEY = "dev-service-key"
 
 class ConfigError(Exception):
     """A configuration variable has a value the daemon cannot use."""
@@ -24,7 +26,7 @@ class Settings:
     sync_database_url: str | None = None
     mana_llm_url: str = "http://localhost:3020"
     mana_api_url: str = "http://localhost:3060"
-    service_key: str = "dev-service-key"
+    service_key: str = DEFAULT_SERVICE_KEY
     tick_interval_ms: int = 60_000
     tick_enabled: bool = True
     private_key_pem: str | None = None

@@ -62,3 +62,16 @@ def test_secret_values_are_never_echoed() -> None:
         load_settings({"SYNC_DATABASE_URL": "mysql://root:hunter2@db"})
     assert "hunter2" not in str(caught.value)
     assert str(caught.value) == "SYNC_DATABASE_URL is invalid: expected a postgres:// or postgresql:// URL"
+
+
+def test_the_development_service_key_is_flagged_outside_embedded_mode(caplog: pytest.LogCaptureFixture) -> None:
+    from supervisor import warn_about_defaults
+
+    with caplog.at_level("WARNING"):
+        warn_about_defaults(load_settings({}))  # embedded: a local playground, no warning
+        assert not caplog.records
+        warn_about_defaults(load_settings({"SYNC_DATABASE_URL": "postgresql://db/mana_sync"}))
+        assert [r.getMessage() for r in caplog.records] == ["config.default_service_key"]
+        caplog.clear()
+        warn_about_defaults(load_settings({"SYNC_DATABASE_URL": "postgresql://db/x", "MANA_SERVICE_KEY": "s3cret"}))
+        assert not caplog.records
