@@ -13,7 +13,8 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[tracing]"
 
 # Runtime stage: only the installed wheels, run as an unprivileged user.
 FROM python:3.11-slim
-RUN useradd --system --uid 10001 --home-dir /var/lib/mana-ai --create-home mana-ai
+RUN useradd --system --uid 10001 --home-dir /var/lib/mana-ai --create-home mana-ai \
+ && mkdir -p /var/lib/mana-ai/state && chown -R mana-ai:mana-ai /var/lib/mana-ai
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER mana-ai
