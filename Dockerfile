@@ -4,6 +4,8 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md supervisor.py ./
 COPY actors ./actors
+COPY demo ./demo
+COPY grants ./grants
 COPY http_api ./http_api
 COPY observability ./observability
 COPY planner ./planner
