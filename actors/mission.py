@@ -56,7 +56,7 @@ from planner.llm import Completion, LlmClient, LlmError, LlmTimeout
 from planner.research import research_input, research_markdown, wants_research
 from planner.research_client import ResearchClient, ResearchFailed
 from settings import Settings
-from store.errors import LeaseLost, StoreError
+from store.errors import DATABASE_ERRORS, LeaseLost
 from store.records import Agent
 from store.runs import Claim, backoff_s, fail_run, release_claim, renew_lease
 from store.usage import Reservation, TokenUsage, record_usage, release_tokens, reserve_tokens
@@ -71,7 +71,8 @@ _COMPLETION_ESTIMATE = 1024
 
 _RUN_STARTED: ContextVar[float] = ContextVar("mana_ai_mission_run_started")
 
-_DB_ERRORS = (StoreError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+_DB_ERRORS = DATABASE_ERRORS
+_DB_ERRORS_OR_TIMEOUT: tuple[type[Exception], ...] = (*DATABASE_ERRORS, trio.TooSlowError)
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ class MissionRunner:
                 with trio.fail_after(max(1.0, lease_s / 3)):
                     if not await renew_lease(self._pool, claim, lease_s):
                         return False
-            except (*_DB_ERRORS, trio.TooSlowError):
+            except _DB_ERRORS_OR_TIMEOUT:
                 log.warning("mission.lease_renew_failed", extra={"mission": claim.mission_id})
 
     async def _plan(self, due: MissionDue) -> MissionOutcome:
@@ -242,7 +243,7 @@ class MissionRunner:
         try:
             with trio.fail_after(5):
                 await record_usage(self._pool, usage)
-        except (*_DB_ERRORS, trio.TooSlowError) as exc:
+        except _DB_ERRORS_OR_TIMEOUT as exc:
             log.warning("mission.usage_not_recorded", extra={**self._context(due), "error": str(exc)})
 
     async def _resolve_inputs(self, due: MissionDue, iteration_id: str) -> Inputs:
@@ -319,7 +320,7 @@ class MissionRunner:
             with trio.fail_after(10):
                 result = await fail_run(self._pool, due.claim, outcome=kind, error=error,
                                         max_attempts=self._settings.max_attempts, backoff_s=delay)
-        except (*_DB_ERRORS, trio.TooSlowError) as exc:
+        except _DB_ERRORS_OR_TIMEOUT as exc:
             # the lease expires on its own and the slot is retried then
             log.error("mission.ledger_write_failed", extra={**self._context(due), "error": str(exc)})
         status = result.status if result else "unknown"

@@ -27,7 +27,7 @@ from planner.iteration import iso_ms
 from settings import Settings
 from store.agents import load_agents
 from store.due import DueMission, list_due_missions, next_wake
-from store.errors import StoreError
+from store.errors import DATABASE_ERRORS, StoreError
 from store.inspect import ledger_gauges
 from store.refresh import RefreshStats, refresh_stream
 from store.runs import claim_runs
@@ -39,8 +39,7 @@ log = logging.getLogger(__name__)
 _PRUNE_EVERY_S = 3600.0
 
 # Failures a cycle reports in `errors` and survives: the database or its connection.
-_CYCLE_ERRORS = (StoreError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError,
-                 trio.TooSlowError)
+_CYCLE_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, trio.TooSlowError)
 
 
 class Dispatcher(Protocol):

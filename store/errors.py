@@ -6,6 +6,8 @@ StoreError
 
 from __future__ import annotations
 
+import asyncpg
+
 
 class StoreError(Exception):
     """A database operation failed."""
@@ -24,3 +26,10 @@ class LeaseLost(StoreError):
 
 class MissionGone(StoreError):
     """The mission was deleted while it was being planned."""
+
+
+# What talking to Postgres can raise besides our own errors: the driver's, the socket's, and
+# asyncpg's own timeouts. Callers that survive database trouble catch exactly these.
+DRIVER_ERRORS: tuple[type[Exception], ...] = (
+    asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+DATABASE_ERRORS: tuple[type[Exception], ...] = (StoreError, *DRIVER_ERRORS)

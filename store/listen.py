@@ -29,7 +29,7 @@ import asyncpg
 import trio
 from trio_asyncio import aio_as_trio
 
-from store.errors import StoreError
+from store.errors import DRIVER_ERRORS, StoreError
 from store.sql import Q
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ _BACKOFF_BASE_S = 0.25
 _CLOSE_TIMEOUT_S = 2.0
 _RECONNECTED = "reconnected"
 # what a connect or a check on a broken connection raises; anything else is a bug and propagates
-_CONNECTION_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, trio.TooSlowError)
+_CONNECTION_ERRORS: tuple[type[Exception], ...] = (*DRIVER_ERRORS, trio.TooSlowError)
 
 
 # -- the trigger ---------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import asyncpg
 import trio
 from trio_asyncio import aio_as_trio
 
-from store.errors import DatabaseUnavailable
+from store.errors import DRIVER_ERRORS, DatabaseUnavailable
 from store.sql import Q
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ async def connect_with_retry(dsn: str, size: int, timeout_s: float) -> asyncpg.P
         try:
             pool: asyncpg.Pool = await aio_as_trio(_create_pool)(dsn, size)
             return pool
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except DRIVER_ERRORS as exc:
             if trio.current_time() + delay > deadline:
                 raise DatabaseUnavailable(f"cannot connect to Postgres: {exc}") from exc
             log.warning("db.connect_failed", extra={"error": str(exc), "retry_in_s": delay})
@@ -84,6 +84,6 @@ async def ping(pool: asyncpg.Pool, timeout_s: float = 2.0) -> bool:
     with trio.move_on_after(timeout_s):
         try:
             return bool(await aio_as_trio(_ping)(pool) == 1)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        except DRIVER_ERRORS:
             return False
     return False
