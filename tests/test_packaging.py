@@ -30,3 +30,10 @@ def test_the_image_copies_every_package_and_runs_as_a_user() -> None:
     assert "supervisor.py" in dockerfile and re.search(r"^USER (?!root)\S+", dockerfile, re.MULTILINE)
     assert re.search(r'^CMD \["mana-ai", "serve"\]$', dockerfile, re.MULTILINE)  # exec form
     assert "HEALTHCHECK" in dockerfile and "EXPOSE 3067" in dockerfile
+
+
+def test_every_setting_is_documented() -> None:
+    from settings import KNOWN_VARIABLES
+
+    documented = (ROOT / "docs" / "configuration.md").read_text()
+    assert [name for name in sorted(KNOWN_VARIABLES) if f"`{name}`" not in documented] == []
