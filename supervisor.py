@@ -5,8 +5,11 @@
     mana-ai migrate   apply the schema and exit
     mana-ai demo      the whole loop on a throwaway embedded Postgres with seeded data
 
-Shutdown on SIGTERM/SIGINT (DESIGN §2.3): stop accepting HTTP → stop the snapshot actor →
-close the pool (bounded) → stop the embedded PostgreSQL, if we started it. Exit code 0.
+Shutdown on SIGTERM/SIGINT (DESIGN §2.3), within one grace period in total: at once, HTTP
+stops accepting, the snapshot actor starts no cycle and agent actors start no mission (queued
+ones are handed back); in-flight missions get `MANA_AI_GRACE_S`, then are cancelled and hand
+their slots back, while HTTP drains (an in-flight manual tick gets its stats) → close the pool
+(bounded) → stop the embedded PostgreSQL, if we started it. Exit code 0.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from types import FrameType
 
 import asyncpg
 import trio
-import trio_asyncio
 
 from actors.groups import single_leaf
 from actors.inputs import InputResolver
@@ -44,6 +46,7 @@ from observability.tracing import Tracing, open_tracing
 from planner.llm import LlmClient, open_llm_http_client
 from planner.research_client import ResearchClient, open_research_http_client
 from settings import DEFAULT_SERVICE_KEY, ConfigError, Settings, load_settings
+from store.bridge import open_asyncio_bridge
 from store.embedded import EmbeddedPostgres, throwaway_postgres
 from store.errors import StoreError
 from store.migrate import migrate
@@ -69,6 +72,14 @@ class Runtime:
 
     snapshots: SnapshotActor
     registry: AgentRegistry
+    llm: LlmClient
+
+    async def stop(self, grace_s: float) -> None:
+        """Shutdown: at once no cycle, no mission and no LLM request starts any more; missions
+        in flight get `grace_s`, then are cancelled and hand their slots back."""
+        self.snapshots.stop()
+        self.llm.close()
+        await self.registry.stop(grace_s)
 
 
 @asynccontextmanager
@@ -99,7 +110,7 @@ async def open_runtime(settings: Settings, pool: asyncpg.Pool, metrics: Metrics,
                                  legacy_limit=settings.mailbox_size)
         await nursery.start(registry.run)
         try:
-            yield Runtime(SnapshotActor(pool, settings, metrics, dispatcher=registry), registry)
+            yield Runtime(SnapshotActor(pool, settings, metrics, dispatcher=registry), registry, llm)
         finally:
             with trio.CancelScope(shield=True):
                 await registry.stop(settings.grace_s)
@@ -125,8 +136,10 @@ async def run_daemon(settings: Settings, pool: asyncpg.Pool, metrics: Metrics, s
 
     `nursery.start` gets the HTTP binds once the daemon is serving. With `listen_dsn`, the
     scheduler on and `MANA_AI_NOTIFY`, a NOTIFY listener wakes the snapshot actor on changes.
-    Shutdown order: HTTP stops, the snapshot actor stops dispatching, agent actors finish
-    in-flight missions within `MANA_AI_GRACE_S` (then are cancelled and hand their claims back).
+    Shutdown, all at once: HTTP stops accepting and drains, the snapshot actor stops, agent
+    actors start nothing new and finish in-flight missions within `MANA_AI_GRACE_S` (then are
+    cancelled and hand their claims back). HTTP gets a second more than the missions, so that
+    a manual tick waiting for them still answers.
     """
     async with open_runtime(settings, pool, metrics) as runtime, open_jwks_cache(settings.mana_auth_url) as jwks:
         listener = None
@@ -134,7 +147,7 @@ async def run_daemon(settings: Settings, pool: asyncpg.Pool, metrics: Metrics, s
             if await set_notify_trigger(pool, True):
                 listener = ChangeListener(listen_dsn, runtime.snapshots.hint)
         app = create_app(AppDeps(settings, metrics, pool, runtime.snapshots, runtime.registry, listener, jwks=jwks))
-        config = hypercorn_config(settings.host, settings.port, settings.grace_s)
+        config = hypercorn_config(settings.host, settings.port, settings.grace_s + 1)
         async with trio.open_nursery() as scanning:
             await scanning.start(runtime.snapshots.run)
             if listener is not None:
@@ -145,7 +158,10 @@ async def run_daemon(settings: Settings, pool: asyncpg.Pool, metrics: Metrics, s
                                                     "tick": "on" if settings.tick_enabled else "off",
                                                     "instance": settings.instance_id})
                 task_status.started(binds)
-            # HTTP has stopped: no new ticks can arrive. Stop dispatching.
+                await shutdown.wait()
+                log.info("daemon.stopping", extra={"grace_s": settings.grace_s})
+                await runtime.stop(settings.grace_s)
+            # HTTP has drained and every mission has ended or been handed back
             scanning.cancel_scope.cancel()
 
 
@@ -159,9 +175,12 @@ def warn_about_defaults(settings: Settings) -> None:
 async def serve_daemon(settings: Settings, dsn: str, shutdown: trio.Event) -> None:
     """The whole daemon: asyncio bridge, pool, migrations, then `run_daemon`."""
     warn_about_defaults(settings)
-    async with trio_asyncio.open_loop(), open_pool(dsn, settings.db_pool_size, settings.db_connect_timeout_s) as pool:
+    metrics = Metrics()
+    stray = metrics.asyncio_stray_errors
+    async with open_asyncio_bridge(lambda kind: stray.labels(error=kind).inc()), \
+            open_pool(dsn, settings.db_pool_size, settings.db_connect_timeout_s) as pool:
         await migrate(pool, create_sync_changes=settings.embedded)
-        await run_daemon(settings, pool, Metrics(), shutdown, listen_dsn=dsn)
+        await run_daemon(settings, pool, metrics, shutdown, listen_dsn=dsn)
     log.info("daemon.stopped")
 
 
@@ -174,7 +193,7 @@ async def _serve_main(settings: Settings, dsn: str) -> None:
 
 
 async def _tick_main(settings: Settings, dsn: str) -> None:
-    async with trio_asyncio.open_loop(), open_pool(dsn, settings.db_pool_size, settings.db_connect_timeout_s) as pool:
+    async with open_asyncio_bridge(), open_pool(dsn, settings.db_pool_size, settings.db_connect_timeout_s) as pool:
         await migrate(pool, create_sync_changes=settings.embedded)
         async with open_runtime(settings, pool, Metrics()) as runtime:
             stats = await runtime.snapshots.run_cycle()
@@ -182,13 +201,13 @@ async def _tick_main(settings: Settings, dsn: str) -> None:
 
 
 async def _migrate_main(settings: Settings, dsn: str) -> None:
-    async with trio_asyncio.open_loop(), open_pool(dsn, 2, settings.db_connect_timeout_s) as pool:
+    async with open_asyncio_bridge(), open_pool(dsn, 2, settings.db_connect_timeout_s) as pool:
         applied = await migrate(pool, create_sync_changes=settings.embedded)
     print(json.dumps({"applied": applied}))
 
 
 async def _demo_main(settings: Settings, dsn: str) -> None:
-    async with trio_asyncio.open_loop():
+    async with open_asyncio_bridge():
         await run_demo(settings, dsn)
 
 

@@ -29,6 +29,7 @@ from actors.messages import (
     PARSE_FAILED,
     PLANNED,
     SKIPPED_BUDGET,
+    SKIPPED_SHUTDOWN,
     MissionDue,
     MissionOutcome,
 )
@@ -52,7 +53,7 @@ from planner import (
     with_agent_context,
 )
 from planner.inputs import USER_DATA_CLOSE, USER_DATA_NOTICE, USER_DATA_OPEN
-from planner.llm import Completion, LlmClient, LlmError, LlmTimeout
+from planner.llm import Completion, LlmClient, LlmClosed, LlmError, LlmTimeout
 from planner.research import research_input, research_markdown, wants_research
 from planner.research_client import ResearchClient, ResearchFailed
 from settings import Settings
@@ -180,6 +181,8 @@ class MissionRunner:
             return await self._over_budget(due, reservation)
         reservation_id = reservation.id if reservation is not None else None
         completion = await self._call_llm(messages, reservation_id)
+        if isinstance(completion, LlmClosed):
+            return await self._hand_back(due, SKIPPED_SHUTDOWN)
         if isinstance(completion, LlmError):
             return await self._fail(due, ERROR, str(completion))
         parsed = parse_planner_response(completion.content, allowed_tool_names(tools))
@@ -305,8 +308,14 @@ class MissionRunner:
         log.info("mission.skipped", extra={**self._context(due), "decision": SKIPPED_BUDGET,
                                            "used_24h": reservation.used_24h,
                                            "budget": due.agent.max_tokens_per_day if due.agent else None})
-        await release_claim(self._pool, due.claim, SKIPPED_BUDGET)
-        return MissionOutcome(due.mission.id, SKIPPED_BUDGET)
+        return await self._hand_back(due, SKIPPED_BUDGET)
+
+    async def _hand_back(self, due: MissionDue, decision: str) -> MissionOutcome:
+        """The slot goes back without using up an attempt (over budget, shutting down)."""
+        if decision == SKIPPED_SHUTDOWN:
+            log.info("mission.skipped", extra={**self._context(due), "decision": decision})
+        await release_claim(self._pool, due.claim, decision)
+        return MissionOutcome(due.mission.id, decision)
 
     async def _fail(self, due: MissionDue, kind: str, error: str, *, completion: Completion | None = None,
                     plan_produced: bool = False) -> MissionOutcome:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import trio
 
 from actors.agent import ActorBook, ActorKey, AgentActor, AgentStats, Runner
-from actors.messages import SKIPPED_CONCURRENCY, MissionDue, MissionOutcome
+from actors.messages import SKIPPED_CONCURRENCY, SKIPPED_SHUTDOWN, MissionDue, MissionOutcome
 from observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class AgentRegistry:
         self._entries: dict[ActorKey, _Entry] = {}
         self._nursery: trio.Nursery | None = None
         self._stopping = False
+        self._stop_deadline: float | None = None  # trio time; in-flight missions are cancelled then
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Owns the actors' nursery; returns once `stop()` was called and every actor ended."""
@@ -56,6 +57,9 @@ class AgentRegistry:
 
     async def deliver(self, due: MissionDue) -> None:
         """Put a claimed mission in its agent's mailbox, or skip it if the mailbox is full."""
+        if self._stopping:
+            await self.skip(due, SKIPPED_SHUTDOWN)
+            return
         key: ActorKey = (due.mission.user_id, due.agent.id if due.agent else None)
         entry = self._entries.get(key) or self._spawn(key)
         try:
@@ -130,14 +134,19 @@ class AgentRegistry:
         return retired
 
     async def stop(self, grace_s: float) -> None:
-        """Shutdown: no new missions start; in-flight ones get `grace_s`, then are cancelled."""
+        """Shutdown: no new missions start; in-flight ones get `grace_s`, then are cancelled.
+
+        Idempotent: a second call waits for the first call's deadline, never a second grace.
+        """
         self._stopping = True
+        if self._stop_deadline is None:
+            self._stop_deadline = trio.current_time() + grace_s
         entries = list(self._entries.values())
         for entry in entries:
             if entry.actor is not None:
                 entry.actor.stop()
             entry.mailbox.close()
-        with trio.move_on_after(grace_s):
+        with trio.move_on_at(self._stop_deadline):
             for entry in entries:
                 await entry.done.wait()
         if self._nursery is not None:

@@ -6,13 +6,20 @@ first at start) unless the scheduler is disabled, and whenever `request_cycle()`
 request while a cycle runs joins it. A cycle's `TickStats` are complete when every mission it
 dispatched has reported; the next cycle does not wait for that (a slow mission never blocks
 other agents), and claimed missions are not due again while their lease lives.
+
+A cycle that fails (database down, a bug) is retried after a capped exponential back-off with
+jitter instead of at once: scheduled wake-ups (interval, due-timer, NOTIFY) wait for it, a
+manual tick does not. `stop()` (shutdown) ends the schedule at once: no new cycle starts and
+a running one dispatches nothing more.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -37,6 +44,8 @@ from store.usage import prune_usage
 log = logging.getLogger(__name__)
 
 _PRUNE_EVERY_S = 3600.0
+_FAILURE_BACKOFF_BASE_S = 0.5
+_FAILURE_BACKOFF_MAX_S = 30.0
 
 # Failures a cycle reports in `errors` and survives: the database or its connection.
 _CYCLE_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, trio.TooSlowError)
@@ -53,13 +62,16 @@ class SnapshotActorState:
     cycles_completed: int
     last_cycle_completed_at: float | None  # unix time
     running: bool
+    consecutive_failures: int = 0
+    last_error: str | None = None
 
 
 class SnapshotActor:
     """Owns the cycle schedule; one per daemon."""
 
     def __init__(self, pool: asyncpg.Pool, settings: Settings, metrics: Metrics,
-                 dispatcher: Dispatcher | None = None, clock: Clock = utc_now) -> None:
+                 dispatcher: Dispatcher | None = None, clock: Clock = utc_now,
+                 jitter: Callable[[], float] = random.random) -> None:
         self._pool = pool
         self._settings = settings
         self._metrics = metrics
@@ -74,6 +86,11 @@ class SnapshotActor:
         self._last_pruned: float | None = None
         self._hinted = False
         self._due_at = math.inf  # trio time when the next mission becomes due
+        self._jitter = jitter
+        self._failures = 0  # cycles failed in a row
+        self._last_error: str | None = None
+        self._retry_at = -math.inf  # trio time before which no scheduled cycle starts (back-off)
+        self._stopping = False
 
     # -- what others may call -------------------------------------------------------------
 
@@ -81,6 +98,10 @@ class SnapshotActor:
         """The cycle that will answer a request made now (the running one, or the next)."""
         if self._running is not None:
             return self._running
+        if self._stopping:
+            cycle = Cycle("manual")
+            cycle.finish(self._refused())
+            return cycle
         if self._pending is None:
             self._pending = Cycle("manual")
             self._wake.set()
@@ -95,7 +116,18 @@ class SnapshotActor:
 
     def state(self) -> SnapshotActorState:
         return SnapshotActorState(self._alive, self._cycles_completed, self._last_completed_at,
-                                  self._running is not None)
+                                  self._running is not None, self._failures, self._last_error)
+
+    def stop(self) -> None:
+        """Shutdown: start no cycle, dispatch nothing more; a waiting tick request gets an answer."""
+        self._stopping = True
+        if self._pending is not None:
+            self._pending.finish(self._refused())
+            self._pending = None
+        self._wake.set()
+
+    def _refused(self) -> TickStats:
+        return TickStats(scanned_at=iso_ms(self._clock()), errors=["the daemon is shutting down"])
 
     # -- the actor ------------------------------------------------------------------------
 
@@ -107,12 +139,18 @@ class SnapshotActor:
                 scheduled = self._settings.tick_enabled
                 interval = self._settings.tick_interval_s
                 next_at = trio.current_time()  # the reference runs its first tick at start
-                while True:
-                    if self._pending is None and not self._hinted:
-                        wake_at = min(next_at, self._due_at) if scheduled else math.inf
+                while not self._stopping:
+                    if self._pending is None and (not self._hinted or trio.current_time() < self._retry_at):
+                        # after a failure the schedule is the back-off: the due state is unknown
+                        wake_at = ((self._retry_at if self._failures else min(next_at, self._due_at))
+                                   if scheduled else math.inf)
                         with trio.move_on_at(wake_at):
                             await self._wake.wait()
                     self._wake = trio.Event()
+                    if self._stopping:
+                        break
+                    if self._pending is None and trio.current_time() < self._retry_at:
+                        continue  # a hint during the back-off: it is served when the back-off ends
                     reason = self._wake_reason(next_at)
                     self._hinted = False
                     cycle, self._pending = (self._pending or Cycle(reason)), None
@@ -148,6 +186,7 @@ class SnapshotActor:
         scanned_at = iso_ms(self._clock())
         batch = TickBatch(TickStats(scanned_at=scanned_at))
         self._metrics.ticks.inc()
+        failed = False
         try:
             try:
                 with trio.fail_after(self._settings.cycle_timeout_s):
@@ -155,6 +194,8 @@ class SnapshotActor:
                     due = await list_due_missions(self._pool, scanned_at, self._settings.dispatch_limit)
                     batch.truncated = len(due) >= self._settings.dispatch_limit
                     self._metrics.due_missions.set(len(due))
+                    if self._stopping:
+                        due = []  # shutdown began while we scanned: claim nothing
                     await self._dispatch(due, batch)
                     await self._housekeeping()
                     await self._observe_ledger()
@@ -162,12 +203,30 @@ class SnapshotActor:
                     # a little after the instant, so the due query's `<=` sees it
                     self._due_at = math.inf if wake.seconds is None else trio.current_time() + wake.seconds + 0.01
             except* _CYCLE_ERRORS as group:
+                failed = True
                 for exc in leaves(group):
                     self._fail(batch.stats, _describe(exc, self._settings.cycle_timeout_s), "cycle.scan_error")
         except Exception as exc:  # noqa: BLE001 - the cycle boundary: a bug must not end the daemon
+            failed = True
             self._fail(batch.stats, f"{type(exc).__name__}: {exc}", "cycle.crashed", exc_info=True)
+        self._after_cycle(failed, batch.stats)
         batch.seal()
         return batch, started
+
+    def _after_cycle(self, failed: bool, stats: TickStats) -> None:
+        """Count failures in a row; after one, scheduled cycles wait for a growing back-off."""
+        if not failed:
+            self._failures, self._last_error, self._retry_at = 0, None, -math.inf
+            self._metrics.cycle_failures_in_a_row.set(0)
+            return
+        self._failures += 1
+        self._last_error = stats.errors[-1] if stats.errors else "cycle failed"
+        self._metrics.cycle_failures_in_a_row.set(self._failures)
+        delay = min(_FAILURE_BACKOFF_MAX_S, _FAILURE_BACKOFF_BASE_S * 2.0 ** (self._failures - 1))
+        delay *= 0.5 + 0.5 * self._jitter()
+        self._retry_at = trio.current_time() + delay
+        log.warning("cycle.backing_off", extra={"failures_in_a_row": self._failures,
+                                                "retry_in_s": round(delay, 3)})
 
     def _wake_reason(self, next_at: float) -> str:
         if self._pending is not None:

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import asyncpg  # noqa: E402
 import trio  # noqa: E402
-import trio_asyncio  # noqa: E402
+from store.bridge import open_asyncio_bridge  # noqa: E402
 from trio_asyncio import aio_as_trio  # noqa: E402
 
 from bench._harness import fresh_database, postgres, stand_in_llm  # noqa: E402
@@ -74,7 +74,7 @@ async def measure(pool: asyncpg.Pool, samples: int) -> dict[str, list[float]]:
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     logging.basicConfig(level=logging.WARNING)
     with postgres() as admin_dsn:
-        async with trio_asyncio.open_loop():
+        async with open_asyncio_bridge():
             dsn = await fresh_database(admin_dsn, "bench_latency")
             pool = await connect_with_retry(dsn, 10, 10)
             try:

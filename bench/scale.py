@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import asyncpg  # noqa: E402
 import psutil  # type: ignore[import-untyped]  # noqa: E402
 import trio  # noqa: E402
-import trio_asyncio  # noqa: E402
+from store.bridge import open_asyncio_bridge  # noqa: E402
 from trio_asyncio import aio_as_trio  # noqa: E402
 
 from bench._harness import fresh_database, postgres, seed_missions, stand_in_llm  # noqa: E402
@@ -57,7 +57,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     logging.basicConfig(level=logging.WARNING)
     peak = [0]
     with postgres() as admin_dsn:
-        async with trio_asyncio.open_loop(), trio.open_nursery() as sampler:
+        async with open_asyncio_bridge(), trio.open_nursery() as sampler:
             sampler.start_soon(sample_rss, peak)
             dsn = await fresh_database(admin_dsn, "bench_scale")
             pool = await connect_with_retry(dsn, 10, 10)

@@ -26,7 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import trio  # noqa: E402
-import trio_asyncio  # noqa: E402
+from store.bridge import open_asyncio_bridge  # noqa: E402
 
 from bench._harness import fresh_database, llm_stats, postgres, seed_missions, stand_in_llm  # noqa: E402
 from observability.metrics import Metrics  # noqa: E402
@@ -63,7 +63,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     logging.basicConfig(level=logging.WARNING)
     results: dict[str, Any] = {"missions": args.missions, "agents": args.agents, "cpus": os.cpu_count()}
     with postgres() as admin_dsn:
-        async with trio_asyncio.open_loop():
+        async with open_asyncio_bridge():
             runs = {}
             for name, latency, concurrency in [("sequential", args.latency_ms, 1), ("default", args.latency_ms, 8),
                                                ("wide", args.latency_ms, 32), ("zero-latency", 0, 8)]:

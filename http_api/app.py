@@ -24,6 +24,7 @@ from store.listen import ChangeListener
 from store.pool import ping
 
 VERSION = "0.1.0"
+_FAILING_AFTER = 3  # cycles failed in a row before /health says the daemon is not ok
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,9 @@ async def _health(deps: AppDeps) -> tuple[dict[str, Any], bool]:
     # cycles have stalled when none completed for several intervals (or one whole timeout)
     stall_after = max(3 * settings.tick_interval_s, settings.cycle_timeout_s + settings.tick_interval_s)
     stalled = settings.tick_enabled and age is not None and age > stall_after
-    ok = database and actor.alive and not stalled
+    # a cycle failing again and again (not only a database outage) stops planning for everyone
+    failing = actor.consecutive_failures >= _FAILING_AFTER
+    ok = database and actor.alive and not stalled and not failing
     body = {
         "ok": ok,
         "service": "mana-ai",
@@ -126,6 +129,8 @@ async def _health(deps: AppDeps) -> tuple[dict[str, Any], bool]:
             "cyclesCompleted": actor.cycles_completed,
             "lastCycleAgeSeconds": age,
             "cyclesStalled": stalled,
+            "consecutiveCycleFailures": actor.consecutive_failures,
+            "lastCycleError": actor.last_error,
             "agentActors": len(deps.registry),
             "notify": _notify_json(deps.listener),
         },

@@ -100,6 +100,11 @@ class Metrics:
                               ["reason"], registry=r)
         self.cycle_errors = Counter("mana_ai_cycle_errors_total",
                                     "Cycles that failed before dispatching (DB down, timeout)", registry=r)
+        self.cycle_failures_in_a_row = Gauge("mana_ai_cycle_consecutive_failures",
+                                             "Cycles failed in a row (0 after a good one)", registry=r)
+        self.asyncio_stray_errors = Counter("mana_ai_asyncio_stray_errors_total",
+                                            "Errors asyncio reported that nobody awaited (contained, logged)",
+                                            ["error"], registry=r)
         self.due_missions = Gauge("mana_ai_due_missions", "Due missions found by the last cycle", registry=r)
         self.last_cycle_completed = Gauge("mana_ai_last_cycle_completed_timestamp_seconds",
                                           "Unix time the last cycle completed", registry=r)

@@ -9,7 +9,8 @@ under ``trio.fail_after(timeout_s)`` and a bounded number of retries covers conn
     ├── LlmUnavailable       the request never got a response (connect failed after retries)
     ├── LlmHttpError         a non-2xx status: ``mana-llm {status}: {text}`` (reference message)
     ├── LlmTimeout           one attempt used its whole ``timeout_s`` (not retried)
-    └── LlmBadResponse       a 2xx whose body is too large, not JSON, or has no usable choice
+    ├── LlmBadResponse       a 2xx whose body is too large, not JSON, or has no usable choice
+    └── LlmClosed            the client was closed (shutdown) before this request started
 
 A missing or null ``message.content`` is not an error: it is ``""``, as in the reference, and
 the strict parser then reports ``no JSON block found``.
@@ -37,6 +38,7 @@ __all__ = [
     "Completion",
     "LlmBadResponse",
     "LlmClient",
+    "LlmClosed",
     "LlmError",
     "LlmHttpError",
     "LlmTimeout",
@@ -79,6 +81,10 @@ class LlmHttpError(LlmError):
 
 class LlmTimeout(LlmError):
     """A mana-llm attempt did not finish within its time budget."""
+
+
+class LlmClosed(LlmError):
+    """The daemon is shutting down: no new mana-llm request is started."""
 
 
 class LlmBadResponse(LlmError):
@@ -278,6 +284,8 @@ class LlmClient:
             timeout_s, connect=timeout_s if connect_s is None else min(connect_s, timeout_s))
         self._retries = retries
         self._limiter = limiter
+        self._closed = False
+        self._waiting: set[trio.CancelScope] = set()  # calls waiting for the limiter
         self._observe_duration = observe_duration
         self._on_retry = on_retry
         self._max_response_bytes = max_response_bytes
@@ -313,9 +321,28 @@ class LlmClient:
                                                "delay_s": round(delay_s, 3)})
             await trio.sleep(delay_s)
 
+    def close(self) -> None:
+        """Shutdown: start no new request (retries included); calls waiting for a slot of the
+        limiter end at once with ``LlmClosed``. Requests in flight go on."""
+        self._closed = True
+        for scope in self._waiting:
+            scope.cancel()
+
+    async def _acquire(self) -> None:
+        with trio.CancelScope() as waiting:
+            if not self._closed:
+                self._waiting.add(waiting)
+                try:
+                    await self._limiter.acquire()
+                    return
+                finally:
+                    self._waiting.discard(waiting)
+        raise LlmClosed()
+
     async def _attempt(self, payload: bytes) -> _Answered | _Unreached:
         """One request under the limiter and ``fail_after``; its duration is observed."""
-        async with self._limiter:
+        await self._acquire()
+        try:
             started = trio.current_time()
             try:
                 with trio.fail_after(self._timeout_s):
@@ -324,6 +351,8 @@ class LlmClient:
                 raise LlmTimeout(f"mana-llm timed out after {self._timeout_s:g}s") from exc
             finally:
                 self._observe_duration(trio.current_time() - started)
+        finally:
+            self._limiter.release()
 
     async def _exchange(self, payload: bytes) -> _Answered | _Unreached:
         responded = False

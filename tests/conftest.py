@@ -19,8 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 import trio
-import trio_asyncio
 
+from store.bridge import open_asyncio_bridge
 from store.embedded import throwaway_postgres
 from store.migrate import migrate
 from store.pool import close_pool, connect_with_retry
@@ -61,7 +61,7 @@ class PgServer:
 
 
 async def _migrate_template(dsn: str) -> None:
-    async with trio_asyncio.open_loop():
+    async with open_asyncio_bridge():
         pool = await connect_with_retry(dsn, 2, 10)
         try:
             await migrate(pool, create_sync_changes=True)
@@ -105,9 +105,9 @@ def db_dsn(pg: PgServer) -> Iterator[str]:
 
 
 @pytest.fixture
-async def aio_loop() -> AsyncIterator[object]:
-    async with trio_asyncio.open_loop() as loop:
-        yield loop
+async def aio_loop() -> AsyncIterator[None]:
+    async with open_asyncio_bridge():
+        yield
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from planner.llm import (
     Completion,
     LlmBadResponse,
     LlmClient,
+    LlmClosed,
     LlmError,
     LlmHttpError,
     LlmTimeout,
@@ -370,6 +371,31 @@ async def test_cancellation_in_flight_propagates_and_frees_the_limiter(http: htt
             assert len(seen.durations) == 1
             fake.responder = None                                 # the client is still usable
             assert (await client.complete("s", "u")).attempts == 1
+
+
+async def test_close_ends_waiting_calls_and_starts_no_request(http: httpx.AsyncClient) -> None:
+    async with running_fake_llm(dataclasses.replace(completion("ok"), delay_s=0.3)) as fake:
+        client = make_client(http, fake.url, limiter=trio.CapacityLimiter(1))
+        results: list[object] = []
+
+        async def call() -> None:
+            try:
+                results.append(await client.complete("s", "u"))
+            except LlmClosed as exc:
+                results.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(call)
+            with trio.fail_after(5):
+                while fake.in_flight == 0:
+                    await trio.sleep(0.01)
+            client.close()  # shutdown: the one in flight goes on, the two waiting end at once
+        assert sum(isinstance(r, Completion) for r in results) == 1
+        assert sum(isinstance(r, LlmClosed) for r in results) == 2
+        with pytest.raises(LlmClosed):
+            await client.complete("s", "u")
+        assert len(fake.requests) == 1
 
 
 async def test_the_fake_counts_concurrent_requests(http: httpx.AsyncClient) -> None:
