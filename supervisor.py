@@ -94,7 +94,7 @@ async def open_runtime(settings: Settings, pool: asyncpg.Pool, metrics: Metrics,
             research_http = await stack.enter_async_context(open_research_http_client())
             research = ResearchClient(research_http, base_url=settings.mana_api_url, token=settings.research_token)
         nursery = await stack.enter_async_context(trio.open_nursery())
-        llm = LlmClient(http, base_url=settings.mana_llm_url, api_key=settings.service_key,
+        llm = LlmClient(http, base_url=settings.mana_llm_url, api_key=settings.llm_api_key,
                         model=settings.llm_model, timeout_s=settings.llm_timeout_s, retries=settings.llm_retries,
                         limiter=trio.CapacityLimiter(settings.llm_concurrency),
                         observe_duration=metrics.planner_duration.observe,

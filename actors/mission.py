@@ -34,6 +34,7 @@ from actors.messages import (
     MissionOutcome,
 )
 from observability.metrics import Metrics
+from observability.redact import safe_url
 from observability.tracing import Attributes, NoTracing, Tracing
 from planner import (
     AI_AVAILABLE_TOOLS,
@@ -275,7 +276,7 @@ class MissionRunner:
         model = self._settings.llm_model
         attributes: Attributes = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
                       "gen_ai.request.model": model, "gen_ai.request.temperature": 0.3,
-                      "server.address": self._settings.mana_llm_url}
+                      "server.address": safe_url(self._settings.mana_llm_url)}
         with self._tracing.span(f"chat {model}", attributes, client=True) as span:
             try:
                 completion = await self._llm.complete(system, user)

@@ -32,6 +32,7 @@ from typing import Any, Literal, TypedDict
 import httpx
 import trio
 
+from observability.redact import safe_url
 from planner._http import declared_larger_than, read_up_to
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "LlmClient",
     "LlmClosed",
     "LlmError",
+    "LlmHealth",
     "LlmHttpError",
     "LlmTimeout",
     "LlmUnavailable",
@@ -100,6 +102,16 @@ class Completion:
     attempts: int
 
 
+@dataclass(frozen=True)
+class LlmHealth:
+    """How the last calls went: `ok` until a call fails, again after the next success."""
+
+    ok: bool
+    consecutive_failures: int
+    last_success_at: float | None  # unix time
+    last_error: str | None  # the error's kind, never a response body (it may echo user text)
+
+
 class ChatMessage(TypedDict):
     role: Literal["system", "user"]
     content: str
@@ -111,6 +123,14 @@ class ChatRequest(TypedDict):
     model: str
     temperature: float
     messages: list[ChatMessage]
+
+
+def chat_completions_url(base_url: str) -> str:
+    """The endpoint under a base URL given with or without OpenAI's usual trailing `/v1`."""
+    base = base_url.rstrip("/")
+    if base.endswith("/v1"):
+        base = base[:-3]
+    return base + "/v1/chat/completions"
 
 
 def open_llm_http_client(concurrency: int) -> httpx.AsyncClient:
@@ -252,7 +272,7 @@ class LlmClient:
         http: httpx.AsyncClient,
         *,
         base_url: str,
-        api_key: str,
+        api_key: str | None,
         model: str,
         timeout_s: float,
         retries: int,
@@ -273,8 +293,11 @@ class LlmClient:
         if backoff_base_s < 0 or backoff_max_s < 0:
             raise ValueError("backoff_base_s and backoff_max_s must be >= 0")
         self._http = http
-        self._url = base_url.rstrip("/") + "/v1/chat/completions"
-        self._headers = {"content-type": "application/json", "authorization": f"Bearer {api_key}"}
+        self._url = chat_completions_url(base_url)
+        self._shown_url = safe_url(self._url)  # what error messages may say
+        self._headers = {"content-type": "application/json"}
+        if api_key is not None:  # mana-llm checks X-API-Key when its own key is set
+            self._headers |= {"authorization": f"Bearer {api_key}", "x-api-key": api_key}
         self._model = model
         self._timeout_s = timeout_s
         # httpx times each phase; make read/write/pool as long as the whole attempt so that
@@ -285,6 +308,9 @@ class LlmClient:
         self._retries = retries
         self._limiter = limiter
         self._closed = False
+        self._failures = 0
+        self._last_success_at: float | None = None
+        self._last_error: str | None = None
         self._waiting: set[trio.CancelScope] = set()  # calls waiting for the limiter
         self._observe_duration = observe_duration
         self._on_retry = on_retry
@@ -293,8 +319,24 @@ class LlmClient:
         self._backoff_max_s = backoff_max_s
         self._random = random
 
+    def health(self) -> LlmHealth:
+        return LlmHealth(self._failures == 0, self._failures, self._last_success_at, self._last_error)
+
     async def complete(self, system: str, user: str, *, temperature: float = 0.3) -> Completion:
         """Post the chat completion; raises an ``LlmError`` when no usable answer came back."""
+        try:
+            completion = await self._complete(system, user, temperature)
+        except LlmClosed:
+            raise
+        except LlmError as exc:
+            self._failures += 1
+            self._last_error = (f"mana-llm {exc.status}" if isinstance(exc, LlmHttpError)
+                                else f"{type(exc).__name__}: {exc}")
+            raise
+        self._failures, self._last_success_at, self._last_error = 0, time.time(), None
+        return completion
+
+    async def _complete(self, system: str, user: str, temperature: float) -> Completion:
         request: ChatRequest = {
             "model": self._model,
             "temperature": temperature,
@@ -304,7 +346,7 @@ class LlmClient:
         attempt = 0
         while True:
             attempt += 1
-            verdict = _judge(await self._attempt(payload), self._url, time.time())
+            verdict = _judge(await self._attempt(payload), self._shown_url, time.time())
             if not isinstance(verdict, _Failed):
                 return parse_completion(verdict, self._model, attempt)
             if verdict.retry is None or attempt > self._retries:
@@ -374,7 +416,7 @@ class LlmClient:
             if not responded:
                 return _Unreached(exc)
             # the response began, then broke off: not retried (mana-llm may have done the work)
-            raise LlmUnavailable(f"mana-llm unreachable at {self._url}: {_describe(exc)}") from exc
+            raise LlmUnavailable(f"mana-llm unreachable at {self._shown_url}: {_describe(exc)}") from exc
 
 
 async def _read_capped(response: httpx.Response, limit: int) -> bytes:

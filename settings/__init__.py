@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 __all__ = ["ConfigError", "Settings", "load_settings", "KNOWN_VARIABLES", "DEFAULT_SERVICE_KEY"]
 
@@ -20,11 +21,17 @@ class ConfigError(Exception):
     """A configuration variable has a value the daemon cannot use."""
 
 
+class _Refused(ValueError):
+    """A value refused for a reason of its own; the message replaces "expected …" and never
+    contains the value."""
+
+
 @dataclass(frozen=True)
 class Settings:
     port: int = 3067
     sync_database_url: str | None = None
     mana_llm_url: str = "http://localhost:3020"
+    llm_api_key: str | None = None  # MANA_AI_LLM_API_KEY: the LLM's own credential; never the service key
     mana_api_url: str = "http://localhost:3060"
     service_key: str = DEFAULT_SERVICE_KEY
     tick_interval_ms: int = 60_000
@@ -126,6 +133,17 @@ def _prefixed(*prefixes: str) -> Callable[[str], str]:
     return parse
 
 
+def _http_url(where_credentials_go: str) -> Callable[[str], str]:
+    """An http(s) URL without userinfo: the upstream's credential has a setting of its own
+    (a password in a URL ends up in logs, errors and Basic auth headers)."""
+    def parse(raw: str) -> str:
+        value = _prefixed("http://", "https://")(raw)
+        if "@" in urlsplit(value).netloc:
+            raise _Refused(f"must not contain credentials (user:password@): {where_credentials_go}")
+        return value
+    return parse
+
+
 def _text(raw: str) -> str:
     return raw
 
@@ -158,8 +176,15 @@ def _origins(raw: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(origins))
 
 
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
 def _tick_enabled(raw: str) -> bool:
-    return raw != "false"  # reference: only the exact string "false" disables the scheduler
+    """true/false/1/0/yes/no in any case (the reference took every value but `false` as on)."""
+    value = raw.strip().lower()
+    if value not in _TRUE + _FALSE:
+        raise ValueError
+    return value in _TRUE
 
 
 _URL = "an http:// or https:// URL"
@@ -167,13 +192,14 @@ _SPEC: dict[str, _Var] = {
     "PORT": _Var("port", _int(1, 65535), _int_expected(1, 65535)),
     "SYNC_DATABASE_URL": _Var("sync_database_url", _prefixed("postgres://", "postgresql://"),
                               "a postgres:// or postgresql:// URL", secret=True),
-    "MANA_LLM_URL": _Var("mana_llm_url", _prefixed("http://", "https://"), _URL),
-    "MANA_API_URL": _Var("mana_api_url", _prefixed("http://", "https://"), _URL),
+    "MANA_LLM_URL": _Var("mana_llm_url", _http_url("set the LLM's key in MANA_AI_LLM_API_KEY"), _URL),
+    "MANA_AI_LLM_API_KEY": _Var("llm_api_key", _token, "an API key (no spaces)", secret=True),
+    "MANA_API_URL": _Var("mana_api_url", _http_url("set mana-api's token in MANA_AI_RESEARCH_TOKEN"), _URL),
     "MANA_SERVICE_KEY": _Var("service_key", _text, "text", secret=True),
     "TICK_INTERVAL_MS": _Var("tick_interval_ms", _int(100), _int_expected(100)),
-    "TICK_ENABLED": _Var("tick_enabled", _tick_enabled, "true|false"),
+    "TICK_ENABLED": _Var("tick_enabled", _tick_enabled, "true|false|1|0|yes|no"),
     "MANA_AI_PRIVATE_KEY_PEM": _Var("private_key_pem", _text, "a PKCS#8 PEM", secret=True),
-    "MANA_AUTH_URL": _Var("mana_auth_url", _prefixed("http://", "https://"), _URL),
+    "MANA_AUTH_URL": _Var("mana_auth_url", _http_url("mana-auth's JWKS is public and needs none"), _URL),
     "JWT_ISSUER": _Var("jwt_issuer", _text, "text"),
     "JWT_AUDIENCE": _Var("jwt_audience", _text, "text"),
     "MANA_AI_LLM_MODEL": _Var("llm_model", _text, "a model name"),
@@ -191,7 +217,7 @@ _SPEC: dict[str, _Var] = {
     "MANA_AI_DB_CONNECT_TIMEOUT_S": _Var("db_connect_timeout_s", _float(0), "a number of seconds >= 0"),
     "MANA_AI_RESEARCH_TOKEN": _Var("research_token", _token, "a bearer token for mana-api (no spaces)",
                                    secret=True),
-    "OTEL_EXPORTER_OTLP_ENDPOINT": _Var("otlp_endpoint", _prefixed("http://", "https://"), _URL),
+    "OTEL_EXPORTER_OTLP_ENDPOINT": _Var("otlp_endpoint", _http_url("set them in OTEL_EXPORTER_OTLP_HEADERS"), _URL),
     "MANA_AI_NOTIFY": _Var("notify_setting", _bool, "true|false"),
     "MANA_AI_USAGE_RETENTION_H": _Var("usage_retention_h", _int(25, 24 * 365), _int_expected(25, 24 * 365)),
     "MANA_AI_DISPATCH_LIMIT": _Var("dispatch_limit", _int(1, 100_000), _int_expected(1, 100_000)),
@@ -218,6 +244,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             continue
         try:
             values[var.attr] = var.parse(raw)
+        except _Refused as exc:
+            raise ConfigError(f"{name} {exc}") from None
         except ValueError:
             shown = name if var.secret else f"{name}={raw!r}"
             raise ConfigError(f"{shown} is invalid: expected {var.expected}") from None

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from datetime import datetime, timedelta, timezone
 
 import asyncpg
+import pytest
 import trio
 
 from fake_llm import Reply, completion, plan_reply, running_fake_llm
@@ -299,3 +301,18 @@ async def test_a_cycle_dispatches_at_most_the_limit_and_the_next_one_follows(poo
                         await trio.sleep(0.05)
                 nursery.cancel_scope.cancel()
     assert len(llm.requests) == 5
+
+
+@pytest.mark.parametrize("llm_key", [None, "sk-llm-own-key"])
+async def test_the_llm_gets_its_own_key_and_never_the_service_key(pool: asyncpg.Pool, llm_key: str | None) -> None:
+    await insert_rows(pool, {**mission("m1", agent_id=None), "created_at": at()})
+    async with running_fake_llm(plan_reply([CREATE_TASK])) as llm:
+        async with planning_runtime(pool, llm, service_key="internal-only-key", llm_api_key=llm_key) as runtime:
+            stats = await runtime.snapshots.run_cycle()
+    assert stats.plans_written_back == 1
+    [headers] = llm.headers
+    assert "internal-only-key" not in json.dumps(headers)
+    if llm_key is None:
+        assert "authorization" not in headers and "x-api-key" not in headers
+    else:
+        assert headers["authorization"] == f"Bearer {llm_key}" and headers["x-api-key"] == llm_key

@@ -88,6 +88,50 @@ async def test_request_is_the_reference_request(http: httpx.AsyncClient) -> None
         assert [list(m) for m in body["messages"]] == [["role", "content"], ["role", "content"]]
         assert fake.headers[0]["content-type"] == "application/json"
         assert fake.headers[0]["authorization"] == f"Bearer {API_KEY}"
+        assert fake.headers[0]["x-api-key"] == API_KEY  # what mana-llm checks when its own key is set
+
+
+async def test_without_a_key_no_credential_is_sent(http: httpx.AsyncClient) -> None:
+    with trio.fail_after(10):
+        async with running_fake_llm() as fake:
+            await make_client(http, fake.url, api_key=None).complete("s", "u")
+    assert "authorization" not in fake.headers[0] and "x-api-key" not in fake.headers[0]
+
+
+@pytest.mark.parametrize("suffix", ["", "/", "/v1", "/v1/"])
+async def test_a_base_url_with_or_without_v1_reaches_the_endpoint(http: httpx.AsyncClient, suffix: str) -> None:
+    with trio.fail_after(10):
+        async with running_fake_llm() as fake:
+            await make_client(http, fake.url + suffix).complete("s", "u")
+    assert len(fake.requests) == 1
+
+
+async def test_errors_never_show_url_credentials_or_query(http: httpx.AsyncClient) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: connects are refused
+    client = make_client(http, f"http://user:s3cret@127.0.0.1:{port}/?token=t0ken", retries=0)
+    with pytest.raises(LlmUnavailable) as caught:
+        await client.complete("s", "u")
+    assert "s3cret" not in str(caught.value) and "t0ken" not in str(caught.value)
+    assert "user@" not in str(caught.value)
+
+
+async def test_health_follows_the_last_calls(http: httpx.AsyncClient) -> None:
+    async with running_fake_llm(Reply(status=500, body="a body that may echo user text")) as fake:
+        client = make_client(http, fake.url, retries=0)
+        assert client.health().ok and client.health().last_success_at is None
+        for expected in (1, 2):
+            with pytest.raises(LlmHttpError):
+                await client.complete("s", "u")
+            health = client.health()
+            assert not health.ok and health.consecutive_failures == expected
+            assert health.last_error == "mana-llm 500"  # the status, never the body
+        fake.script(completion("ok"))
+        await client.complete("s", "u")
+        health = client.health()
+        assert health.ok and health.consecutive_failures == 0 and health.last_error is None
+        assert health.last_success_at is not None
 
 
 async def test_a_lone_surrogate_is_sent_escaped(http: httpx.AsyncClient) -> None:

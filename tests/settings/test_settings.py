@@ -24,9 +24,38 @@ def test_empty_strings_mean_unset() -> None:
     assert s.port == 3067 and s.sync_database_url is None and s.service_key == "dev-service-key" and s.tick_enabled
 
 
-@pytest.mark.parametrize(("value", "enabled"), [("false", False), ("true", True), ("False", True), ("0", True)])
-def test_only_the_exact_string_false_disables_the_scheduler(value: str, enabled: bool) -> None:
+@pytest.mark.parametrize(("value", "enabled"), [
+    ("false", False), ("False", False), ("FALSE", False), ("0", False), ("no", False), (" No ", False),
+    ("true", True), ("True", True), ("1", True), ("yes", True), ("YES", True)])
+def test_tick_enabled_takes_the_usual_spellings_in_any_case(value: str, enabled: bool) -> None:
+    # the reference took every value but the exact string "false" as on: False kept it running
     assert load_settings({"TICK_ENABLED": value}).tick_enabled is enabled
+
+
+@pytest.mark.parametrize("value", ["off", "disabled", "2", "nein"])
+def test_tick_enabled_refuses_anything_else(value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"TICK_ENABLED": value})
+    assert str(caught.value) == f"TICK_ENABLED={value!r} is invalid: expected true|false|1|0|yes|no"
+
+
+@pytest.mark.parametrize(("name", "hint"), [
+    ("MANA_LLM_URL", "set the LLM's key in MANA_AI_LLM_API_KEY"),
+    ("MANA_API_URL", "set mana-api's token in MANA_AI_RESEARCH_TOKEN"),
+])
+def test_a_url_with_credentials_is_refused_without_echoing_them(name: str, hint: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({name: "https://apikey:sk-live-123@llm.example.com/v1"})
+    assert str(caught.value) == f"{name} must not contain credentials (user:password@): {hint}"
+    assert "sk-live-123" not in str(caught.value) and "apikey" not in str(caught.value)
+
+
+def test_the_llm_key_is_its_own_setting_and_never_the_service_key() -> None:
+    assert load_settings({"MANA_SERVICE_KEY": "internal"}).llm_api_key is None
+    assert load_settings({"MANA_AI_LLM_API_KEY": "sk-1"}).llm_api_key == "sk-1"
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"MANA_AI_LLM_API_KEY": "sk 1"})
+    assert str(caught.value) == "MANA_AI_LLM_API_KEY is invalid: expected an API key (no spaces)"
 
 
 def test_notify_defaults_on_only_in_embedded_mode() -> None:
