@@ -48,7 +48,7 @@ from planner.research_client import ResearchClient, open_research_http_client
 from settings import DEFAULT_SERVICE_KEY, ConfigError, Settings, load_settings
 from store.bridge import open_asyncio_bridge
 from store.embedded import EmbeddedPostgres, throwaway_postgres
-from store.errors import StoreError
+from store.errors import SchemaMismatch, StoreError
 from store.migrate import migrate
 from store.listen import ChangeListener, set_notify_trigger
 from store.pool import open_pool
@@ -257,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(leaf, (_Terminated, KeyboardInterrupt)):
             log.info("daemon.interrupted")
             return 0
+        if isinstance(leaf, SchemaMismatch):  # waiting or restarting will not help
+            print(f"mana-ai: database error: {leaf}", file=sys.stderr)
+            return 2
         if isinstance(leaf, StoreError):
             log.error("daemon.database_unavailable", extra={"error": str(leaf)})
             return 1

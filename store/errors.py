@@ -1,7 +1,10 @@
 """Store errors.
 
 StoreError
- └─ DatabaseUnavailable   connecting or talking to Postgres failed; see __cause__
+ ├─ DatabaseUnavailable   connecting or talking to Postgres failed; see __cause__
+ ├─ SchemaMismatch        sync_changes is missing or lacks columns (an operator must act)
+ ├─ LeaseLost             this run's claim was taken over
+ └─ MissionGone           the mission was deleted while it was planned
 """
 
 from __future__ import annotations
@@ -18,6 +21,11 @@ class StoreError(Exception):
 
 class DatabaseUnavailable(StoreError):
     """Postgres could not be reached; see __cause__."""
+
+
+class SchemaMismatch(StoreError):
+    """The database is not what the daemon can work with (mana-sync's table is missing or old);
+    waiting will not help, the operator must act."""
 
 
 class LeaseLost(StoreError):

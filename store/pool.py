@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import trio
@@ -39,20 +40,38 @@ async def _create_pool(dsn: str, size: int) -> asyncpg.Pool:
     return pool
 
 
+def database_address(dsn: str) -> str:
+    """Where a DSN points, for messages: `host:port/database`, never credentials (pure)."""
+    try:
+        parts = urlsplit(dsn)
+        host = parts.hostname or parse_qs(parts.query).get("host", ["localhost"])[0]
+        port = parts.port or int(parse_qs(parts.query).get("port", ["5432"])[0])
+    except ValueError:
+        return "<unparsable address>"
+    return f"{host}:{port}{parts.path or '/'}"
+
+
 async def connect_with_retry(dsn: str, size: int, timeout_s: float) -> asyncpg.Pool:
-    """Open the pool, retrying with backoff until `timeout_s` passes (DB may start later)."""
+    """Open the pool, retrying with backoff for at most `timeout_s` in all (the DB may start
+    later); then `DatabaseUnavailable` naming the address (never the credentials)."""
     deadline = trio.current_time() + timeout_s
     delay = 0.25
+    where = database_address(dsn)
     while True:
-        try:
-            pool: asyncpg.Pool = await aio_as_trio(_create_pool)(dsn, size)
-            return pool
-        except DRIVER_ERRORS as exc:
-            if trio.current_time() + delay > deadline:
-                raise DatabaseUnavailable(f"cannot connect to Postgres: {exc}") from exc
-            log.warning("db.connect_failed", extra={"error": str(exc), "retry_in_s": delay})
-            await trio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        error: BaseException | None = None
+        with trio.move_on_at(deadline):  # one attempt may hang (a host that drops packets)
+            try:
+                pool: asyncpg.Pool = await aio_as_trio(_create_pool)(dsn, size)
+                return pool
+            except DRIVER_ERRORS as exc:
+                error = exc
+        if error is None or trio.current_time() + delay > deadline:
+            reason = "no answer" if error is None else f"{type(error).__name__}: {error}"
+            raise DatabaseUnavailable(f"cannot connect to Postgres at {where} within {timeout_s:g}s "
+                                      f"({reason})") from error
+        log.warning("db.connect_failed", extra={"at": where, "error": str(error), "retry_in_s": delay})
+        await trio.sleep(delay)
+        delay = min(delay * 2, 5.0)
 
 
 async def close_pool(pool: asyncpg.Pool, timeout_s: float = 5.0) -> None:

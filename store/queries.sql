@@ -174,6 +174,11 @@ SELECT 1;
 -- Whether mana-sync's table is there (embedded mode creates it otherwise).
 SELECT to_regclass('public.sync_changes') IS NOT NULL;
 
+-- name: sync_changes_columns
+-- The columns of mana-sync's table (none when it does not exist), checked before migrating.
+SELECT attname FROM pg_attribute
+WHERE attrelid = to_regclass('public.sync_changes') AND attnum > 0 AND NOT attisdropped;
+
 -- name: migrate_lock
 -- Serialise migrations across processes for the rest of the transaction.
 SELECT pg_advisory_xact_lock(hashtext('mana_ai.migrate'));

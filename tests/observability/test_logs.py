@@ -74,3 +74,40 @@ async def test_no_secret_or_user_content_reaches_the_logs(pool: asyncpg.Pool, ca
     assert "mission.planned" in logs and "mission.parse_failed" in logs and "mission.failed" in logs
     for secret in SECRETS:
         assert secret not in logs, secret
+
+
+def test_control_characters_never_break_a_line() -> None:
+    line = TextFormatter().format(record("route.bad\x00input", path="/internal/missions/\x00\n\x1b[31m"))
+    assert "\n" not in line and "\x00" not in line and "\x1b" not in line
+    assert line.endswith(r'route.bad\u0000input path="/internal/missions/\u0000\n\u001b[31m"')
+
+
+def test_libraries_log_from_warning_up_through_our_formatter_in_one_line() -> None:
+    root = logging.getLogger()
+    before = (list(root.handlers), root.level)
+    out = io.StringIO()
+    try:
+        configure_logging("text", "INFO", stream=out)
+        logging.getLogger("httpx").info('HTTP Request: POST http://llm/v1/chat/completions "HTTP/1.1 200 OK"')
+        logging.getLogger("mana_ai").info("daemon.listening")
+        try:
+            raise ConnectionError("unexpected connection_lost() call")
+        except ConnectionError:
+            logging.getLogger("asyncpg.pool").warning("Failed to restore the pool connection floor; retrying",
+                                                      exc_info=True)
+        lines = out.getvalue().splitlines()
+        assert len(lines) == 2, lines  # no "HTTP Request:" line, and no traceback
+        assert lines[0].endswith("INFO  daemon.listening")
+        assert lines[1].endswith('WARNING Failed to restore the pool connection floor; retrying '
+                                 'error="ConnectionError: unexpected connection_lost() call"')
+        out.truncate(0)
+        out.seek(0)
+        configure_logging("text", "DEBUG", stream=out)  # debugging: libraries speak, tracebacks too
+        logging.getLogger("httpx").info("HTTP Request: POST http://llm/")
+        assert "HTTP Request" in out.getvalue()
+    finally:
+        root.handlers[:] = before[0]
+        root.setLevel(before[1])
+        for name in ("mana_ai", "__main__", "supervisor", "actors", "store", "planner", "http_api", "grants",
+                     "observability", "settings", "demo"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
