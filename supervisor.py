@@ -31,6 +31,7 @@ import trio
 
 from actors.groups import single_leaf
 from actors.inputs import InputResolver
+from actors.leases import LeaseKeeper
 from actors.messages import MissionDue
 from actors.mission import MissionRunner, RetryPolicy
 from actors.registry import AgentRegistry
@@ -52,7 +53,7 @@ from store.errors import SchemaMismatch, StoreError
 from store.migrate import migrate
 from store.listen import ChangeListener, set_notify_trigger
 from store.pool import open_pool
-from store.runs import release_claim
+from store.runs import release_claim, renew_leases
 
 log = logging.getLogger("mana_ai")
 
@@ -100,20 +101,26 @@ async def open_runtime(settings: Settings, pool: asyncpg.Pool, metrics: Metrics,
                         observe_duration=metrics.planner_duration.observe,
                         on_retry=lambda reason: metrics.llm_retries.labels(reason=reason).inc())
         inputs = InputResolver(pool, load_mission_key(settings.private_key_pem), metrics)
+        leases = LeaseKeeper(partial(renew_leases, pool), metrics, lease_s=settings.lease_s)
+        await nursery.start(leases.run)  # ends after the registry handed every claim back
         runner = MissionRunner(pool, llm, settings, metrics, tracing=tracing, inputs=inputs, research=research,
-                               retry=RetryPolicy(settings.retry_base_s, settings.retry_max_s))
+                               retry=RetryPolicy(settings.retry_base_s, settings.retry_max_s), leases=leases)
 
         async def release(due: MissionDue, reason: str) -> None:
-            await release_claim(pool, due.claim, reason)
+            try:
+                await release_claim(pool, due.claim, reason)
+            finally:
+                leases.let_go(due.claim)
 
         registry = AgentRegistry(runner.run, release, metrics, mailbox_size=settings.mailbox_size,
                                  legacy_limit=settings.mailbox_size)
         await nursery.start(registry.run)
         try:
-            yield Runtime(SnapshotActor(pool, settings, metrics, dispatcher=registry), registry, llm)
+            yield Runtime(SnapshotActor(pool, settings, metrics, dispatcher=registry, leases=leases), registry, llm)
         finally:
             with trio.CancelScope(shield=True):
                 await registry.stop(settings.grace_s)
+                leases.close()
                 await tracing.aclose()
 
 

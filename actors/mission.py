@@ -23,6 +23,7 @@ import trio
 from actors.clock import Clock, utc_now
 from actors.groups import single_leaf
 from actors.inputs import InputResolver, Inputs
+from actors.leases import LeaseKeeper
 from actors.messages import (
     EMPTY_PLAN,
     ERROR,
@@ -60,7 +61,7 @@ from planner.research_client import ResearchClient, ResearchFailed
 from settings import Settings
 from store.errors import DATABASE_ERRORS, LeaseLost
 from store.records import Agent
-from store.runs import Claim, backoff_s, fail_run, release_claim, renew_lease
+from store.runs import backoff_s, fail_run, release_claim
 from store.usage import Reservation, TokenUsage, record_usage, release_tokens, reserve_tokens
 from store.writeback import Provenance, WriteBack, write_back
 
@@ -87,13 +88,14 @@ class MissionRunner:
     """Runs one claimed mission at a time per call; shared by every agent actor."""
 
     def __init__(self, pool: asyncpg.Pool, llm: LlmClient, settings: Settings, metrics: Metrics,
-                 *, clock: Clock = utc_now, retry: RetryPolicy = RetryPolicy(),
+                 *, leases: LeaseKeeper, clock: Clock = utc_now, retry: RetryPolicy = RetryPolicy(),
                  jitter: Callable[[], float] = random.random, tracing: Tracing | None = None,
                  inputs: InputResolver | None = None, research: ResearchClient | None = None) -> None:
         self._tracing: Tracing = tracing or NoTracing()
         self._inputs = inputs  # None: missions are planned from their own text only
         self._research = research  # None: no web-research pre-step (MANA_AI_RESEARCH_TOKEN unset)
         self._pool = pool
+        self._leases = leases  # holds the claim from dispatch on; tells when it is lost
         self._llm = llm
         self._settings = settings
         self._metrics = metrics
@@ -114,26 +116,23 @@ class MissionRunner:
             return outcome
 
     async def _run(self, due: MissionDue) -> MissionOutcome:
-        """The claim is settled whatever happens."""
+        """The claim is settled whatever happens, and let go of afterwards.
+
+        The lease keeper renews the claim's lease from dispatch on; when it is lost, a mission
+        that has not started yet never starts, and a running one is cancelled by the keeper
+        (through `guard`) unless it is already settling with a fenced write.
+        """
         settled = False
         _RUN_STARTED.set(time.perf_counter())  # every log line of this run carries its duration
         try:
-            lease_lost = False
+            if not self._leases.holds(due.claim):  # lost while it waited in the mailbox
+                settled = True
+                return self._lease_lost(due, queued=True)
             outcome: MissionOutcome | None = None
-            async with trio.open_nursery() as nursery:
-                async def keep_lease() -> None:
-                    nonlocal lease_lost
-                    if not await self._keep_lease(due.claim):
-                        lease_lost = True
-                        nursery.cancel_scope.cancel()
-
-                nursery.start_soon(keep_lease)
+            with self._leases.guard(due.claim):
                 outcome = await self._plan(due)
-                nursery.cancel_scope.cancel()
             settled = True
-            if outcome is None or lease_lost:
-                return self._lease_lost(due)
-            return outcome
+            return self._lease_lost(due) if outcome is None else outcome
         except Exception as exc:  # noqa: BLE001 - the per-mission boundary (see module docstring)
             log.error("mission.crashed", exc_info=True, extra=self._context(due))
             leaf = single_leaf(exc)
@@ -143,20 +142,17 @@ class MissionRunner:
         finally:
             if not settled:  # cancelled (shutdown, actor crash): give the slot back at once
                 with trio.CancelScope(shield=True), trio.move_on_after(5):
-                    await release_claim(self._pool, due.claim, "cancelled")
+                    await self._release(due, "cancelled")
+            self._leases.let_go(due.claim)
             log.debug("mission.finished", extra=self._context(due))
 
-    async def _keep_lease(self, claim: Claim) -> bool:
-        """Renew the lease every third of its length; False as soon as it is lost."""
-        lease_s = self._settings.lease_s
-        while True:
-            await trio.sleep(lease_s / 3)
-            try:
-                with trio.fail_after(max(1.0, lease_s / 3)):
-                    if not await renew_lease(self._pool, claim, lease_s):
-                        return False
-            except _DB_ERRORS_OR_TIMEOUT:
-                log.warning("mission.lease_renew_failed", extra={"mission": claim.mission_id})
+    async def _release(self, due: MissionDue, reason: str) -> None:
+        """Hand the claim back (fenced); when the database is away the lease expires on its own."""
+        self._leases.settling(due.claim)
+        try:
+            await release_claim(self._pool, due.claim, reason)
+        except _DB_ERRORS as exc:
+            log.error("mission.ledger_write_failed", extra={**self._context(due), "error": str(exc)})
 
     async def _plan(self, due: MissionDue) -> MissionOutcome:
         mission, agent = due.mission, due.agent
@@ -207,6 +203,7 @@ class MissionRunner:
         kind = PLANNED if parsed.steps else EMPTY_PLAN
         provenance = Provenance(kind, completion.model, _prompt_hash(messages.system, messages.user),
                                 completion.prompt_tokens, completion.completion_tokens)
+        self._leases.settling(due.claim)  # from here the fenced write-back decides, not the keeper
         try:
             await write_back(self._pool, due.claim, WriteBack(iteration, actor, now_iso), provenance, usage)
         except LeaseLost:
@@ -315,6 +312,7 @@ class MissionRunner:
         """The slot goes back without using up an attempt (over budget, shutting down)."""
         if decision == SKIPPED_SHUTDOWN:
             log.info("mission.skipped", extra={**self._context(due), "decision": decision})
+        self._leases.settling(due.claim)
         await release_claim(self._pool, due.claim, decision)
         return MissionOutcome(due.mission.id, decision)
 
@@ -326,6 +324,7 @@ class MissionRunner:
         delay = backoff_s(due.claim.attempt, base_s=self._retry.base_s, max_s=self._retry.max_s,
                           jitter=self._jitter())
         result = None
+        self._leases.settling(due.claim)
         try:
             with trio.fail_after(10):
                 result = await fail_run(self._pool, due.claim, outcome=kind, error=error,
@@ -340,9 +339,9 @@ class MissionRunner:
                               prompt_tokens=completion.prompt_tokens if completion else 0,
                               completion_tokens=completion.completion_tokens if completion else 0)
 
-    def _lease_lost(self, due: MissionDue) -> MissionOutcome:
+    def _lease_lost(self, due: MissionDue, *, queued: bool = False) -> MissionOutcome:
         self._metrics.mission_errors.inc()
-        log.warning("mission.lease_lost", extra=self._context(due))
+        log.warning("mission.lease_lost", extra={**self._context(due), "queued": queued})
         return MissionOutcome(due.mission.id, ERROR, error="lease lost to another instance; nothing written")
 
     @staticmethod

@@ -28,6 +28,7 @@ import trio
 
 from actors.clock import Clock, utc_now
 from actors.groups import leaves
+from actors.leases import LeaseKeeper
 from actors.messages import Cycle, MissionDue, TickBatch, TickStats
 from observability.metrics import Metrics
 from planner.iteration import iso_ms
@@ -71,11 +72,12 @@ class SnapshotActor:
 
     def __init__(self, pool: asyncpg.Pool, settings: Settings, metrics: Metrics,
                  dispatcher: Dispatcher | None = None, clock: Clock = utc_now,
-                 jitter: Callable[[], float] = random.random) -> None:
+                 jitter: Callable[[], float] = random.random, leases: LeaseKeeper | None = None) -> None:
         self._pool = pool
         self._settings = settings
         self._metrics = metrics
         self._dispatcher = dispatcher  # None: count due missions only, claim nothing
+        self._leases = leases  # required with a dispatcher: renews each claim until it is settled
         self._clock = clock
         self._wake = trio.Event()
         self._pending: Cycle | None = None
@@ -263,6 +265,8 @@ class SnapshotActor:
         if self._dispatcher is None:
             batch.stats.due_mission_count = len(due)
             return
+        assert self._leases is not None, "a dispatching SnapshotActor needs a LeaseKeeper"
+        claimed_at = trio.current_time()
         claims = await claim_runs(self._pool, due, instance_id=self._settings.instance_id,
                                   lease_s=self._settings.lease_s)
         by_key = {(d.mission.user_id, d.mission.id): d for d in due}
@@ -273,6 +277,9 @@ class SnapshotActor:
             agent_id = item.mission.agent_id
             agent = agents.get((claim.user_id, agent_id)) if agent_id else None
             batch.expect()
+            # held from hand-over until settled (the lease counted from the claim); a claim never
+            # handed over (load_agents failed, shutdown) is not held and expires as it would
+            self._leases.hold([claim], claimed_at=claimed_at)
             await self._dispatcher.deliver(MissionDue(item.mission, agent, claim, item.snapshot_cursor, batch))
         self._dispatcher.retire(list(agents))
 

@@ -123,6 +123,9 @@ class Metrics:
                                         "1 while the LISTEN connection for change notifications is up", registry=r)
         self.http_in_flight = Gauge("mana_ai_http_requests_in_flight", "HTTP requests being served",
                                     registry=r)
+        self.lease_renewal_failures = Counter("mana_ai_lease_renewal_failures_total",
+                                              "Lease renewals that failed (database or connection trouble)",
+                                              registry=r)
         for decision in DECISIONS:
             self.agent_decisions.labels(decision=decision)
         for reason in GRANT_SKIP_REASONS:

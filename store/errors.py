@@ -36,8 +36,18 @@ class MissionGone(StoreError):
     """The mission was deleted while it was being planned."""
 
 
-# What talking to Postgres can raise besides our own errors: the driver's, the socket's, and
-# asyncpg's own timeouts. Callers that survive database trouble catch exactly these.
+# What talking to Postgres can raise besides our own errors: "the database is unavailable" (or
+# misbehaved) as far as the runtime is concerned. Callers that survive database trouble catch
+# exactly these. asyncpg's tree has three roots besides the socket's and the timeouts:
+#   PostgresError        the server said no (incl. PostgresConnectionError: connection lost)
+#   InterfaceError       misuse or a closed connection (ConnectionDoesNotExistError is a
+#                        PostgresConnectionError; "connection is closed" is an InterfaceError)
+#   InternalClientError  the protocol state machine broke, e.g. "cannot switch to state 15;
+#                        another operation (2) is in progress" on a connection the server just
+#                        terminated (incl. ProtocolError, OutdatedSchemaCacheError)
+# OSError covers ConnectionError (reset, refused, broken pipe); TimeoutError is also what
+# asyncio.TimeoutError is on 3.11 (asyncpg's own timeouts). trio's TooSlowError is ours, not the
+# driver's: callers that set a deadline add it themselves.
 DRIVER_ERRORS: tuple[type[Exception], ...] = (
-    asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+    asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
 DATABASE_ERRORS: tuple[type[Exception], ...] = (StoreError, *DRIVER_ERRORS)

@@ -92,12 +92,16 @@ WHERE (r.status = 'retry' AND r.next_attempt_at <= now())
    OR (r.status = 'running' AND r.lease_expires_at < now())
 RETURNING r.user_id, r.mission_id, r.due_slot, r.lease_token, r.attempts;
 
--- name: renew_lease
--- Extend a running claim's lease; no row means the lease was lost.
-UPDATE mana_ai.mission_runs
+-- name: renew_leases
+-- Extend the leases of every claim this instance holds, in one statement (the lease keeper, every
+-- third of a lease). The tokens that come back are still held; any other was lost (taken over
+-- after it expired) or settled meanwhile. Rows are found by primary key, tokens fence them.
+UPDATE mana_ai.mission_runs AS r
 SET lease_expires_at = now() + make_interval(secs => $5::float8), updated_at = now()
-WHERE user_id = $1 AND mission_id = $2 AND due_slot = $3 AND lease_token = $4 AND status = 'running'
-RETURNING lease_expires_at;
+FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[]) AS x(user_id, mission_id, due_slot, lease_token)
+WHERE r.user_id = x.user_id AND r.mission_id = x.mission_id AND r.due_slot = x.due_slot
+  AND r.lease_token = x.lease_token AND r.status = 'running'
+RETURNING r.lease_token;
 
 -- name: release_claim
 -- Give a claim back without it counting as an attempt (a skip, or shutdown): due again at once.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -57,10 +58,14 @@ async def _execute(pool: asyncpg.Pool, query: str, args: tuple[Any, ...]) -> lis
         return list(await conn.fetch(query, *args))
 
 
-async def renew_lease(pool: asyncpg.Pool, claim: Claim, lease_s: float) -> bool:
-    """Extend the lease; False when it was lost."""
-    rows = await aio_as_trio(_execute)(pool, Q["renew_lease"], (*claim.key(), lease_s))
-    return bool(rows)
+async def renew_leases(pool: asyncpg.Pool, claims: Sequence[Claim], lease_s: float) -> set[UUID]:
+    """Extend every given lease in one statement; returns the tokens still held (lost ones are missing)."""
+    if not claims:
+        return set()
+    rows = await aio_as_trio(_execute)(pool, Q["renew_leases"], (
+        [c.user_id for c in claims], [c.mission_id for c in claims], [c.due_slot for c in claims],
+        [c.token for c in claims], lease_s))
+    return {r["lease_token"] for r in rows}
 
 
 async def release_claim(pool: asyncpg.Pool, claim: Claim, reason: str) -> None:
