@@ -27,13 +27,14 @@ import asyncpg
 import trio
 
 from actors.clock import Clock, utc_now
-from actors.groups import leaves
+from actors.groups import leaves, single_leaf
 from actors.leases import LeaseKeeper
 from actors.messages import Cycle, MissionDue, TickBatch, TickStats
 from observability.metrics import Metrics
 from planner.iteration import iso_ms
 from settings import Settings
 from store.agents import load_agents
+from store.bounds import RowBounds
 from store.due import DueMission, list_due_missions, next_wake
 from store.errors import DATABASE_ERRORS, StoreError
 from store.inspect import ledger_gauges
@@ -210,7 +211,7 @@ class SnapshotActor:
                     self._fail(batch.stats, _describe(exc, self._settings.cycle_timeout_s), "cycle.scan_error")
         except Exception as exc:  # noqa: BLE001 - the cycle boundary: a bug must not end the daemon
             failed = True
-            self._fail(batch.stats, f"{type(exc).__name__}: {exc}", "cycle.crashed", exc_info=True)
+            self._fail(batch.stats, _describe_crash(exc), "cycle.crashed", exc_info=True)
         self._after_cycle(failed, batch.stats)
         batch.seal()
         return batch, started
@@ -302,9 +303,11 @@ class SnapshotActor:
     async def _refresh_all(self) -> None:
         results: dict[str, RefreshStats] = {}
         lag_s = self._settings.snapshot_lag_s
+        bounds = RowBounds(self._settings.max_json_depth, self._settings.max_string_bytes,
+                           self._settings.max_id_chars, self._settings.max_row_bytes)
 
         async def refresh(stream_name: str, stream: Stream) -> None:
-            results[stream_name] = await refresh_stream(self._pool, stream, lag_s=lag_s)
+            results[stream_name] = await refresh_stream(self._pool, stream, lag_s=lag_s, bounds=bounds)
 
         async with trio.open_nursery() as nursery:  # both streams at once, as the reference
             nursery.start_soon(refresh, "missions", MISSIONS)
@@ -326,6 +329,16 @@ class SnapshotActor:
             log.warning("sync_row.malformed", extra={"user": problem.user_id, "table": problem.table_name,
                                                      "record": problem.record_id, "kind": problem.kind,
                                                      "detail": problem.detail})
+        for rejection in stats.rejected:  # skipped whole, recorded in mana_ai.rejected_rows
+            self._metrics.rows_rejected.labels(reason=rejection.reason).inc()
+            log.warning("sync_row.rejected", extra=rejection.log_fields())
+
+
+def _describe_crash(exc: Exception) -> str:
+    """`Type: message` of the exception, or of each leaf of a (nested) group, not the group's summary."""
+    leaf = single_leaf(exc)
+    found = leaves(leaf) if isinstance(leaf, BaseExceptionGroup) else [leaf]
+    return "; ".join(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__ for e in found)
 
 
 def _describe(exc: BaseException, timeout_s: float) -> str:

@@ -1,24 +1,27 @@
-"""`/internal/agents…` and `/internal/missions/{userId}`: what every agent actor is doing, and why.
+"""`/internal/agents…`, `/internal/missions/{userId}` and `/internal/rejected`: what every agent actor
+is doing, and why; which `sync_changes` rows the refresh skipped.
 
 Behind the service-key gate of `http_api/app.py`. Response shapes: docs/inspection.md.
 """
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timezone
 from typing import Any
 
 import asyncpg
 import trio
-from quart import jsonify
+from quart import jsonify, request
 from quart_trio import QuartTrio
 
 from actors.agent import AgentStats
 from actors.explain import Situation, explain
 from actors.registry import AgentRegistry
+from http_api.audit import parse_limit
 from planner import AI_AVAILABLE_TOOLS, PolicyError, filter_tools_by_agent_policy, iso_ms
 from settings import Settings
-from store.inspect import agent_snapshot, dead_slots, user_missions
+from store.inspect import RejectedRow, agent_snapshot, dead_slots, rejected_rows, user_missions
 from store.records import Agent
 from store.usage import usage_24h
 
@@ -95,6 +98,12 @@ def register_inspection(app: QuartTrio, pool: asyncpg.Pool, registry: AgentRegis
         return jsonify({"userId": user_id, "checkedAt": now_iso, "instance": settings.instance_id,
                         "missions": missions})
 
+    @app.get("/internal/rejected")
+    async def list_rejected() -> Any:
+        user_id = request.args.get("userId") or None
+        rows = await rejected_rows(pool, user_id, parse_limit(request.args.get("limit")))
+        return jsonify({"rows": [_rejected_json(r) for r in rows]})
+
 
 def _actor_summary(stats: AgentStats) -> dict[str, Any]:
     agent = stats.agent
@@ -113,7 +122,7 @@ def _actor_json(stats: AgentStats) -> dict[str, Any]:
 def _agent_json(agent: Agent, *, deleted: bool) -> dict[str, Any]:
     limit = agent.max_concurrent_missions
     return {"name": agent.name, "role": agent.role, "state": agent.state, "deleted": deleted or bool(agent.deleted_at),
-            "maxConcurrentMissions": None if limit != limit else limit,  # NaN is not JSON
+            "maxConcurrentMissions": limit if math.isfinite(limit) else None,  # NaN, Infinity are not JSON
             "maxTokensPerDay": agent.max_tokens_per_day, "policy": _policy_summary(agent)}
 
 
@@ -127,6 +136,12 @@ def _policy_summary(agent: Agent) -> dict[str, Any] | None:
     names = {t.name for t in offered}
     return {"valid": True, "defaultForAi": agent.policy.get("defaultForAi"),
             "offeredTools": sorted(names), "deniedTools": sorted(t.name for t in AI_AVAILABLE_TOOLS if t.name not in names)}
+
+
+def _rejected_json(row: RejectedRow) -> dict[str, Any]:
+    return {"changeId": row.change_id, "table": row.table_name, "userId": row.user_id, "recordId": row.record_id,
+            "reason": row.reason, "detail": row.detail, "rowBytes": row.row_bytes,
+            "changedAt": iso_ms(row.changed_at), "rejectedAt": iso_ms(row.rejected_at)}
 
 
 def _unix_iso(at: float) -> str:

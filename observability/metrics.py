@@ -29,6 +29,9 @@ PLANNER_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 30, 60)
 DECISIONS = ("ran", "skipped-paused", "skipped-archived", "skipped-concurrency", "skipped-budget")
 AGENT_STATES = ("active", "paused", "archived", "legacy")
 GRANT_SKIP_REASONS = ("not-configured", "expired", "malformed", "wrap-rejected")
+# store/bounds.py REASONS (a test keeps them equal)
+ROW_REJECT_REASONS = ("row-too-large", "too-deep", "string-too-long", "number-out-of-range", "bad-unicode",
+                      "invalid-json", "id-too-long", "slot-too-long")
 
 
 class _ServiceLabel(Collector):
@@ -94,6 +97,9 @@ class Metrics:
         self.sync_rows_rejected = Counter("mana_ai_sync_rows_rejected_total",
                                           "sync_changes rows or fields coerced or skipped as malformed",
                                           ["table", "kind"], registry=r)
+        self.rows_rejected = Counter("mana_ai_rows_rejected_total",
+                                     "sync_changes rows skipped whole: they cannot be decoded or stored",
+                                     ["reason"], registry=r)
         self.refresh_rows_read = Counter("mana_ai_refresh_rows_read_total",
                                          "sync_changes rows read by snapshot refresh", ["table"], registry=r)
         self.cycles = Counter("mana_ai_cycles_total", "Cycles started, by what woke the snapshot actor",
@@ -130,6 +136,8 @@ class Metrics:
             self.agent_decisions.labels(decision=decision)
         for reason in GRANT_SKIP_REASONS:
             self.grant_skips.labels(reason=reason)
+        for reason in ROW_REJECT_REASONS:
+            self.rows_rejected.labels(reason=reason)
         for state in AGENT_STATES:
             self.mailbox_depth.labels(agent_state=state)
 

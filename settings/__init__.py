@@ -66,6 +66,11 @@ class Settings:
     log_level: str = "INFO"
     host: str = "0.0.0.0"
     cors_origins: tuple[str, ...] = ()  # MANA_AI_CORS_ORIGINS: browser origins of the audit endpoint
+    # bounds a sync_changes row must respect to be folded (store/bounds.py); others are rejected
+    max_json_depth: int = 64
+    max_string_bytes: int = 65_536
+    max_id_chars: int = 256
+    max_row_bytes: int = 8_388_608
 
     @property
     def embedded(self) -> bool:
@@ -230,6 +235,12 @@ _SPEC: dict[str, _Var] = {
     "MANA_AI_HOST": _Var("host", _text, "an address to bind"),
     "MANA_AI_CORS_ORIGINS": _Var("cors_origins", _origins,
                                  "comma-separated http:// or https:// origins (scheme://host[:port])"),
+    # json.loads recurses per level: past ~900 it raises, so the depth bound stays well below
+    "MANA_AI_MAX_JSON_DEPTH": _Var("max_json_depth", _int(16, 512), _int_expected(16, 512)),
+    "MANA_AI_MAX_STRING_BYTES": _Var("max_string_bytes", _int(1024, 67_108_864), _int_expected(1024, 67_108_864)),
+    # ids are btree keys: 256 characters keep (user, mission, nextRunAt) under the 2704-byte row limit
+    "MANA_AI_MAX_ID_CHARS": _Var("max_id_chars", _int(16, 256), _int_expected(16, 256)),
+    "MANA_AI_MAX_ROW_BYTES": _Var("max_row_bytes", _int(65_536, 268_435_455), _int_expected(65_536, 268_435_455)),
 }
 
 KNOWN_VARIABLES = frozenset(_SPEC)

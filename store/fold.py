@@ -93,7 +93,7 @@ def fold_rows(
     stamps: dict[str, str] = dict(state.stamps)
     for row in rows:
         if row.op not in KNOWN_OPS:
-            _report(problems, row, "unknown-op", f"op={row.op!r}")
+            _report(problems, row, "unknown-op", f"op={row.op[:32]!r}")  # logged: keep it short
             continue
         if row.op == "delete":
             # Terminal. Keep the last fields (plus deletedAt) so the snapshot stays readable.

@@ -84,3 +84,27 @@ class LedgerGauges:
 async def ledger_gauges(pool: asyncpg.Pool) -> LedgerGauges:
     rows = await aio_as_trio(_fetch)(pool, Q["ledger_gauges"], ())
     return LedgerGauges(rows[0]["running"], rows[0]["backing_off"], rows[0]["dead"])
+
+
+@dataclass(frozen=True)
+class RejectedRow:
+    """A `sync_changes` row the refresh skipped (`mana_ai.rejected_rows`)."""
+
+    change_id: str
+    table_name: str
+    user_id: str
+    record_id: str
+    reason: str
+    detail: str
+    row_bytes: int
+    changed_at: datetime
+    rejected_at: datetime
+
+
+async def rejected_rows(pool: asyncpg.Pool, user_id: str | None, limit: int) -> list[RejectedRow]:
+    """Rows the refresh skipped, the newest changes first: one user's, or everyone's when `user_id` is None."""
+    query, args = ((Q["rejected_rows_all"], (limit,)) if user_id is None
+                   else (Q["rejected_rows_of_user"], (user_id, limit)))
+    rows = await aio_as_trio(_fetch)(pool, query, args)
+    return [RejectedRow(str(r["change_id"]), r["table_name"], r["user_id"], r["record_id"], r["reason"], r["detail"],
+                        r["row_bytes"], r["changed_at"], r["rejected_at"]) for r in rows]

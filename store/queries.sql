@@ -15,12 +15,30 @@ WHERE stream = $1 FOR UPDATE SKIP LOCKED;
 SELECT clock_timestamp() - make_interval(secs => $1::float8);
 
 -- name: read_stream_page
--- One page of the ai channel after a (created_at, id) position, in fold order.
-SELECT id, user_id, record_id, op, data, field_timestamps, created_at
-FROM public.sync_changes
-WHERE app_id = 'ai' AND table_name = $1 AND (created_at, id) > ($2::timestamptz, $3::uuid)
-ORDER BY created_at, id
+-- One page of the ai channel after a (created_at, id) position, in fold order. `data` and
+-- `field_timestamps` come as text, decoded row by row within bounds (store/bounds.py), and not
+-- at all when together they exceed $5 bytes (`row_bytes` says how many).
+SELECT c.id, c.user_id, c.record_id, c.op, c.created_at, t.row_bytes,
+       CASE WHEN t.row_bytes <= $5 THEN t.data END AS data,
+       CASE WHEN t.row_bytes <= $5 THEN t.field_timestamps END AS field_timestamps
+FROM public.sync_changes c
+CROSS JOIN LATERAL (
+  SELECT d.data, d.field_timestamps,
+         COALESCE(octet_length(d.data), 0) + COALESCE(octet_length(d.field_timestamps), 0) AS row_bytes
+  FROM (SELECT c.data::text AS data, c.field_timestamps::text AS field_timestamps OFFSET 0) d
+) t
+WHERE c.app_id = 'ai' AND c.table_name = $1 AND (c.created_at, c.id) > ($2::timestamptz, $3::uuid)
+ORDER BY c.created_at, c.id
 LIMIT $4;
+
+-- name: insert_rejected_rows
+-- Record rows the refresh skipped, once per sync_changes row; the ones recorded now come back.
+INSERT INTO mana_ai.rejected_rows
+  (change_id, table_name, user_id, record_id, reason, detail, row_bytes, changed_at)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::bigint[], $8::timestamptz[])
+ON CONFLICT (change_id) DO NOTHING
+RETURNING change_id;
 
 -- name: load_snapshots
 -- The stored snapshots of the given (user, record) keys.
@@ -50,6 +68,21 @@ RETURNING (xmax = 0) AS inserted;
 -- Move a stream's stable cursor to the last row folded into stable_record.
 UPDATE mana_ai.refresh_cursors SET stable_until = $2, stable_id = $3, updated_at = now()
 WHERE stream = $1;
+
+-- name: rejected_rows_all
+-- Rows the refresh skipped, the newest changes first (inspection).
+SELECT change_id, table_name, user_id, record_id, reason, detail, row_bytes, changed_at, rejected_at
+FROM mana_ai.rejected_rows
+ORDER BY changed_at DESC, change_id DESC
+LIMIT $1;
+
+-- name: rejected_rows_of_user
+-- One user's rows the refresh skipped, the newest changes first (inspection).
+SELECT change_id, table_name, user_id, record_id, reason, detail, row_bytes, changed_at, rejected_at
+FROM mana_ai.rejected_rows
+WHERE user_id = $1
+ORDER BY changed_at DESC, change_id DESC
+LIMIT $2;
 
 -- name: due_missions
 -- Reference §5.1, plus: a nextRunAt that is not a string never makes a mission due, tombstones

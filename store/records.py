@@ -3,20 +3,38 @@
 `sync_changes.data` is whatever a device sent. The fold stores it verbatim; these views
 coerce on read (reference §2.3 `ServerMission`, §4.4 `toServerAgent`) and `*_field_problems`
 names what had to be coerced, so the refresh can log and count it once.
+
+`from_record` is total: it never raises, whatever the record holds. The refresh's bounds
+(store/bounds.py) keep new records within what a double and the decoder hold, but snapshots
+stored before them may not be, and one agent that cannot be read must not fail a cycle after
+its missions were claimed. Numbers no double holds read as ±Infinity (JavaScript's `Number`);
+a `maxTokensPerDay` that is not a finite number below 2^63 (a Postgres bigint) reads as no
+budget, as a negative one does.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from planner._js import js_number, js_string
 
+_MAX_BUDGET = float(2**63)  # budgets are bigint parameters in store/usage.py
+
 
 def _js_string(value: Any) -> str:
     """`String(x ?? '')`, the reference's coercion of text fields."""
-    return "" if value is None else js_string(value)
+    return "" if value is None else _string(value)
+
+
+def _string(value: Any) -> str:
+    """`String(x)`, total: a value too deep or too long to render (older snapshots) reads as ''."""
+    try:
+        return js_string(value)
+    except (RecursionError, ValueError):  # nesting past the stack; an int past 4,300 digits
+        return ""
 
 
 @dataclass(frozen=True)
@@ -41,7 +59,7 @@ class Mission:
         next_run = record.get("nextRunAt")
         agent_id = record.get("agentId")
         return cls(
-            id=js_string(record.get("id", "")),  # String(record.id): a null id reads "null"
+            id=_string(record.get("id", "")),  # String(record.id): a null id reads "null"
             user_id=user_id,
             title=_js_string(record.get("title")),
             objective=_js_string(record.get("objective")),
@@ -94,7 +112,7 @@ class Agent:
         budget = record.get("maxTokensPerDay")
         state = record.get("state")
         return cls(
-            id=js_string(record.get("id", "")),
+            id=_string(record.get("id", "")),
             user_id=user_id,
             name=_js_string(record["name"]) if record.get("name") is not None else "Unnamed",
             role=_js_string(record.get("role")),
@@ -104,8 +122,7 @@ class Agent:
             policy=policy if isinstance(policy, Mapping) else None,
             state=_js_string(state) if state is not None else "active",
             max_concurrent_missions=_js_number(record.get("maxConcurrentMissions", 1)),
-            max_tokens_per_day=float(budget) if isinstance(budget, (int, float)) and not isinstance(budget, bool)
-            else None,
+            max_tokens_per_day=_budget(budget),
             deleted_at=_str_or_none(record.get("deletedAt")),
         )
 
@@ -117,9 +134,13 @@ def agent_field_problems(record: Mapping[str, Any]) -> list[str]:
     limit = record.get("maxConcurrentMissions")
     if limit is not None and not _is_number(limit):
         problems.append("maxConcurrentMissions is not a number")
+    if limit is not None and _is_number(limit) and not math.isfinite(_js_number(limit)):
+        problems.append("maxConcurrentMissions is out of range")
     budget = record.get("maxTokensPerDay")
     if budget is not None and not _is_number(budget):
         problems.append("maxTokensPerDay is not a number")
+    elif _is_number(budget) and _budget(budget) is None:
+        problems.append("maxTokensPerDay is out of range")
     for key in ("name", "state", "role"):
         if record.get(key) is not None and not isinstance(record[key], str):
             problems.append(f"{key} is not a string")
@@ -135,5 +156,27 @@ def _is_number(value: Any) -> bool:
 
 
 def _js_number(value: Any) -> float:
-    """JavaScript `Number(x ?? 1)` for JSON values."""
-    return 1.0 if value is None else js_number(value)
+    """JavaScript `Number(x ?? 1)` for JSON values; an integer past a double is ±Infinity."""
+    if value is None:
+        return 1.0
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _int_to_float(value)
+    try:
+        return js_number(value)
+    except (OverflowError, RecursionError, ValueError):  # arrays holding such values (older snapshots)
+        return math.nan
+
+
+def _int_to_float(value: int) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def _budget(value: Any) -> float | None:
+    """`maxTokensPerDay` as a number of tokens; None (no budget) unless a finite number < 2^63."""
+    if not _is_number(value):
+        return None
+    budget = _int_to_float(value) if isinstance(value, int) else float(value)
+    return budget if math.isfinite(budget) and budget < _MAX_BUDGET else None

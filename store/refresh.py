@@ -11,6 +11,13 @@ snapshot's `stable_record`. A refresh reads the rows after it, in fold order, pa
 An idle refresh over old data reads no rows. Round trips per page are fixed (read, load
 snapshots, upsert), however many records changed. The whole refresh is one transaction
 that holds the stream's cursor row, so two instances never refresh a stream at once.
+
+Each row is judged on its own before it is folded (store/bounds.py): `data` and
+`field_timestamps` arrive as text and are decoded here within `RowBounds`, ids and
+`nextRunAt` are checked against the index limits. A row that fails is skipped — the cursor
+moves past it like any other, and its snapshot's `last_applied_at` too — and, once it is
+stable, recorded in `mana_ai.rejected_rows` in the same transaction and returned in
+`RefreshStats.rejected`, so it is reported exactly once and never blocks another row.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import Any
 import asyncpg
 from trio_asyncio import aio_as_trio
 
+from store.bounds import RawRow, Rejected, RowBounds, check_row
 from store.fold import ChangeRow, FoldState, RowProblem, fold_rows
 from store.records import agent_field_problems, mission_field_problems
 from store.sql import Q
@@ -54,6 +62,36 @@ class RefreshStats:
     snapshots_updated: int = 0
     users: set[str] = field(default_factory=set)
     problems: list[Problem] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+_LOGGED_ID_CHARS = 64
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A stable row skipped by the refresh, as recorded in `mana_ai.rejected_rows`.
+
+    Ids are cut to `max_id_chars`; `detail` names sizes and limits, never content."""
+
+    change_id: uuid.UUID
+    table_name: str
+    user_id: str
+    record_id: str
+    reason: str
+    detail: str
+    row_bytes: int
+    changed_at: datetime
+
+    def log_fields(self) -> dict[str, object]:
+        """Context for the one log line of this rejection (ids shortened further)."""
+        return {"change_id": str(self.change_id), "table": self.table_name,
+                "user": _cut(self.user_id, _LOGGED_ID_CHARS), "record": _cut(self.record_id, _LOGGED_ID_CHARS),
+                "reason": self.reason, "detail": self.detail, "row_bytes": self.row_bytes}
+
+
+def _cut(text: str, chars: int) -> str:
+    return text if len(text) <= chars else text[:chars] + "…"
 
 
 @dataclass(frozen=True)
@@ -87,8 +125,15 @@ def refold(
     return stable, effective
 
 
-def _change_row(row: Mapping[str, Any]) -> ChangeRow:
-    return ChangeRow(row["record_id"], row["op"], row["data"], row["field_timestamps"], row["created_at"])
+def _raw_row(row: Mapping[str, Any]) -> RawRow:
+    return RawRow(row["user_id"], row["record_id"], row["op"], row["data"], row["field_timestamps"],
+                  row["row_bytes"], row["created_at"])
+
+
+def _rejection(stream: Stream, row: Mapping[str, Any], rejected: Rejected, bounds: RowBounds) -> Rejection:
+    return Rejection(row["id"], stream.table_name, _cut(row["user_id"], bounds.max_id_chars),
+                     _cut(row["record_id"], bounds.max_id_chars), rejected.reason, rejected.detail,
+                     row["row_bytes"], row["created_at"])
 
 
 def _field_problems(stream: Stream, state: FoldState) -> list[str]:
@@ -128,17 +173,41 @@ async def _write(conn: asyncpg.Connection, stream: Stream, folded: list[_Folded]
     stats.snapshots_updated += len(result) - inserted
 
 
+async def _record_rejections(conn: asyncpg.Connection, rejections: list[Rejection], stats: RefreshStats) -> None:
+    if not rejections:
+        return
+    inserted = await conn.fetch(
+        Q["insert_rejected_rows"],
+        [r.change_id for r in rejections], [r.table_name for r in rejections], [r.user_id for r in rejections],
+        [r.record_id for r in rejections], [r.reason for r in rejections], [r.detail for r in rejections],
+        [r.row_bytes for r in rejections], [r.changed_at for r in rejections],
+    )
+    new = {row["change_id"] for row in inserted}  # a row recorded before (cursor reset) is not reported again
+    stats.rejected.extend(r for r in rejections if r.change_id in new)
+
+
 async def _fold_and_write(
     conn: asyncpg.Connection, stream: Stream, stable_rows: Sequence[Mapping[str, Any]],
-    tail_rows: Sequence[Mapping[str, Any]], stats: RefreshStats,
+    tail_rows: Sequence[Mapping[str, Any]], stats: RefreshStats, bounds: RowBounds,
 ) -> None:
     grouped: dict[Key, _Pending] = {}
+    rejections: list[Rejection] = []
     for rows, is_tail in ((stable_rows, False), (tail_rows, True)):
         for row in rows:
+            checked = check_row(_raw_row(row), bounds, missions=stream is not AGENTS)
+            if isinstance(checked, Rejected) and not is_tail:  # tail rows are judged again once stable
+                rejections.append(_rejection(stream, row, checked, bounds))
             key = (row["user_id"], row["record_id"])
+            if len(key[0]) > bounds.max_id_chars or len(key[1]) > bounds.max_id_chars:
+                continue  # no snapshot can have this key
             pending = grouped.setdefault(key, _Pending([], [], row["created_at"]))
-            (pending.tail if is_tail else pending.stable).append(_change_row(row))
+            # a skipped row counts as applied: the write-back's read of newer rows skips it too
             pending.last_at = row["created_at"]
+            if not isinstance(checked, Rejected):
+                (pending.tail if is_tail else pending.stable).append(checked)
+    await _record_rejections(conn, rejections, stats)
+    if not grouped:
+        return
     stored = await _load(conn, stream, grouped)
     folded = []
     for key, pending in grouped.items():
@@ -155,7 +224,8 @@ async def _fold_and_write(
     await _write(conn, stream, folded, stats)
 
 
-async def _refresh(pool: asyncpg.Pool, stream: Stream, lag_s: float, page_size: int) -> RefreshStats:
+async def _refresh(pool: asyncpg.Pool, stream: Stream, lag_s: float, page_size: int,
+                   bounds: RowBounds) -> RefreshStats:
     stats = RefreshStats(stream.table_name)
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(Q["ensure_cursor"], stream.table_name)
@@ -167,7 +237,8 @@ async def _refresh(pool: asyncpg.Pool, stream: Stream, lag_s: float, page_size: 
         position: tuple[datetime, uuid.UUID] = (cursor["stable_until"], cursor["stable_id"])
         tail: list[Mapping[str, Any]] = []
         while True:
-            page = await conn.fetch(Q["read_stream_page"], stream.table_name, *position, page_size)
+            page = await conn.fetch(Q["read_stream_page"], stream.table_name, *position, page_size,
+                                    bounds.max_row_bytes)
             stats.rows_read += len(page)
             if not page:
                 break
@@ -176,18 +247,19 @@ async def _refresh(pool: asyncpg.Pool, stream: Stream, lag_s: float, page_size: 
             tail.extend(r for r in page if r["created_at"] > horizon)
             if stable:
                 # stable rows of this page are final: fold them now, keeping memory bounded
-                await _fold_and_write(conn, stream, stable, [], stats)
+                await _fold_and_write(conn, stream, stable, [], stats, bounds)
                 stats.rows_stabilised += len(stable)
                 last = stable[-1]
                 await conn.execute(Q["advance_cursor"], stream.table_name, last["created_at"], last["id"])
             if len(page) < page_size:
                 break
         if tail:
-            await _fold_and_write(conn, stream, [], tail, stats)
+            await _fold_and_write(conn, stream, [], tail, stats, bounds)
     return stats
 
 
-async def refresh_stream(pool: asyncpg.Pool, stream: Stream, *, lag_s: float, page_size: int = 5000) -> RefreshStats:
+async def refresh_stream(pool: asyncpg.Pool, stream: Stream, *, lag_s: float, page_size: int = 5000,
+                         bounds: RowBounds = RowBounds()) -> RefreshStats:
     """Refresh one stream's snapshots (one bridged unit of work)."""
-    stats: RefreshStats = await aio_as_trio(_refresh)(pool, stream, lag_s, page_size)
+    stats: RefreshStats = await aio_as_trio(_refresh)(pool, stream, lag_s, page_size, bounds)
     return stats

@@ -9,6 +9,7 @@ Stamps come from a small set so that ties happen, and `created_at` starts close 
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -183,3 +184,58 @@ def json_values(max_leaves: int = 8) -> st.SearchStrategy[Any]:
 def json_records(keys: tuple[str, ...]) -> st.SearchStrategy[dict[str, Any]]:
     """A snapshot record whose listed `keys` hold arbitrary JSON values (any subset present)."""
     return st.fixed_dictionaries({}, optional={k: json_values() for k in keys})
+
+
+# --- poison rows: JSON a device could send that the decoder must bound (store/bounds.py) --------
+
+#: Characters from every Unicode category but surrogates and NUL (Postgres `jsonb` stores neither).
+PG_TEXT = st.characters(exclude_categories=["Cs"], exclude_characters="\x00")
+
+
+def _long_strings(alphabet: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """One character repeated up to 70,000 times: past the default string bound cheaply."""
+    return st.builds(lambda c, n: c * n, alphabet, st.integers(0, 70_000))
+
+
+def wild_json_values(alphabet: st.SearchStrategy[str] = PG_TEXT) -> st.SearchStrategy[Any]:
+    """JSON values with odd text, long strings, doubles of any size and integers past a double."""
+    leaves = st.one_of(
+        st.none(), st.booleans(),
+        st.integers(), st.integers(min_value=-(10**400), max_value=10**400),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(alphabet, max_size=12), _long_strings(alphabet),
+    )
+    return st.recursive(leaves, lambda inner: st.lists(inner, max_size=4)
+                        | st.dictionaries(st.text(alphabet, max_size=8), inner, max_size=4), max_leaves=10)
+
+
+def _nest(depth: int, core: str) -> str:
+    return "[" * depth + core + "]" * depth
+
+
+def poison_texts() -> st.SearchStrategy[str]:
+    """JSON texts past a bound the way Postgres renders them: deep nesting, huge numbers."""
+    return st.one_of(
+        st.builds(_nest, st.one_of(st.integers(0, 80), st.integers(0, 1_200)), st.sampled_from(["", "1", '"x"', "{}"])),
+        st.builds(lambda k: "1" + "0" * k, st.integers(300, 5_000)),  # jsonb prints 1e5000 so
+        st.builds(lambda k: "-0." + "0" * k + "1", st.integers(300, 400)),  # tiny: underflows to -0.0
+        st.sampled_from(["1e400", "-1e400", "1e308", "1.7976931348623157e308"]),
+    )
+
+
+@st.composite
+def object_texts(draw: st.DrawFn, alphabet: st.SearchStrategy[str] = PG_TEXT) -> str:
+    """A JSON object as text, mission- or agent-shaped keys mixed with arbitrary ones, whose
+    values are JSON values (`wild_json_values`) or raw poison texts."""
+    keys = st.one_of(st.sampled_from(["id", "title", "state", "nextRunAt", "agentId", "iterations",
+                                      "maxConcurrentMissions", "maxTokensPerDay", "name", "policy"]),
+                     st.text(alphabet, max_size=8))
+    value = wild_json_values(alphabet).map(_json_text)
+    fields = draw(st.dictionaries(keys, st.one_of(value, value, value, poison_texts()), max_size=5))
+    if draw(st.booleans()):
+        fields["state"] = '"active"'
+    return "{" + ", ".join(f"{json.dumps(k)}: {v}" for k, v in fields.items()) + "}"
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)

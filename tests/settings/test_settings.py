@@ -79,11 +79,26 @@ def test_instance_id_is_unique_per_start_unless_set() -> None:
     ({"MANA_AI_LOG_FORMAT": "xml"}, "MANA_AI_LOG_FORMAT='xml' is invalid: expected text|json"),
     ({"MANA_AI_NOTIFY": "yes"}, "MANA_AI_NOTIFY='yes' is invalid: expected true|false"),
     ({"MANA_AI_TYPO": "1"}, "MANA_AI_TYPO is not a known setting (see docs/configuration.md)"),
+    ({"MANA_AI_MAX_JSON_DEPTH": "2000"},
+     "MANA_AI_MAX_JSON_DEPTH='2000' is invalid: expected an integer >= 16 and <= 512"),
+    ({"MANA_AI_MAX_STRING_BYTES": "64k"},
+     "MANA_AI_MAX_STRING_BYTES='64k' is invalid: expected an integer >= 1024 and <= 67108864"),
+    ({"MANA_AI_MAX_ID_CHARS": "1000"}, "MANA_AI_MAX_ID_CHARS='1000' is invalid: expected an integer >= 16 and <= 256"),
+    ({"MANA_AI_MAX_ROW_BYTES": "0"},
+     "MANA_AI_MAX_ROW_BYTES='0' is invalid: expected an integer >= 65536 and <= 268435455"),
 ])
 def test_a_bad_value_names_the_variable_and_what_was_expected(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(env)
     assert str(caught.value) == message
+
+
+def test_row_bounds_default_and_can_be_set() -> None:
+    s = load_settings({})
+    assert (s.max_json_depth, s.max_string_bytes, s.max_id_chars, s.max_row_bytes) == (64, 65536, 256, 8388608)
+    s = load_settings({"MANA_AI_MAX_JSON_DEPTH": "32", "MANA_AI_MAX_STRING_BYTES": "1048576",
+                       "MANA_AI_MAX_ID_CHARS": "128", "MANA_AI_MAX_ROW_BYTES": "65536"})
+    assert (s.max_json_depth, s.max_string_bytes, s.max_id_chars, s.max_row_bytes) == (32, 1048576, 128, 65536)
 
 
 def test_secret_values_are_never_echoed() -> None:
