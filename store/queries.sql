@@ -367,3 +367,7 @@ FROM mana_ai.decrypt_audit
 WHERE user_id = $1 AND mission_id = $2
 ORDER BY ts DESC, id DESC
 LIMIT $3;
+
+-- name: write_backs
+-- The write-back fast path for a batch of items (migration 0008): one round trip in all.
+SELECT item_no, verdict, iteration_count, cursor_at, error_code FROM mana_ai.write_backs($1::jsonb);

@@ -1,8 +1,13 @@
 """The write-back (reference §5.5), fenced by the run ledger (DESIGN §4 row 7).
 
-One transaction: lock the ledger row only if this claim still holds the lease; read the
-mission's freshest state (snapshot + any newer rows); INSERT the reference's row inside
-withUser; mark the slot planned. A run whose lease was taken over writes nothing.
+One transaction per mission: lock the ledger row only if this claim still holds the lease;
+read the mission's freshest state (snapshot + any newer rows); INSERT the reference's row
+inside withUser; mark the slot planned; record the token usage. A run whose lease was taken
+over writes nothing.
+
+Fast path: `mana_ai.write_backs` (migration 0008) does the same for a whole batch in one
+statement, one round trip, when the snapshot is the freshest state. An item it cannot settle
+that way (newer rows than the snapshot, no snapshot, an error) takes the careful path here.
 """
 
 from __future__ import annotations
@@ -82,9 +87,78 @@ async def _write(pool: asyncpg.Pool, claim: Claim, write: WriteBack, provenance:
     return Written(len(data["iterations"]), cursor)
 
 
-async def write_back(pool: asyncpg.Pool, claim: Claim, write: WriteBack, provenance: Provenance,
-                     usage: TokenUsage | None = None) -> Written:
+async def write_back_carefully(pool: asyncpg.Pool, claim: Claim, write: WriteBack, provenance: Provenance,
+                               usage: TokenUsage | None = None) -> Written:
     """Append the iteration to the mission (one sync_changes row), mark the slot planned and
-    record the call's token usage — one transaction."""
+    record the call's token usage — one transaction, folding rows newer than the snapshot."""
     written: Written = await aio_as_trio(_write)(pool, claim, write, provenance, usage)
     return written
+
+
+@dataclass(frozen=True)
+class WriteRequest:
+    claim: Claim
+    write: WriteBack
+    provenance: Provenance
+    usage: TokenUsage | None
+
+
+# what the fast path answers for one item (store/migrations/0008_write_back_function.sql)
+FAST_VERDICTS = ("written", "lease-lost", "gone", "stale", "missing", "failed")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: str  # one of FAST_VERDICTS
+    written: Written | None = None
+    error_code: str | None = None
+
+
+def fast_item(request: WriteRequest) -> dict[str, Any]:
+    """One item of `mana_ai.write_backs`' argument (pure)."""
+    claim, provenance, usage = request.claim, request.provenance, request.usage
+    return {
+        "user_id": claim.user_id, "mission_id": claim.mission_id, "due_slot": claim.due_slot,
+        "token": str(claim.token), "iteration": dict(request.write.iteration), "actor": dict(request.write.actor),
+        "now_iso": request.write.now_iso, "outcome": provenance.outcome, "model": provenance.model,
+        "prompt_hash": provenance.prompt_hash, "prompt_tokens": provenance.prompt_tokens,
+        "completion_tokens": provenance.completion_tokens,
+        "usage": None if usage is None else {
+            "reservation_id": usage.reservation_id, "agent_id": usage.agent_id, "iteration_id": usage.iteration_id,
+            "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens},
+    }
+
+
+async def _write_fast(pool: asyncpg.Pool, items: list[dict[str, Any]]) -> list[asyncpg.Record]:
+    async with pool.acquire() as conn:  # one statement: its own transaction, one round trip
+        return list(await conn.fetch(Q["write_backs"], items))
+
+
+async def write_backs_fast(pool: asyncpg.Pool, requests: list[WriteRequest]) -> list[Verdict]:
+    """The fast path for a batch, in order; raises only when the statement itself fails."""
+    rows: list[asyncpg.Record] = await aio_as_trio(_write_fast)(pool, [fast_item(r) for r in requests])
+    verdicts = [Verdict("failed", error_code="no-answer")] * len(requests)
+    for row in rows:
+        written = Written(row["iteration_count"], row["cursor_at"]) if row["verdict"] == "written" else None
+        verdicts[row["item_no"] - 1] = Verdict(row["verdict"], written, row["error_code"])
+    return verdicts
+
+
+async def settle(pool: asyncpg.Pool, request: WriteRequest, verdict: Verdict) -> Written:
+    """What a fast-path verdict means for its run: written, an error, or the careful path."""
+    if verdict.kind == "written" and verdict.written is not None:
+        return verdict.written
+    claim = request.claim
+    if verdict.kind == "lease-lost":
+        raise LeaseLost(f"lease lost on mission={claim.mission_id} slot={claim.due_slot}")
+    if verdict.kind == "gone":
+        raise MissionGone(f"mission {claim.mission_id} was deleted while it was planned")
+    return await write_back_carefully(pool, claim, request.write, request.provenance, request.usage)
+
+
+async def write_back(pool: asyncpg.Pool, claim: Claim, write: WriteBack, provenance: Provenance,
+                     usage: TokenUsage | None = None) -> Written:
+    """One write-back on its own: the fast path, the careful one when the snapshot is behind."""
+    request = WriteRequest(claim, write, provenance, usage)
+    [verdict] = await write_backs_fast(pool, [request])
+    return await settle(pool, request, verdict)
