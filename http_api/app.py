@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -43,6 +43,7 @@ def create_app(deps: AppDeps) -> QuartTrio:
     app.config["JSON_SORT_KEYS"] = False
     app.json.sort_keys = False  # type: ignore[attr-defined]
     metrics = deps.metrics
+    database = DatabaseCheck(deps.pool)
 
     @app.before_request
     async def _gate() -> Any:
@@ -80,7 +81,7 @@ def create_app(deps: AppDeps) -> QuartTrio:
 
     @app.get("/health")
     async def health() -> Any:
-        body, ok = await _health(deps)
+        body, ok = await _health(deps, database)
         return jsonify(body), 200 if ok else 503
 
     @app.get("/metrics")
@@ -106,10 +107,53 @@ def create_app(deps: AppDeps) -> QuartTrio:
     return app
 
 
-async def _health(deps: AppDeps) -> tuple[dict[str, Any], bool]:
+@dataclass
+class _Ping:
+    done: trio.Event = field(default_factory=trio.Event)
+    result: bool | None = None  # None: the request running it was cancelled (its client left)
+
+
+class DatabaseCheck:
+    """`/health`'s database check, bounded under a flood: at most one ping in flight.
+
+    Requests that arrive while a ping runs wait for it and share its result, so a flood of
+    `/health` holds one pooled connection at most and never queues for the pool. Nothing is
+    reused after the ping ends: a lost database shows on the next request, and a database
+    that does not answer fails every waiting request within `timeout_s`.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, *, timeout_s: float = 2.0) -> None:
+        self._pool = pool
+        self._timeout_s = timeout_s
+        self._current: _Ping | None = None
+        self._pings = 0
+
+    @property
+    def pings(self) -> int:
+        """Pings started so far."""
+        return self._pings
+
+    async def ok(self) -> bool:
+        """Whether the database answered the ping in flight (a new one if none is)."""
+        while (current := self._current) is not None:
+            await current.done.wait()
+            if current.result is not None:
+                return current.result
+            # that ping was cancelled with its request: run one ourselves (or join the next)
+        self._current = current = _Ping()
+        self._pings += 1
+        try:
+            current.result = await ping(self._pool, self._timeout_s)
+            return current.result
+        finally:
+            self._current = None
+            current.done.set()
+
+
+async def _health(deps: AppDeps, check: DatabaseCheck) -> tuple[dict[str, Any], bool]:
     settings = deps.settings
     actor = deps.snapshots.state()
-    database = await ping(deps.pool)
+    database = await check.ok()
     age = None if actor.last_cycle_completed_at is None else round(time.time() - actor.last_cycle_completed_at, 3)
     # cycles have stalled when none completed for several intervals (or one whole timeout)
     stall_after = max(3 * settings.tick_interval_s, settings.cycle_timeout_s + settings.tick_interval_s)

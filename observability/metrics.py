@@ -64,6 +64,14 @@ class Metrics:
                                      ["method", "path", "status"], registry=r)
         self.http_duration = Histogram("mana_ai_http_request_duration_seconds", "HTTP request duration",
                                        ["method", "path", "status"], buckets=HTTP_BUCKETS, registry=r)
+        # HTTP front (ours): failures kept to one connection, restarts of hypercorn's serve
+        self.http_connection_errors = Counter("mana_ai_http_connection_errors_total",
+                                              "HTTP connections ended by an error inside hypercorn, kept to"
+                                              " that connection", ["kind"], registry=r)
+        for kind in ("send-conflict", "unexpected"):
+            self.http_connection_errors.labels(kind=kind)
+        self.http_front_restarts = Counter("mana_ai_http_front_restarts_total",
+                                           "Restarts of the HTTP front after hypercorn's serve failed", registry=r)
         # Tick
         self.ticks = Counter("mana_ai_ticks_total", "Ticks run (overlap-skipped excluded)", registry=r)
         self.tick_duration = Histogram("mana_ai_tick_duration_seconds", "Tick duration",
