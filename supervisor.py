@@ -40,7 +40,7 @@ from demo import run_demo
 from grants import KeyProblem, MissionKey, load_private_key
 from http_api.app import VERSION, AppDeps, create_app
 from http_api.jwt import open_jwks_cache
-from http_api.server import hypercorn_config, serve_http
+from http_api.server import FrontFailed, hypercorn_config, serve_http
 from observability.logs import configure_logging
 from observability.metrics import Metrics
 from observability.tracing import Tracing, open_tracing
@@ -160,7 +160,7 @@ async def run_daemon(settings: Settings, pool: asyncpg.Pool, metrics: Metrics, s
             if listener is not None:
                 await scanning.start(listener.run)
             async with trio.open_nursery() as front:
-                binds = await front.start(partial(serve_http, app, config, shutdown.wait))
+                binds = await front.start(partial(serve_http, app, config, shutdown.wait, metrics=metrics))
                 log.info("daemon.listening", extra={"binds": ",".join(binds),
                                                     "tick": "on" if settings.tick_enabled else "off",
                                                     "instance": settings.instance_id})
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(leaf, StoreError):
             log.error("daemon.database_unavailable", extra={"error": str(leaf)})
             return 1
-        if isinstance(leaf, OSError):
+        if isinstance(leaf, (OSError, FrontFailed)):
             log.error("daemon.failed", extra={"error": f"{type(leaf).__name__}: {leaf}"})
             return 1
         raise
