@@ -40,6 +40,7 @@ _CONNECT = "(connect)"
 _DRIVER_STATEMENTS = [
     ("SELECT pg_advisory_unlock_all()", "(asyncpg: pool reset on release)"),
     ("WITH RECURSIVE typeinfo_tree", "(asyncpg: type introspection)"),
+    ("SELECT current_setting('jit')", "(asyncpg: jit off/on around introspection)"),
     ("SELECT set_config('jit'", "(asyncpg: jit off/on around introspection)"),
 ]
 
@@ -91,10 +92,11 @@ class _ClientParser:
         named = self._names.get(text) or self._names.get(text.rstrip(";"))
         if named:
             return named
+        flat = " ".join(text.split())
         for prefix, label in _DRIVER_STATEMENTS:
-            if text.startswith(prefix):
+            if flat.startswith(prefix):
                 return label
-        return " ".join(text.split())[:60]
+        return flat[:60]
 
     def feed(self, data: bytes | bytearray) -> None:
         self._buf += data
