@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -86,11 +87,18 @@ async def seed_missions(pool: asyncpg.Pool, missions: int, agents: int, *, users
     await aio_as_trio(_seed)(pool, rows)
 
 
+@dataclass(frozen=True)
+class StandIn:
+    url: str
+    pid: int
+
+
 @asynccontextmanager
-async def stand_in_llm(latency_ms: float) -> AsyncIterator[str]:
+async def open_stand_in_llm(latency_ms: float, *, backlog: int = 4096) -> AsyncIterator[StandIn]:
     """The stand-in LLM in its own process (it uses the other core, like a remote service)."""
     proc = await trio.lowlevel.open_process(
-        [sys.executable, str(HERE / "stand_in_llm.py"), "--port", "0", "--latency-ms", str(latency_ms)],
+        [sys.executable, str(HERE / "stand_in_llm.py"), "--port", "0", "--latency-ms", str(latency_ms),
+         "--backlog", str(backlog)],
         stdout=subprocess.PIPE)
     try:
         assert proc.stdout is not None
@@ -98,14 +106,22 @@ async def stand_in_llm(latency_ms: float) -> AsyncIterator[str]:
         while not line.endswith(b"\n"):
             line += await proc.stdout.receive_some(100)
         port = int(line.split()[1])
-        yield f"http://127.0.0.1:{port}"
+        yield StandIn(f"http://127.0.0.1:{port}", proc.pid)
     finally:
         proc.terminate()
         await proc.wait()
 
 
-async def llm_stats(url: str, *, reset: bool = False) -> dict[str, int]:
-    async with httpx.AsyncClient() as client:
+@asynccontextmanager
+async def stand_in_llm(latency_ms: float) -> AsyncIterator[str]:
+    """The stand-in LLM's URL (see `open_stand_in_llm`)."""
+    async with open_stand_in_llm(latency_ms) as llm:
+        yield llm.url
+
+
+async def llm_stats(url: str, *, reset: bool = False) -> dict[str, Any]:
+    """The stand-in's `/stats` (`requests`, `max_in_flight`, `first_request_at`), or reset them."""
+    async with httpx.AsyncClient(timeout=10) as client:
         response = await client.post(f"{url}/reset") if reset else await client.get(f"{url}/stats")
-        body: dict[str, int] = response.json()
+        body: dict[str, Any] = response.json()
         return body

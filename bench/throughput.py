@@ -9,6 +9,8 @@ Runs, in one process and one Postgres, each on a fresh database:
   zero-latency the stand-in answers at once: the whole cost per mission, round trip included
 A run is one cycle: refresh snapshots, claim, plan every mission, write every row back.
 Prints one JSON object; ratios are against `sequential` from the same run.
+The cycle runs inside this process, without the daemon's process, HTTP front and settings:
+bench/daemon_bench.py measures the daemon as a user runs it.
 """
 
 from __future__ import annotations
