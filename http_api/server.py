@@ -49,6 +49,9 @@ def hypercorn_config(host: str, port: int, graceful_timeout_s: float) -> Config:
     config.bind = [f"{host}:{port}"]
     config.graceful_timeout = graceful_timeout_s
     config.keep_alive_timeout = 5
+    # hypercorn's default backlog of 100 drops SYNs when a few hundred clients connect at once
+    # (a scrape storm, a load balancer's health checks after a restart): each costs a 1 s retransmit
+    config.backlog = 2048
     config.errorlog = logging.getLogger("hypercorn.error")
     config.accesslog = None
     return config
