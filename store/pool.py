@@ -27,6 +27,14 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset on release, replacing asyncpg's reset query (`pg_advisory_unlock_all();
+    CLOSE ALL; UNLISTEN *; RESET ALL`, one round trip per checkout): no unit leaves session
+    state behind — settings are `set_config(…, true)`, locks `pg_advisory_xact_lock`, LISTEN
+    has its own connection. asyncpg still rolls back a transaction left open (a cancelled
+    unit) before calling this. tests/store/test_pool.py checks that nothing leaks."""
+
+
 async def _create_pool(dsn: str, size: int) -> asyncpg.Pool:
     pool: asyncpg.Pool = await asyncpg.create_pool(
         dsn,
@@ -35,6 +43,7 @@ async def _create_pool(dsn: str, size: int) -> asyncpg.Pool:
         timeout=10,
         command_timeout=60,  # server-side backstop; trio deadlines are the real bound
         init=_init_connection,
+        reset=_keep_session,
         server_settings={"application_name": "mana-ai"},
     )
     return pool
