@@ -50,6 +50,7 @@ from settings import DEFAULT_SERVICE_KEY, ConfigError, Settings, load_settings
 from store.bridge import open_asyncio_bridge
 from store.embedded import EmbeddedPostgres, throwaway_postgres
 from store.errors import SchemaMismatch, StoreError
+from store.group_commit import GroupCommit
 from store.migrate import migrate
 from store.listen import ChangeListener, set_notify_trigger
 from store.pool import open_pool
@@ -103,8 +104,11 @@ async def open_runtime(settings: Settings, pool: asyncpg.Pool, metrics: Metrics,
         inputs = InputResolver(pool, load_mission_key(settings.private_key_pem), metrics)
         leases = LeaseKeeper(partial(renew_leases, pool), metrics, lease_s=settings.lease_s)
         await nursery.start(leases.run)  # ends after the registry handed every claim back
+        writer = GroupCommit(pool)
+        await nursery.start(writer.run)  # ends once the registry is stopped and the queue is empty
         runner = MissionRunner(pool, llm, settings, metrics, tracing=tracing, inputs=inputs, research=research,
-                               retry=RetryPolicy(settings.retry_base_s, settings.retry_max_s), leases=leases)
+                               retry=RetryPolicy(settings.retry_base_s, settings.retry_max_s), leases=leases,
+                               writer=writer)
 
         async def release(due: MissionDue, reason: str) -> None:
             try:
@@ -120,6 +124,7 @@ async def open_runtime(settings: Settings, pool: asyncpg.Pool, metrics: Metrics,
         finally:
             with trio.CancelScope(shield=True):
                 await registry.stop(settings.grace_s)
+                writer.close()
                 leases.close()
                 await tracing.aclose()
 

@@ -63,7 +63,8 @@ from store.errors import DATABASE_ERRORS, LeaseLost
 from store.records import Agent
 from store.runs import backoff_s, fail_run, release_claim
 from store.usage import Reservation, TokenUsage, record_usage, release_tokens, reserve_tokens
-from store.writeback import Provenance, WriteBack, write_back
+from store.group_commit import GroupCommit
+from store.writeback import Provenance, WriteBack, WriteRequest, write_back
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,9 @@ class MissionRunner:
     def __init__(self, pool: asyncpg.Pool, llm: LlmClient, settings: Settings, metrics: Metrics,
                  *, leases: LeaseKeeper, clock: Clock = utc_now, retry: RetryPolicy = RetryPolicy(),
                  jitter: Callable[[], float] = random.random, tracing: Tracing | None = None,
-                 inputs: InputResolver | None = None, research: ResearchClient | None = None) -> None:
+                 inputs: InputResolver | None = None, research: ResearchClient | None = None,
+                 writer: GroupCommit | None = None) -> None:
+        self._writer = writer  # None: each write-back is its own round trip
         self._tracing: Tracing = tracing or NoTracing()
         self._inputs = inputs  # None: missions are planned from their own text only
         self._research = research  # None: no web-research pre-step (MANA_AI_RESEARCH_TOKEN unset)
@@ -205,7 +208,7 @@ class MissionRunner:
                                 completion.prompt_tokens, completion.completion_tokens)
         self._leases.settling(due.claim)  # from here the fenced write-back decides, not the keeper
         try:
-            await write_back(self._pool, due.claim, WriteBack(iteration, actor, now_iso), provenance, usage)
+            await self._write_back(WriteRequest(due.claim, WriteBack(iteration, actor, now_iso), provenance, usage))
         except LeaseLost:
             await self._record_usage(due, usage)
             return self._lease_lost(due)
@@ -222,6 +225,12 @@ class MissionRunner:
         return MissionOutcome(mission.id, kind, plan_produced=True, iteration_id=iteration_id,
                               prompt_tokens=completion.prompt_tokens,
                               completion_tokens=completion.completion_tokens)
+
+    async def _write_back(self, request: WriteRequest) -> None:
+        if self._writer is not None:
+            await self._writer.write(request)
+        else:
+            await write_back(self._pool, request.claim, request.write, request.provenance, request.usage)
 
     async def _call_llm(self, messages: PlannerMessages, reservation_id: int | None) -> Completion | LlmError:
         """The LLM call; a reservation is given back when the call fails or is cancelled."""
