@@ -165,7 +165,8 @@ class MissionRunner:
             return await self._fail(due, ERROR, str(exc))
         iteration_id = str(uuid.uuid4())  # before resolving inputs: the decrypt audit names it
         try:
-            resolved = await self._resolve_inputs(due, iteration_id)
+            with self._metrics.stage("inputs"):
+                resolved = await self._resolve_inputs(due, iteration_id)
         except _DB_ERRORS as exc:
             return await self._fail(due, ERROR, f"input resolution failed: {exc}")
         messages = build_planner_prompt(
@@ -180,7 +181,8 @@ class MissionRunner:
         if reservation is not None and not reservation.granted:
             return await self._over_budget(due, reservation)
         reservation_id = reservation.id if reservation is not None else None
-        completion = await self._call_llm(messages, reservation_id)
+        with self._metrics.stage("llm"):
+            completion = await self._call_llm(messages, reservation_id)
         if isinstance(completion, LlmClosed):
             return await self._hand_back(due, SKIPPED_SHUTDOWN)
         if isinstance(completion, LlmError):
@@ -208,7 +210,8 @@ class MissionRunner:
                                 completion.prompt_tokens, completion.completion_tokens)
         self._leases.settling(due.claim)  # from here the fenced write-back decides, not the keeper
         try:
-            await self._write_back(WriteRequest(due.claim, WriteBack(iteration, actor, now_iso), provenance, usage))
+            with self._metrics.stage("write-back"):
+                await self._write_back(WriteRequest(due.claim, WriteBack(iteration, actor, now_iso), provenance, usage))
         except LeaseLost:
             await self._record_usage(due, usage)
             return self._lease_lost(due)

@@ -39,7 +39,8 @@ from store.due import DueMission, list_due_missions, next_wake
 from store.errors import DATABASE_ERRORS, StoreError
 from store.inspect import ledger_gauges
 from store.refresh import RefreshStats, refresh_stream
-from store.runs import claim_runs
+from store.records import Agent
+from store.runs import Claim, claim_runs
 from store.streams import AGENTS, MISSIONS, Stream
 from store.usage import prune_usage
 
@@ -193,16 +194,19 @@ class SnapshotActor:
         try:
             try:
                 with trio.fail_after(self._settings.cycle_timeout_s):
-                    await self._refresh_all()
-                    due = await list_due_missions(self._pool, scanned_at, self._settings.dispatch_limit)
+                    with self._metrics.stage("refresh"):
+                        await self._refresh_all()
+                    with self._metrics.stage("select"):
+                        due = await list_due_missions(self._pool, scanned_at, self._settings.dispatch_limit)
                     batch.truncated = len(due) >= self._settings.dispatch_limit
                     self._metrics.due_missions.set(len(due))
                     if self._stopping:
                         due = []  # shutdown began while we scanned: claim nothing
                     await self._dispatch(due, batch)
-                    await self._housekeeping()
-                    await self._observe_ledger()
-                    wake = await next_wake(self._pool, self._clock())
+                    with self._metrics.stage("housekeeping"):
+                        await self._housekeeping()
+                        await self._observe_ledger()
+                        wake = await next_wake(self._pool, self._clock())
                     # a little after the instant, so the due query's `<=` sees it
                     self._due_at = math.inf if wake.seconds is None else trio.current_time() + wake.seconds + 0.01
             except* _CYCLE_ERRORS as group:
@@ -268,11 +272,19 @@ class SnapshotActor:
             return
         assert self._leases is not None, "a dispatching SnapshotActor needs a LeaseKeeper"
         claimed_at = trio.current_time()
-        claims = await claim_runs(self._pool, due, instance_id=self._settings.instance_id,
-                                  lease_s=self._settings.lease_s)
-        by_key = {(d.mission.user_id, d.mission.id): d for d in due}
-        users = sorted({c.user_id for c in claims})
-        agents = await load_agents(self._pool, users)
+        with self._metrics.stage("claim"):
+            claims = await claim_runs(self._pool, due, instance_id=self._settings.instance_id,
+                                      lease_s=self._settings.lease_s)
+            by_key = {(d.mission.user_id, d.mission.id): d for d in due}
+            users = sorted({c.user_id for c in claims})
+            agents = await load_agents(self._pool, users)
+        with self._metrics.stage("dispatch"):
+            await self._deliver(claims, by_key, agents, batch, claimed_at)
+        self._dispatcher.retire(list(agents))
+
+    async def _deliver(self, claims: list[Claim], by_key: dict[tuple[str, str], DueMission],
+                       agents: dict[tuple[str, str], Agent], batch: TickBatch, claimed_at: float) -> None:
+        assert self._dispatcher is not None and self._leases is not None
         for claim in claims:
             item = by_key[(claim.user_id, claim.mission_id)]
             agent_id = item.mission.agent_id
@@ -282,7 +294,6 @@ class SnapshotActor:
             # handed over (load_agents failed, shutdown) is not held and expires as it would
             self._leases.hold([claim], claimed_at=claimed_at)
             await self._dispatcher.deliver(MissionDue(item.mission, agent, claim, item.snapshot_cursor, batch))
-        self._dispatcher.retire(list(agents))
 
     async def _housekeeping(self) -> None:
         """Prune token usage past its retention, at most once an hour (and at start)."""

@@ -7,7 +7,9 @@ metrics with the prefix `mana_ai_`; `_ServiceLabel` and `ProcessCollector` do th
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 from prometheus_client import (
     CollectorRegistry,
@@ -26,6 +28,7 @@ SERVICE = "mana-ai"
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 TICK_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120)
 PLANNER_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 30, 60)
+STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 DECISIONS = ("ran", "skipped-paused", "skipped-archived", "skipped-concurrency", "skipped-budget")
 AGENT_STATES = ("active", "paused", "archived", "legacy")
 GRANT_SKIP_REASONS = ("not-configured", "expired", "malformed", "wrap-rejected")
@@ -140,6 +143,10 @@ class Metrics:
         self.lease_renewal_failures = Counter("mana_ai_lease_renewal_failures_total",
                                               "Lease renewals that failed (database or connection trouble)",
                                               registry=r)
+        self.stage_duration = Histogram("mana_ai_stage_duration_seconds",
+                                        "Time spent per stage of a cycle (refresh, select, claim, dispatch, "
+                                        "housekeeping) and of a mission (inputs, llm, write-back)",
+                                        ["stage"], buckets=STAGE_BUCKETS, registry=r)
         for decision in DECISIONS:
             self.agent_decisions.labels(decision=decision)
         for reason in GRANT_SKIP_REASONS:
@@ -148,6 +155,15 @@ class Metrics:
             self.rows_rejected.labels(reason=reason)
         for state in AGENT_STATES:
             self.mailbox_depth.labels(agent_state=state)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time a stage into `mana_ai_stage_duration_seconds{stage=name}` (also when it fails)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage_duration.labels(stage=name).observe(time.perf_counter() - started)
 
     def observe_actors(self, mailbox_depths: list[tuple[str, int]]) -> None:
         """Live actors and mailbox depth per agent state, from (state, depth) per actor."""
