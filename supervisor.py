@@ -242,8 +242,23 @@ def _sigterm_raises() -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mana-ai", description="mana-ai mission runner")
-    parser.add_argument("command", nargs="?", default="serve", choices=sorted(COMMANDS))
+    parser = argparse.ArgumentParser(
+        prog="mana-ai", usage="%(prog)s [-h] [--version] [serve | tick | migrate | demo]",
+        description="The background mission planner of the mana AI workbench.",
+        epilog="Configured by environment variables only (docs/configuration.md). Without "
+               "SYNC_DATABASE_URL an embedded PostgreSQL runs under MANA_AI_STATE_DIR.")
+    parser.add_argument("--version", action="version", version=f"mana-ai {VERSION}")
+    commands = parser.add_subparsers(dest="command", title="commands", metavar="command",
+                                     help="one of these; serve when none is given")
+    for name, text in [
+        ("serve", "run the daemon (the default): scheduler, agent actors, HTTP API; SIGTERM stops it"),
+        ("tick", "run one cycle (plan the due missions, write the plans back), print its stats as JSON, exit"),
+        ("migrate", "apply pending database migrations, print them as JSON, exit"),
+        ("demo", "run the whole loop once on a throwaway embedded PostgreSQL with seeded data and a "
+                 "stand-in LLM; touches no configured database"),
+    ]:
+        commands.add_parser(name, help=text, description=text)
+    parser.set_defaults(command="serve")
     args = parser.parse_args(argv)
     try:
         settings = load_settings(os.environ)

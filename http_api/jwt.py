@@ -1,13 +1,16 @@
-"""EdDSA (Ed25519) JWTs, verified against mana-auth's JWKS (reference §1.4, contracts §4.3).
+"""EdDSA (Ed25519) JWTs, verified with PyJWT against mana-auth's JWKS (reference §1.4, contracts §4.3).
 
-What shared-hono's `authMiddleware` asks of jose's `jwtVerify`, with `cryptography` only:
+What shared-hono's `authMiddleware` asks of jose's `jwtVerify`:
 
-* `verify(token, jwks, now, issuers, audience) -> Claims | JwtRejected` is pure. It accepts only
-  a compact JWS with `alg` = `EdDSA` (never `none`, never a key from the token itself), finds the
-  key by `kid`, checks the signature over `header.payload`, then `exp` (required here, unlike
-  jose: Better Auth always sets it) and `nbf` with `LEEWAY_S`, the issuer allow-list, the
-  audience (`aud` a string or a list), and last `sub` (the reference reports a missing subject
-  only for an otherwise valid token).
+* `verify(token, jwks, now, issuers, audience) -> Claims | JwtRejected` is pure (time is `now`).
+  PyJWT checks the compact JWS: base64url and JSON, `kid` a string, `crit` only with extensions
+  it implements, `alg` exactly `EdDSA` and that of the key (`PyJWK` from the JWKS, so never
+  `none`, never HS256 keyed with the public key), the signature; then the issuer allow-list, the
+  audience (`aud` a string or a list of strings) and the types of `sub` and `jti`. Ours, around
+  it: `typ` absent or `JWT` (no other kind of JWS signed by mana-auth is taken for a session
+  token), the key found by `kid` (any published key for no `kid`, like jose), `exp` required
+  (unlike jose: Better Auth always sets it), `exp`/`nbf` against `now` with `LEEWAY_S`, and last
+  `sub` (the reference reports a missing subject only for an otherwise valid token).
 * `JwksCache` fetches `{MANA_AUTH_URL}/api/v1/auth/jwks` through an injected httpx client: every
   fetch is bounded, the key set is kept `max_age_s`, an unknown `kid` forces one refresh at most
   every `refresh_cooldown_s`, and concurrent callers share one fetch (and its failure).
@@ -22,21 +25,17 @@ Errors::
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
 import math
-import re
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
+import jwt
 import trio
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from jwt.types import Options
 
 __all__ = [
     "AuthError",
@@ -67,11 +66,15 @@ JWKS_TIMEOUT_S = 5.0
 JWKS_MAX_AGE_S = 300.0
 JWKS_REFRESH_COOLDOWN_S = 30.0
 MAX_TOKEN_CHARS = 8192  # Better Auth's tokens are a few hundred characters
+ALGORITHMS = ["EdDSA"]
+# PyJWT checks time claims against its own clock, not a given `now`: `_check` does them
+_OPTIONS: Options = {"verify_exp": False, "verify_nbf": False, "verify_iat": False, "require": ["exp"]}
 
 RejectReason = Literal[
-    "malformed", "unsupported-alg", "unknown-key", "bad-signature", "no-expiry", "expired",
+    "malformed", "unsupported-alg", "wrong-type", "unknown-key", "bad-signature", "no-expiry", "expired",
     "not-yet-valid", "wrong-issuer", "wrong-audience", "missing-subject", "jwks-unavailable",
 ]
+_MISSING: dict[str, RejectReason] = {"exp": "no-expiry", "iss": "wrong-issuer", "aud": "wrong-audience"}
 
 
 class AuthError(Exception):
@@ -105,7 +108,7 @@ class JwtRejected:
 @dataclass(frozen=True)
 class Jwk:
     kid: str | None
-    key: Ed25519PublicKey
+    key: jwt.PyJWK  # bound to EdDSA: PyJWT verifies with no other algorithm
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,7 @@ class Jwks:
     def knows(self, kid: str | None) -> bool:
         return kid is None or any(k.kid == kid for k in self.keys)
 
-    def candidates(self, kid: str | None) -> list[Ed25519PublicKey]:
+    def candidates(self, kid: str | None) -> list[jwt.PyJWK]:
         """The keys a token with this `kid` may be signed with (all of them for no `kid`, like jose)."""
         return [k.key for k in self.keys if kid is None or k.kid == kid]
 
@@ -129,52 +132,68 @@ def allowed_issuers(jwt_issuer: str | None, auth_url: str | None) -> frozenset[s
     return frozenset(i for i in (jwt_issuer, auth_url, *BUILTIN_ISSUERS) if i)
 
 
-# --- pure: parsing and verification ---------------------------------------------------------
-
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+# --- pure: verification ---------------------------------------------------------------------
 
 
-def _b64url(segment: str) -> bytes:
-    if not _B64URL.fullmatch(segment):
-        raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+class _Jws(jwt.PyJWS):
+    """PyJWS, except that `"kid": null` reads as no kid, as jose (the reference) reads it; PyJWT
+    refuses it. The one override of a PyJWT internal: re-check it on each upgrade (the test
+    `test_verify_returns_claims_or_a_reason` fails if it stops working)."""
+
+    def _validate_kid(self, kid: Any) -> None:
+        if kid is not None:
+            super()._validate_kid(kid)
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+_JWS = _Jws(ALGORITHMS)  # knows EdDSA only; stateless, like the decoder below: one serves every request
 
 
-def _json_object(raw: bytes) -> dict[str, Any]:
-    value = json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
-    if not isinstance(value, dict):
-        raise ValueError("not a JSON object")
-    return value
+class _Jwt(jwt.PyJWT):
+    """PyJWT on `_JWS` (PyJWT pairs its own module-level decoders the same way)."""
+
+    def __init__(self) -> None:
+        super().__init__(_OPTIONS)
+        self._jws = _JWS
 
 
-@dataclass(frozen=True)
-class _Jws:
-    kid: str | None
-    payload: dict[str, Any]
-    signing_input: bytes
-    signature: bytes
+_JWT = _Jwt()
 
 
-def _parse(token: str) -> _Jws | JwtRejected:
-    if len(token) > MAX_TOKEN_CHARS or token.count(".") != 2:
+def _header(token: str) -> dict[str, Any] | JwtRejected:
+    """The unverified header, if the token is worth a key lookup at all."""
+    if len(token) > MAX_TOKEN_CHARS:
         return JwtRejected("malformed")
-    head, body, sig = token.split(".")
     try:
-        header = _json_object(_b64url(head))
-        payload = _json_object(_b64url(body))
-        signature = _b64url(sig)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        header = _JWS.get_unverified_header(token)  # also refuses a non-string kid and unknown `crit`
+    except jwt.InvalidTokenError:
         return JwtRejected("malformed")
-    if header.get("alg") != "EdDSA":
-        return JwtRejected("unsupported-alg")  # `none`, HS256 with the public key, RS256, ...
-    kid = header.get("kid")
-    if "crit" in header or not (kid is None or isinstance(kid, str)):
-        return JwtRejected("malformed")  # we understand no critical extension (RFC 7515 §4.1.11)
-    return _Jws(kid, payload, f"{head}.{body}".encode("ascii"), signature)
+    if header.get("alg") not in ALGORITHMS:
+        return JwtRejected("unsupported-alg")  # PyJWT refuses it too; this spares a JWKS fetch
+    if header.get("typ", "JWT") != "JWT":
+        return JwtRejected("wrong-type")
+    return header
+
+
+def _decode(token: str, keys: list[jwt.PyJWK], issuers: Collection[str],
+            audience: str) -> dict[str, Any] | JwtRejected:
+    if not keys:
+        return JwtRejected("unknown-key")
+    for key in keys:
+        try:
+            return _JWT.decode(token, key, algorithms=ALGORITHMS, audience=audience, issuer=issuers)
+        except jwt.InvalidSignatureError:
+            continue  # another published key may have signed it
+        except jwt.MissingRequiredClaimError as exc:
+            return JwtRejected(_MISSING.get(exc.claim, "malformed"))
+        except jwt.InvalidAlgorithmError:
+            return JwtRejected("unsupported-alg")
+        except jwt.InvalidIssuerError:
+            return JwtRejected("wrong-issuer")
+        except jwt.InvalidAudienceError:
+            return JwtRejected("wrong-audience")
+        except jwt.InvalidTokenError:  # undecodable, `sub` or `jti` not a string, ...
+            return JwtRejected("malformed")
+    return JwtRejected("bad-signature")
 
 
 def _number(value: object) -> float | None:
@@ -187,53 +206,32 @@ def _optional_str(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _check(jws: _Jws, jwks: Jwks, now: float, issuers: Collection[str], audience: str) -> Claims | JwtRejected:
-    keys = jwks.candidates(jws.kid)
-    if not keys:
-        return JwtRejected("unknown-key")
-    if len(jws.signature) != 64 or not any(_signed_by(key, jws) for key in keys):
-        return JwtRejected("bad-signature")
-    claims = jws.payload
-    for name in ("exp", "nbf", "iat"):
-        if name in claims and _number(claims[name]) is None:
-            return JwtRejected("malformed")
-    exp = _number(claims.get("exp"))
-    if exp is None:
-        return JwtRejected("no-expiry")
+def _check(token: str, keys: list[jwt.PyJWK], now: float, issuers: Collection[str],
+           audience: str) -> Claims | JwtRejected:
+    claims = _decode(token, keys, issuers, audience)
+    if isinstance(claims, JwtRejected):
+        return claims
+    if any(name in claims and _number(claims[name]) is None for name in ("exp", "nbf", "iat")):
+        return JwtRejected("malformed")  # PyJWT would take `true` for 1 and a float for its int
+    exp = float(claims["exp"])
     if exp <= now - LEEWAY_S:
         return JwtRejected("expired")
     nbf = _number(claims.get("nbf"))
     if nbf is not None and nbf > now + LEEWAY_S:
         return JwtRejected("not-yet-valid")
-    issuer = claims.get("iss")
-    if not isinstance(issuer, str) or issuer not in issuers:
-        return JwtRejected("wrong-issuer")
-    aud = claims.get("aud")
-    if not (aud == audience or (isinstance(aud, list) and audience in aud)):
-        return JwtRejected("wrong-audience")
     subject = claims.get("sub")
-    if subject is None or subject == "":
+    if not subject:  # absent or "" (a non-string was refused by PyJWT)
         return JwtRejected("missing-subject")
-    if not isinstance(subject, str):
-        return JwtRejected("malformed")
-    return Claims(subject, issuer, exp, _optional_str(claims.get("email")), _optional_str(claims.get("role")),
-                  _optional_str(claims.get("sid")))
-
-
-def _signed_by(key: Ed25519PublicKey, jws: _Jws) -> bool:
-    try:
-        key.verify(jws.signature, jws.signing_input)
-    except InvalidSignature:
-        return False
-    return True
+    return Claims(subject, claims["iss"], exp, _optional_str(claims.get("email")),
+                  _optional_str(claims.get("role")), _optional_str(claims.get("sid")))
 
 
 def verify(token: str, jwks: Jwks, now: float, issuers: Collection[str], audience: str) -> Claims | JwtRejected:
     """Verify a compact EdDSA JWS and its claims at `now` (Unix seconds)."""
-    jws = _parse(token)
-    if isinstance(jws, JwtRejected):
-        return jws
-    return _check(jws, jwks, now, issuers, audience)
+    header = _header(token)
+    if isinstance(header, JwtRejected):
+        return header
+    return _check(token, jwks.candidates(header.get("kid")), now, issuers, audience)
 
 
 def parse_jwks(document: object) -> Jwks:
@@ -241,20 +239,18 @@ def parse_jwks(document: object) -> Jwks:
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise ValueError("not a JWK set")
     keys = []
-    for jwk in document["keys"]:
-        if not isinstance(jwk, dict) or jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
+    for entry in document["keys"]:
+        if not isinstance(entry, dict) or entry.get("kty") != "OKP" or entry.get("crv") != "Ed25519":
             continue
-        if jwk.get("alg", "EdDSA") != "EdDSA" or jwk.get("use", "sig") != "sig":
-            continue
-        kid, x = jwk.get("kid"), jwk.get("x")
-        if not isinstance(x, str) or not (kid is None or isinstance(kid, str)):
+        if entry.get("alg", "EdDSA") != "EdDSA" or entry.get("use", "sig") != "sig" or "d" in entry:
+            continue  # not for signatures, or private key material a JWKS must not carry
+        kid = entry.get("kid")
+        if not (kid is None or isinstance(kid, str)):
             continue
         try:
-            raw = _b64url(x)
-        except (ValueError, binascii.Error):
+            keys.append(Jwk(kid, jwt.PyJWK(entry, algorithm="EdDSA")))
+        except (jwt.PyJWTError, ValueError, TypeError):  # no or a bad `x`
             continue
-        if len(raw) == 32:
-            keys.append(Jwk(kid, Ed25519PublicKey.from_public_bytes(raw)))
     return Jwks(tuple(keys))
 
 
@@ -336,11 +332,12 @@ async def open_jwks_cache(auth_url: str | None, **options: Any) -> AsyncIterator
 async def authenticate(token: str, jwks: JwksCache, *, now: float, issuers: Collection[str],
                        audience: str) -> Claims | JwtRejected:
     """`verify` with keys from the cache; a token that cannot be parsed fetches nothing."""
-    jws = _parse(token)
-    if isinstance(jws, JwtRejected):
-        return jws
+    header = _header(token)
+    if isinstance(header, JwtRejected):
+        return header
+    kid = header.get("kid")
     try:
-        keys = await jwks.keys_for(jws.kid)
+        keys = await jwks.keys_for(kid)
     except JwksUnavailable:
         return JwtRejected("jwks-unavailable")  # logged by the cache, once per failed fetch
-    return _check(jws, keys, now, issuers, audience)
+    return _check(token, keys.candidates(kid), now, issuers, audience)

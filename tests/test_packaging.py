@@ -37,3 +37,19 @@ def test_every_setting_is_documented() -> None:
 
     documented = (ROOT / "docs" / "configuration.md").read_text()
     assert [name for name in sorted(KNOWN_VARIABLES) if f"`{name}`" not in documented] == []
+
+
+def test_the_build_is_pinned_and_the_license_is_an_spdx_string() -> None:
+    """setuptools deprecates `license` as a table (builds fail after 2027-02-18); an unpinned
+    backend lets every build pick another setuptools."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert config["project"]["license"] == "LicenseRef-Proprietary"
+    (backend,) = config["build-system"]["requires"]
+    assert re.fullmatch(r"setuptools==\d+\.\d+\.\d+", backend), backend
+    assert int(backend.split("==")[1].split(".")[0]) >= 77  # the first to read SPDX strings (PEP 639)
+
+
+def test_the_version_has_one_source() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in config["project"] and config["project"]["dynamic"] == ["version"]
+    assert config["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "http_api.app.VERSION"}

@@ -8,6 +8,8 @@ are signed here with `cryptography`.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import logging
 import time
@@ -33,7 +35,8 @@ from actors.snapshot import SnapshotActor
 from daemon import daemon_settings
 from http_api.app import AppDeps, create_app
 from http_api.audit import parse_limit
-from http_api.jwt import Claims, Jwks, JwksCache, JwksUnavailable, JwtRejected, jwks_url, parse_jwks, verify
+from http_api.jwt import (Claims, Jwks, JwksCache, JwksUnavailable, JwtRejected, RejectReason, jwks_url, parse_jwks,
+                          verify)
 from loopback import serving
 from observability.metrics import Metrics
 from seed import fetch
@@ -429,3 +432,70 @@ def test_verify_returns_claims_or_a_reason() -> None:
     assert check(f"{head}.{payload}") == JwtRejected("malformed")
     tampered = b64url(json.dumps(claims("u-2")).encode())
     assert check(f"{head}.{tampered}.{sig}") == JwtRejected("bad-signature")
+
+
+# --- what PyJWT guards, and the header we accept ----------------------------------------------
+
+
+def signed(body: dict[str, Any], header: dict[str, Any], key: Key = K1) -> str:
+    """A token with exactly this header, signed with `key` whatever `alg` says."""
+    head = b64url(json.dumps(header).encode())
+    payload = b64url(json.dumps(body).encode())
+    return f"{head}.{payload}.{b64url(key.private.sign(f'{head}.{payload}'.encode()))}"
+
+
+def hs256(body: dict[str, Any], secret: bytes) -> str:
+    """alg confusion: HMAC keyed with what the verifier holds as the public key."""
+    head = b64url(json.dumps({"alg": "HS256", "kid": "k1", "typ": "JWT"}).encode())
+    payload = b64url(json.dumps(body).encode())
+    mac = hmac.new(secret, f"{head}.{payload}".encode(), hashlib.sha256).digest()
+    return f"{head}.{payload}.{b64url(mac)}"
+
+
+def unsigned(body: dict[str, Any], alg: str) -> str:
+    return ".".join([b64url(json.dumps({"alg": alg, "kid": "k1", "typ": "JWT"}).encode()),
+                     b64url(json.dumps(body).encode()), ""])
+
+
+def hostile_tokens() -> list[tuple[str, str, RejectReason]]:
+    public = K1.private.public_key()
+    raw = public.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    pem = public.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    base = {"alg": "EdDSA", "kid": "k1"}
+    return [
+        ("alg none", unsigned(claims(), "none"), "unsupported-alg"),
+        ("alg None", unsigned(claims(), "None"), "unsupported-alg"),
+        ("HS256 keyed with the raw public key", hs256(claims(), raw), "unsupported-alg"),
+        ("HS256 keyed with the JWK's x", hs256(claims(), K1.jwk()["x"].encode()), "unsupported-alg"),
+        ("HS256 keyed with the PEM public key", hs256(claims(), pem), "unsupported-alg"),
+        ("crit with an unknown extension", signed(claims(), {**base, "crit": ["urn:x"], "urn:x": 1}), "malformed"),
+        ("crit naming a claim", signed(claims(), {**base, "crit": ["exp"], "exp": 1}), "malformed"),
+        ("crit not a list", signed(claims(), {**base, "crit": "urn:x", "urn:x": 1}), "malformed"),
+        ("crit empty", signed(claims(), {**base, "crit": []}), "malformed"),
+        ("b64 false (a detached payload)", signed(claims(), {**base, "b64": False, "crit": ["b64"]}), "malformed"),
+        ("typ of an access token", signed(claims(), {**base, "typ": "at+jwt"}), "wrong-type"),
+        ("typ JOSE", signed(claims(), {**base, "typ": "JOSE"}), "wrong-type"),
+        ("typ lower-case", signed(claims(), {**base, "typ": "jwt"}), "wrong-type"),
+        ("typ null", signed(claims(), {**base, "typ": None}), "wrong-type"),
+        ("kid a number", signed(claims(), {**base, "kid": 1}), "malformed"),
+        ("aud with a non-string", sign(claims(aud=["mana", 5])), "wrong-audience"),
+        ("jti a number", sign(claims(jti=5)), "malformed"),
+    ]
+
+
+def test_hostile_headers_and_claims_are_refused() -> None:
+    jwks = parse_jwks({"keys": [K1.jwk()]})
+    for name, token, reason in hostile_tokens():
+        assert verify(token, jwks, time.time(), {ISSUER}, "mana") == JwtRejected(reason), name
+    for header in ({"alg": "EdDSA", "kid": "k1"}, {"alg": "EdDSA", "kid": "k1", "typ": "JWT"}):  # typ absent or JWT
+        assert isinstance(verify(signed(claims(), header), jwks, time.time(), {ISSUER}, "mana"), Claims), header
+
+
+async def test_hostile_tokens_get_the_reference_401_and_header_refusals_fetch_no_keys(pool: asyncpg.Pool) -> None:
+    async with running_auth(K1) as (auth, auth_url), audit_daemon(pool, auth_url) as d:
+        for name, token, reason in hostile_tokens():
+            response = await d.client.get(PATH, headers=bearer(token))
+            assert (response.status_code, response.text) == (401, "Invalid or expired token"), name
+            if reason in ("unsupported-alg", "wrong-type"):
+                assert auth.fetches == 0, name  # refused on its header alone
+        assert (await d.client.get(PATH, headers=bearer(sign(claims())))).status_code == 200
