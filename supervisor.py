@@ -158,7 +158,8 @@ async def run_daemon(settings: Settings, pool: asyncpg.Pool, metrics: Metrics, s
         if listen_dsn is not None and settings.notify and settings.tick_enabled:
             if await set_notify_trigger(pool, True):
                 listener = ChangeListener(listen_dsn, runtime.snapshots.hint)
-        app = create_app(AppDeps(settings, metrics, pool, runtime.snapshots, runtime.registry, listener, jwks=jwks))
+        app = create_app(AppDeps(settings, metrics, pool, runtime.snapshots, runtime.registry, listener, jwks=jwks,
+                                 llm_health=runtime.llm.health))
         config = hypercorn_config(settings.host, settings.port, settings.grace_s + 1)
         async with trio.open_nursery() as scanning:
             await scanning.start(runtime.snapshots.run)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +22,8 @@ from http_api.auth import UNAUTHORIZED, service_key_ok
 from http_api.inspection import register_inspection
 from http_api.jwt import JwksCache
 from observability.metrics import Metrics
+from planner.iteration import iso_ms
+from planner.llm import LlmHealth
 from settings import Settings
 from store.listen import ChangeListener
 from store.pool import ping
@@ -36,6 +41,7 @@ class AppDeps:
     registry: AgentRegistry
     listener: ChangeListener | None = None
     jwks: JwksCache | None = None  # mana-auth's key set for /api/v1/me/ai-audit; None refuses every token
+    llm_health: Callable[[], LlmHealth] | None = None  # how the last LLM calls went (None: not shown)
 
 
 def create_app(deps: AppDeps) -> QuartTrio:
@@ -55,6 +61,8 @@ def create_app(deps: AppDeps) -> QuartTrio:
             if not service_key_ok(request.headers.get("X-Service-Key"), deps.settings.service_key):
                 g.metric_path = "/internal/*"
                 return jsonify(UNAUTHORIZED), 401
+        if not _clean_parameters(request.view_args or {}, request.args):
+            return jsonify(BAD_CHARACTERS), 400
         return None
 
     @app.after_request
@@ -86,6 +94,7 @@ def create_app(deps: AppDeps) -> QuartTrio:
 
     @app.get("/metrics")
     async def metrics_route() -> Any:
+        _llm_json(deps)  # sets mana_ai_llm_up
         if deps.listener is not None:
             metrics.notify_listener_up.set(1 if deps.listener.state().connected else 0)
         metrics.observe_actors([("legacy" if a.key[1] is None else (a.agent.state if a.agent else "active"), a.queued)
@@ -166,6 +175,7 @@ async def _health(deps: AppDeps, check: DatabaseCheck) -> tuple[dict[str, Any], 
         "service": "mana-ai",
         "version": VERSION,
         "tick": {"enabled": settings.tick_enabled, "running": settings.tick_enabled and actor.alive},
+        **_llm_json(deps),
         "checks": {
             "database": database,
             "snapshotActor": actor.alive,
@@ -180,6 +190,31 @@ async def _health(deps: AppDeps, check: DatabaseCheck) -> tuple[dict[str, Any], 
         },
     }
     return body, ok
+
+
+def _llm_json(deps: AppDeps) -> dict[str, Any]:
+    """The LLM's state beside the reference fields. It never makes the daemon not-ok: a restart
+    cannot fix an LLM that is down, but an operator sees it at once."""
+    if deps.llm_health is None:
+        return {}
+    health = deps.llm_health()
+    deps.metrics.llm_up.set(1 if health.ok else 0)
+    last = None if health.last_success_at is None else iso_ms(datetime.fromtimestamp(health.last_success_at,
+                                                                                      timezone.utc))
+    return {"llm": {"ok": health.ok, "consecutiveFailures": health.consecutive_failures,
+                    "lastSuccessAt": last, "lastError": health.last_error}}
+
+
+BAD_CHARACTERS = {"error": "invalid characters in the request"}
+# control characters (NUL first: Postgres refuses it in text), lone surrogates and U+FFFD
+# (what undecodable UTF-8 percent-escapes turn into)
+_UNCLEAN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffd]")
+
+
+def _clean_parameters(view_args: Mapping[str, Any], args: Mapping[str, str]) -> bool:
+    """Whether route and query parameters are text we may use in a query and a log line."""
+    values = [*(str(v) for v in view_args.values()), *args.keys(), *args.values()]
+    return not any(_UNCLEAN.search(value) for value in values)
 
 
 def _notify_json(listener: ChangeListener | None) -> dict[str, Any]:

@@ -143,6 +143,9 @@ class Metrics:
         self.lease_renewal_failures = Counter("mana_ai_lease_renewal_failures_total",
                                               "Lease renewals that failed (database or connection trouble)",
                                               registry=r)
+        self.llm_up = Gauge("mana_ai_llm_up", "1 while the last LLM call succeeded (or none was made yet)",
+                            registry=r)
+        self.llm_up.set(1)
         self.stage_duration = Histogram("mana_ai_stage_duration_seconds",
                                         "Time spent per stage of a cycle (refresh, select, claim, dispatch, "
                                         "housekeeping) and of a mission (inputs, llm, write-back)",

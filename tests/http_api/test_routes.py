@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
 import asyncpg
+import pytest
 import trio
 
 from daemon import SERVICE_KEY, running_daemon
@@ -143,3 +144,37 @@ async def test_a_tick_longer_than_the_keep_alive_timeout_still_answers(pool: asy
     async with running_fake_llm(slow) as llm, running_daemon(pool, mana_llm_url=llm.url) as d:
         response = await d.client.post("/internal/tick", headers=KEY, timeout=30)
     assert response.status_code == 200 and response.json()["plansWrittenBack"] == 1
+
+
+async def test_route_parameters_with_control_bytes_or_bad_utf8_are_a_400(pool: asyncpg.Pool,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    async with running_daemon(pool) as d:
+        for path in ("/internal/missions/%00", "/internal/missions/u%0A1", "/internal/agents/u-1/a%00",
+                     "/internal/missions/%FF%FE", "/internal/rejected?userId=%00", "/internal/rejected?limit=%1B"):
+            response = await d.client.get(path, headers=KEY)
+            assert response.status_code == 400, (path, response.text)
+            assert response.json() == {"error": "invalid characters in the request"}, path
+        # UTF-8 is fine: an unknown user, not a bad request
+        assert (await d.client.get("/internal/missions/u-%C3%A4", headers=KEY)).status_code in (200, 404)
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert "\x00" not in caplog.text
+
+
+async def test_health_shows_the_llm_at_once_without_making_the_daemon_unready(pool: asyncpg.Pool) -> None:
+    await insert_rows(pool, {**mission("m1", agent_id=None), "created_at": PAST})
+    async with running_fake_llm(Reply(status=503, body="overloaded")) as llm, \
+            running_daemon(pool, mana_llm_url=llm.url, llm_retries=0) as d:
+        body = (await d.client.get("/health")).json()
+        assert body["llm"] == {"ok": True, "consecutiveFailures": 0, "lastSuccessAt": None, "lastError": None}
+        await d.client.post("/internal/tick", headers=KEY)  # the one mission's call fails
+        response = await d.client.get("/health")
+        assert response.status_code == 200 and response.json()["ok"] is True  # a restart would not help
+        assert response.json()["llm"] == {"ok": False, "consecutiveFailures": 1, "lastSuccessAt": None,
+                                          "lastError": "mana-llm 503"}
+        assert "mana_ai_llm_up{service=\"mana-ai\"} 0.0" in (await d.client.get("/metrics")).text
+        llm.script(plan_reply([]))
+        await insert_rows(pool, mission("m2", agent_id=None))
+        await d.client.post("/internal/tick", headers=KEY)
+        health = (await d.client.get("/health")).json()["llm"]
+        assert health["ok"] is True and health["consecutiveFailures"] == 0 and health["lastSuccessAt"]
+        assert "mana_ai_llm_up{service=\"mana-ai\"} 1.0" in (await d.client.get("/metrics")).text
