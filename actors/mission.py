@@ -35,7 +35,7 @@ from actors.messages import (
     MissionOutcome,
 )
 from observability.metrics import Metrics
-from observability.redact import safe_url
+from observability.redact import Redactor, safe_url
 from observability.tracing import Attributes, NoTracing, Tracing
 from planner import (
     AI_AVAILABLE_TOOLS,
@@ -94,6 +94,7 @@ class MissionRunner:
                  inputs: InputResolver | None = None, research: ResearchClient | None = None,
                  writer: GroupCommit | None = None) -> None:
         self._writer = writer  # None: each write-back is its own round trip
+        self._redact = Redactor(settings.secrets())  # errors go to logs, the ledger and TickStats
         self._tracing: Tracing = tracing or NoTracing()
         self._inputs = inputs  # None: missions are planned from their own text only
         self._research = research  # None: no web-research pre-step (MANA_AI_RESEARCH_TOKEN unset)
@@ -331,6 +332,7 @@ class MissionRunner:
     async def _fail(self, due: MissionDue, kind: str, error: str, *, completion: Completion | None = None,
                     plan_produced: bool = False) -> MissionOutcome:
         """Count, log and record a failed attempt in the ledger (retry with backoff, or dead)."""
+        error = self._redact(error)
         if kind == ERROR:
             self._metrics.mission_errors.inc()
         delay = backoff_s(due.claim.attempt, base_s=self._retry.base_s, max_s=self._retry.max_s,

@@ -31,6 +31,7 @@ from actors.groups import leaves, single_leaf
 from actors.leases import LeaseKeeper
 from actors.messages import Cycle, MissionDue, TickBatch, TickStats
 from observability.metrics import Metrics
+from observability.redact import Redactor
 from planner.iteration import iso_ms
 from settings import Settings
 from store.agents import load_agents
@@ -91,6 +92,7 @@ class SnapshotActor:
         self._hinted = False
         self._due_at = math.inf  # trio time when the next mission becomes due
         self._jitter = jitter
+        self._redact = Redactor(settings.secrets())
         self._failures = 0  # cycles failed in a row
         self._last_error: str | None = None
         self._retry_at = -math.inf  # trio time before which no scheduled cycle starts (back-off)
@@ -262,6 +264,7 @@ class SnapshotActor:
         cycle.finish(stats)
 
     def _fail(self, stats: TickStats, message: str, event: str, exc_info: bool = False) -> None:
+        message = self._redact(message)
         stats.errors.append(message)
         self._metrics.cycle_errors.inc()
         log.error(event, extra={"error": message}, exc_info=exc_info)

@@ -72,6 +72,19 @@ class Settings:
     max_id_chars: int = 256
     max_row_bytes: int = 8_388_608
 
+    def secrets(self) -> tuple[str, ...]:
+        """Every credential in the configuration, to keep them out of errors and logs."""
+        found = [self.service_key, self.llm_api_key, self.research_token]
+        if self.sync_database_url is not None:
+            try:
+                found.append(urlsplit(self.sync_database_url).password)
+            except ValueError:
+                pass
+        if self.private_key_pem is not None:  # any line of the key's body
+            found += [line.strip() for line in self.private_key_pem.replace("\\n", "\n").splitlines()
+                      if line.strip() and not line.startswith("-----")]
+        return tuple(s for s in found if s)
+
     @property
     def embedded(self) -> bool:
         return self.sync_database_url is None
