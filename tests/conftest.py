@@ -59,6 +59,15 @@ class PgServer:
     def dsn(self, database: str) -> str:
         return with_database(self.admin_dsn, database)
 
+    @contextmanager
+    def scratch_database(self, name: str, template: str | None = None) -> Iterator[str]:
+        """A database of its own (a copy of `template`, or empty), dropped afterwards."""
+        self.sql(f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else ""))
+        try:
+            yield self.dsn(name)
+        finally:
+            self.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
 
 async def _migrate_template(dsn: str) -> None:
     async with open_asyncio_bridge():
@@ -96,12 +105,8 @@ def pg() -> Iterator[PgServer]:
 @pytest.fixture
 def db_dsn(pg: PgServer) -> Iterator[str]:
     """A fresh, migrated database for this test."""
-    name = f"mana_ai_t{os.getpid()}_{next(_counter)}"
-    pg.sql(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
-    try:
-        yield pg.dsn(name)
-    finally:
-        pg.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with pg.scratch_database(f"mana_ai_t{os.getpid()}_{next(_counter)}", TEMPLATE) as dsn:
+        yield dsn
 
 
 @pytest.fixture

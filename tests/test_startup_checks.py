@@ -19,12 +19,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def bare_database(pg: PgServer) -> Iterator[str]:
     """A database mana-sync never ran on: no sync_changes."""
-    name = f"mana_ai_bare_{time.monotonic_ns()}"
-    pg.sql(f"CREATE DATABASE {name}")
-    try:
-        yield pg.dsn(name)
-    finally:
-        pg.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with pg.scratch_database(f"mana_ai_bare_{time.monotonic_ns()}") as dsn:
+        yield dsn
 
 
 @pytest.mark.parametrize("command", ["serve", "tick", "migrate"])
