@@ -6,7 +6,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
@@ -102,16 +102,31 @@ async def open_pool(dsn: str, size: int, connect_timeout_s: float) -> AsyncItera
         await close_pool(pool)
 
 
-async def _ping(pool: asyncpg.Pool) -> Any:
-    async with pool.acquire(timeout=2) as conn:
-        return await conn.fetchval(Q["ping"], timeout=2)
+async def _ping(pool: asyncpg.Pool, timeout_s: float) -> Any:
+    async with pool.acquire(timeout=timeout_s) as conn:
+        return await conn.fetchval(Q["ping"], timeout=timeout_s)
+
+
+Probe = Literal["ok", "failed", "timeout"]
+
+
+async def probe(pool: asyncpg.Pool, timeout_s: float = 2.0) -> Probe:
+    """Whether the database answers `SELECT 1`: it did, it failed, or no answer within `timeout_s`
+    (which an overloaded daemon cannot tell from a slow database). asyncpg finishes cancelling
+    a stuck query before it lets go, so a failure that ends after the deadline is a timeout."""
+    started = trio.current_time()
+    answered = False
+    with trio.move_on_after(timeout_s) as scope:
+        try:
+            answered = await aio_as_trio(_ping)(pool, timeout_s) == 1
+        except DRIVER_ERRORS:
+            pass
+    if answered:
+        return "ok"
+    late = scope.cancelled_caught or trio.current_time() - started >= timeout_s
+    return "timeout" if late else "failed"
 
 
 async def ping(pool: asyncpg.Pool, timeout_s: float = 2.0) -> bool:
     """Whether the database answers within `timeout_s`."""
-    with trio.move_on_after(timeout_s):
-        try:
-            return bool(await aio_as_trio(_ping)(pool) == 1)
-        except DRIVER_ERRORS:
-            return False
-    return False
+    return await probe(pool, timeout_s) == "ok"

@@ -4,6 +4,7 @@
         proxy.dsn            # the same database over TCP on 127.0.0.1
         proxy.cut()          # drop every open connection, as a Postgres restart does
         proxy.refusing = True  # accept new connections and close them at once (no server yet)
+        proxy.stalled = True   # open connections stay open, nothing gets through
 
 Over TCP asyncpg first asks for SSL (sslmode=prefer); a connection closed at that moment is
 the "unexpected connection_lost() call" path that a real failover takes.
@@ -24,6 +25,7 @@ import trio
 class PgProxy:
     dsn: str
     refusing: bool = False
+    stalled: bool = False  # hold every byte in both directions (a hung network or server)
     accepted: int = 0
     _live: set[trio.CancelScope] = field(default_factory=set)
 
@@ -32,8 +34,10 @@ class PgProxy:
             scope.cancel()
 
 
-async def _pump(source: trio.abc.ReceiveStream, sink: trio.abc.SendStream) -> None:
+async def _pump(proxy: PgProxy, source: trio.abc.ReceiveStream, sink: trio.abc.SendStream) -> None:
     async for chunk in source:
+        while proxy.stalled:
+            await trio.sleep(0.01)
         await sink.send_all(chunk)
 
 
@@ -46,11 +50,11 @@ async def _handle(proxy: PgProxy, socket_path: str, client: trio.SocketStream) -
             proxy._live.add(scope)
             try:
                 async with await trio.open_unix_socket(socket_path) as server, trio.open_nursery() as n:
-                    n.start_soon(_pump, client, server)
-                    await _pump(server, client)
+                    n.start_soon(_pump, proxy, client, server)
+                    await _pump(proxy, server, client)
                     n.cancel_scope.cancel()
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                pass
+            except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass  # either side went away: so does the other
             finally:
                 proxy._live.discard(scope)
 

@@ -61,3 +61,25 @@ async def test_a_lost_database_fails_the_next_check(pool: asyncpg.Pool, pg: PgSe
     await trio.to_thread.run_sync(pg.sql, f"DROP DATABASE {urlsplit(db_dsn).path[1:]} WITH (FORCE)")
     with trio.fail_after(3):
         assert await check.ok() is False
+
+
+async def test_a_slow_answer_is_forgiven_for_a_while_a_hung_database_is_not(aio_loop: None, db_dsn: str) -> None:
+    from pg_proxy import pg_tcp_proxy
+    from store.pool import close_pool, connect_with_retry
+
+    async with pg_tcp_proxy(db_dsn) as proxy:
+        pool = await connect_with_retry(proxy.dsn, 2, 10)
+        try:
+            check = DatabaseCheck(pool, timeout_s=0.2, slow_grace_s=1.5)
+            assert await check.ok() is True
+            proxy.stalled = True  # no answer: an overloaded loop and a hung server look alike
+            assert await check.ok() is True  # within the grace after the last good ping
+            await trio.sleep(1.5)
+            assert await check.ok() is False  # still nothing: the database is not ok
+            proxy.stalled = False
+            with trio.fail_after(10):
+                while not await check.ok():
+                    await trio.sleep(0.1)
+        finally:
+            proxy.stalled = False
+            await close_pool(pool)
