@@ -5,10 +5,11 @@
         async with http.stream(endpoint, headers, body) as response:   # one POST
             body, more = await response.read_up_to(1_048_576)
 
-Why not httpx here: per call, httpx spends about 4x the CPU of this module (request and
-response models, header merging, and httpcore's pool, which polls every pooled connection on
-each request: encode/httpcore#928); bench/llm_client_cpu.py and docs/architecture.md have
-the figures. httpx stays for every other outbound call.
+Why not httpx here: per call, httpx as we used it spent three to four times the CPU of this
+module, and even httpcore alone two to three times (request and response models, header
+merging, a pool that re-checks every connection, polling the idle ones, whenever a request
+comes or goes); bench/llm_client_cpu.py and docs/architecture.md have the figures. httpx stays
+for every other outbound call.
 
 What it does, and no more: POST with a body, a keep-alive pool bounded to ``max_connections``
 (idle connections reused last-in first-out, per origin), a connect timeout and a read timeout
