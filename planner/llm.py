@@ -3,7 +3,8 @@
 ``LlmClient.complete(system, user)`` posts the reference's chat-completion body and returns a
 ``Completion``. Unlike the reference (§14 item 15: no timeout, no retry), every attempt runs
 under ``trio.fail_after(timeout_s)`` and a bounded number of retries covers connect failures,
-429 and 5xx. Errors::
+429 and 5xx. The HTTP goes over the lean h11 client (planner/h11_client.py), not httpx: this
+call is the daemon's hot path. Its transport errors are httpx's types, mapped as below. Errors::
 
     LlmError                 base: mana-llm gave no usable answer
     ├── LlmUnavailable       the request never got a response (connect failed after retries)
@@ -33,7 +34,7 @@ import httpx
 import trio
 
 from observability.redact import safe_url
-from planner._http import declared_larger_than, read_up_to
+from planner.h11_client import Endpoint, H11Client, H11Response
 
 __all__ = [
     "Completion",
@@ -51,8 +52,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0
-#: httpx phase timeouts of the shared client; ``LlmClient`` replaces read/write/pool with its
-#: own ``timeout_s`` per request, so only the connect bound of the client is used there.
+#: the client's longest wait on the socket (either way); ``LlmClient`` sets its own ``timeout_s``
+#: per request instead, so that its ``fail_after(timeout_s)`` is what ends a slow attempt.
 DEFAULT_TIMEOUT_S = 120.0
 ERROR_TEXT_CHARS = 500
 _ERROR_TEXT_BYTES = 4 * ERROR_TEXT_CHARS  # enough UTF-8 for 500 characters
@@ -133,18 +134,16 @@ def chat_completions_url(base_url: str) -> str:
     return base + "/v1/chat/completions"
 
 
-def open_llm_http_client(concurrency: int) -> httpx.AsyncClient:
-    """One client per process for mana-llm, its pool sized to the caller's limiter.
+def open_llm_http_client(concurrency: int) -> H11Client:
+    """One client per process for mana-llm, its keep-alive pool sized to the caller's limiter.
 
-    ``max_keepalive_connections == max_connections`` avoids keep-alive churn, and callers
-    bound concurrency themselves (stack-notes §3: httpcore's pool degrades with long queues).
+    The lean h11 client, not httpx: this call is the daemon's hot path and httpx costs several
+    times its CPU per call (planner/h11_client.py, docs/architecture.md). Enter it with
+    ``async with``; leaving closes its connections.
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
-    return httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-        timeout=httpx.Timeout(DEFAULT_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
-    )
+    return H11Client(concurrency, connect_timeout_s=CONNECT_TIMEOUT_S, read_timeout_s=DEFAULT_TIMEOUT_S)
 
 
 # --- one exchange and its verdict -----------------------------------------------------------
@@ -269,7 +268,7 @@ class LlmClient:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: H11Client,
         *,
         base_url: str,
         api_key: str | None,
@@ -293,18 +292,15 @@ class LlmClient:
         if backoff_base_s < 0 or backoff_max_s < 0:
             raise ValueError("backoff_base_s and backoff_max_s must be >= 0")
         self._http = http
-        self._url = chat_completions_url(base_url)
-        self._shown_url = safe_url(self._url)  # what error messages may say
-        self._headers = {"content-type": "application/json"}
+        url = chat_completions_url(base_url)
+        self._endpoint = Endpoint.from_url(url)
+        self._shown_url = safe_url(url)  # what error messages may say
+        self._headers = [(b"accept", b"application/json"), (b"accept-encoding", b"gzip, deflate"),
+                         (b"content-type", b"application/json")]
         if api_key is not None:  # mana-llm checks X-API-Key when its own key is set
-            self._headers |= {"authorization": f"Bearer {api_key}", "x-api-key": api_key}
+            self._headers += [(b"authorization", f"Bearer {api_key}".encode()), (b"x-api-key", api_key.encode())]
         self._model = model
         self._timeout_s = timeout_s
-        # httpx times each phase; make read/write/pool as long as the whole attempt so that
-        # fail_after is what ends a slow attempt, and keep the shared client's connect bound.
-        connect_s = http.timeout.connect
-        self._request_timeout = httpx.Timeout(
-            timeout_s, connect=timeout_s if connect_s is None else min(connect_s, timeout_s))
         self._retries = retries
         self._limiter = limiter
         self._closed = False
@@ -371,6 +367,13 @@ class LlmClient:
             scope.cancel()
 
     async def _acquire(self) -> None:
+        if self._closed:
+            raise LlmClosed()
+        try:
+            self._limiter.acquire_nowait()  # a free slot: no cancel scope (CPU) needed
+            return
+        except trio.WouldBlock:
+            pass
         with trio.CancelScope() as waiting:
             if not self._closed:
                 self._waiting.add(waiting)
@@ -399,18 +402,18 @@ class LlmClient:
     async def _exchange(self, payload: bytes) -> _Answered | _Unreached:
         responded = False
         try:
-            async with self._http.stream("POST", self._url, content=payload, headers=self._headers,
-                                         timeout=self._request_timeout) as response:
+            async with self._http.stream(self._endpoint, self._headers, payload,
+                                         read_timeout_s=self._timeout_s) as response:
                 responded = True
-                if not response.is_success:
-                    body, _ = await read_up_to(response, _ERROR_TEXT_BYTES)
+                if not 200 <= response.status < 300:
+                    body, _ = await response.read_up_to(_ERROR_TEXT_BYTES)
                 else:
                     body = await _read_capped(response, self._max_response_bytes)
-                return _Answered(response.status_code, response.headers.get("retry-after"), body)
+                return _Answered(response.status, response.header(b"retry-after"), body)
         except httpx.DecodingError as exc:
             raise LlmBadResponse(f"mana-llm response could not be decoded: {exc}") from exc
-        except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout) as exc:
-            # a phase ran as long as the whole attempt may: fail_after was about to fire anyway
+        except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
+            # the socket was silent for the whole attempt's time: fail_after was about to fire
             raise LlmTimeout(f"mana-llm timed out after {self._timeout_s:g}s") from exc
         except httpx.TransportError as exc:
             if not responded:
@@ -419,12 +422,13 @@ class LlmClient:
             raise LlmUnavailable(f"mana-llm unreachable at {self._shown_url}: {_describe(exc)}") from exc
 
 
-async def _read_capped(response: httpx.Response, limit: int) -> bytes:
+async def _read_capped(response: H11Response, limit: int) -> bytes:
     """The whole (decoded) body, or ``LlmBadResponse`` once it exceeds ``limit`` bytes."""
     too_large = LlmBadResponse(f"mana-llm response larger than {limit} bytes")
-    if declared_larger_than(response, limit):
+    declared = response.declared_length
+    if declared is not None and declared > limit:  # checked before reading a byte of it
         raise too_large
-    body, more = await read_up_to(response, limit)
+    body, more = await response.read_up_to(limit)
     if more:
         raise too_large
     return body

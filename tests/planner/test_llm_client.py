@@ -16,6 +16,7 @@ import pytest
 import trio
 
 from fake_llm import FakeLlm, Reply, completion, plan_reply, running_fake_llm
+from planner.h11_client import H11Client
 from planner.llm import (
     Completion,
     LlmBadResponse,
@@ -44,12 +45,12 @@ class Seen:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
+async def http() -> AsyncIterator[H11Client]:
     async with open_llm_http_client(10) as client:
         yield client
 
 
-def make_client(http: httpx.AsyncClient, url: str, seen: Seen | None = None, **overrides: Any) -> LlmClient:
+def make_client(http: H11Client, url: str, seen: Seen | None = None, **overrides: Any) -> LlmClient:
     seen = seen if seen is not None else Seen()
     options: dict[str, Any] = {
         "api_key": API_KEY, "model": MODEL, "timeout_s": 5.0, "retries": 2,
@@ -74,7 +75,7 @@ def closed_port() -> int:
 # --- the request ----------------------------------------------------------------------------
 
 
-async def test_request_is_the_reference_request(http: httpx.AsyncClient) -> None:
+async def test_request_is_the_reference_request(http: H11Client) -> None:
     with trio.fail_after(10):
         async with running_fake_llm() as fake:
             await make_client(http, fake.url + "/").complete("You plan.", "# Mission: Ä")
@@ -91,7 +92,7 @@ async def test_request_is_the_reference_request(http: httpx.AsyncClient) -> None
         assert fake.headers[0]["x-api-key"] == API_KEY  # what mana-llm checks when its own key is set
 
 
-async def test_without_a_key_no_credential_is_sent(http: httpx.AsyncClient) -> None:
+async def test_without_a_key_no_credential_is_sent(http: H11Client) -> None:
     with trio.fail_after(10):
         async with running_fake_llm() as fake:
             await make_client(http, fake.url, api_key=None).complete("s", "u")
@@ -99,14 +100,14 @@ async def test_without_a_key_no_credential_is_sent(http: httpx.AsyncClient) -> N
 
 
 @pytest.mark.parametrize("suffix", ["", "/", "/v1", "/v1/"])
-async def test_a_base_url_with_or_without_v1_reaches_the_endpoint(http: httpx.AsyncClient, suffix: str) -> None:
+async def test_a_base_url_with_or_without_v1_reaches_the_endpoint(http: H11Client, suffix: str) -> None:
     with trio.fail_after(10):
         async with running_fake_llm() as fake:
             await make_client(http, fake.url + suffix).complete("s", "u")
     assert len(fake.requests) == 1
 
 
-async def test_errors_never_show_url_credentials_or_query(http: httpx.AsyncClient) -> None:
+async def test_errors_never_show_url_credentials_or_query(http: H11Client) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed once the block ends: connects are refused
@@ -117,7 +118,7 @@ async def test_errors_never_show_url_credentials_or_query(http: httpx.AsyncClien
     assert "user@" not in str(caught.value)
 
 
-async def test_health_follows_the_last_calls(http: httpx.AsyncClient) -> None:
+async def test_health_follows_the_last_calls(http: H11Client) -> None:
     async with running_fake_llm(Reply(status=500, body="a body that may echo user text")) as fake:
         client = make_client(http, fake.url, retries=0)
         assert client.health().ok and client.health().last_success_at is None
@@ -134,14 +135,14 @@ async def test_health_follows_the_last_calls(http: httpx.AsyncClient) -> None:
         assert health.last_success_at is not None
 
 
-async def test_a_lone_surrogate_is_sent_escaped(http: httpx.AsyncClient) -> None:
+async def test_a_lone_surrogate_is_sent_escaped(http: H11Client) -> None:
     with trio.fail_after(10):
         async with running_fake_llm() as fake:
             await make_client(http, fake.url).complete("s", "broken \ud800 text")
     assert fake.requests[0]["messages"][1]["content"] == "broken \ud800 text"
 
 
-async def test_the_path_is_v1_chat_completions(http: httpx.AsyncClient) -> None:
+async def test_the_path_is_v1_chat_completions(http: H11Client) -> None:
     with trio.fail_after(10):
         async with running_fake_llm() as fake:
             with pytest.raises(LlmHttpError) as caught:            # the fake serves only that path
@@ -152,7 +153,7 @@ async def test_the_path_is_v1_chat_completions(http: httpx.AsyncClient) -> None:
 # --- the answer -----------------------------------------------------------------------------
 
 
-async def test_content_usage_and_model_are_read(http: httpx.AsyncClient) -> None:
+async def test_content_usage_and_model_are_read(http: H11Client) -> None:
     seen = Seen()
     with trio.fail_after(10):
         async with running_fake_llm(completion("hello", prompt_tokens=5, completion_tokens=3,
@@ -162,14 +163,14 @@ async def test_content_usage_and_model_are_read(http: httpx.AsyncClient) -> None
     assert len(seen.durations) == 1 and seen.retries == []
 
 
-async def test_a_plan_reply_round_trips_through_the_parser(http: httpx.AsyncClient) -> None:
+async def test_a_plan_reply_round_trips_through_the_parser(http: H11Client) -> None:
     with trio.fail_after(10):
         async with running_fake_llm(plan_reply([], summary="Nothing to do")) as fake:
             result = await make_client(http, fake.url).complete("s", "u")
     assert result.content.startswith("```json\n") and '"summary": "Nothing to do"' in result.content
 
 
-async def test_bad_usage_counts_as_zero_and_model_falls_back(http: httpx.AsyncClient) -> None:
+async def test_bad_usage_counts_as_zero_and_model_falls_back(http: H11Client) -> None:
     body = {"model": 42, "choices": [{"message": {"content": "x"}}],
             "usage": {"prompt_tokens": -1, "completion_tokens": True}}
     with trio.fail_after(10):
@@ -183,7 +184,7 @@ async def test_bad_usage_counts_as_zero_and_model_falls_back(http: httpx.AsyncCl
     {"choices": [{"index": 0, "message": {"role": "assistant"}}]},  # content missing
     {"choices": [{"index": 0}]},                                # message missing
 ])
-async def test_missing_content_is_empty_like_the_reference(http: httpx.AsyncClient, body: Any) -> None:
+async def test_missing_content_is_empty_like_the_reference(http: H11Client, body: Any) -> None:
     with trio.fail_after(10):
         async with running_fake_llm(Reply(body=body)) as fake:
             result = await make_client(http, fake.url).complete("s", "u")
@@ -205,7 +206,7 @@ async def test_missing_content_is_empty_like_the_reference(http: httpx.AsyncClie
     (completion({"text": "x"}), "mana-llm content is not a string"),
     (Reply(body=b"x" * 200_001), "mana-llm response larger than 200000 bytes"),
 ])
-async def test_unusable_bodies_are_bad_responses(http: httpx.AsyncClient, reply: Reply, message: str) -> None:
+async def test_unusable_bodies_are_bad_responses(http: H11Client, reply: Reply, message: str) -> None:
     seen = Seen()
     with trio.fail_after(10):
         async with running_fake_llm(reply) as fake:
@@ -215,7 +216,7 @@ async def test_unusable_bodies_are_bad_responses(http: httpx.AsyncClient, reply:
     assert len(fake.requests) == 1 and seen.retries == []             # never retried
 
 
-async def test_the_size_cap_is_inclusive(http: httpx.AsyncClient) -> None:
+async def test_the_size_cap_is_inclusive(http: H11Client) -> None:
     body = json.dumps(completion("ok").body).encode()
     with trio.fail_after(10):
         async with running_fake_llm(Reply(body=body)) as fake:
@@ -225,7 +226,7 @@ async def test_the_size_cap_is_inclusive(http: httpx.AsyncClient) -> None:
                 await make_client(http, fake.url, max_response_bytes=len(body) - 1).complete("s", "u")
 
 
-async def test_the_cap_applies_to_the_decoded_stream(http: httpx.AsyncClient) -> None:
+async def test_the_cap_applies_to_the_decoded_stream(http: H11Client) -> None:
     """A small gzip body (small Content-Length) that inflates past the cap is cut while streaming."""
     inflated = json.dumps(completion("y" * 50_000).body).encode()
     reply = Reply(body=gzip.compress(inflated), headers={"content-encoding": "gzip"})
@@ -242,7 +243,7 @@ async def test_the_cap_applies_to_the_decoded_stream(http: httpx.AsyncClient) ->
 # --- HTTP errors and retries ----------------------------------------------------------------
 
 
-async def test_500_then_200_is_retried(http: httpx.AsyncClient) -> None:
+async def test_500_then_200_is_retried(http: H11Client) -> None:
     seen = Seen()
     with trio.fail_after(10):
         async with running_fake_llm(Reply(status=500, body={"detail": "boom"}), completion("ok")) as fake:
@@ -252,7 +253,7 @@ async def test_500_then_200_is_retried(http: httpx.AsyncClient) -> None:
     assert len(fake.requests) == 2 and fake.requests[0] == fake.requests[1]
 
 
-async def test_5xx_until_retries_run_out(http: httpx.AsyncClient) -> None:
+async def test_5xx_until_retries_run_out(http: H11Client) -> None:
     seen = Seen()
     with trio.fail_after(10):
         async with running_fake_llm(Reply(status=502, body="bad gateway")) as fake:
@@ -262,7 +263,7 @@ async def test_5xx_until_retries_run_out(http: httpx.AsyncClient) -> None:
     assert seen.retries == ["5xx", "5xx"] and len(seen.durations) == 3 and len(fake.requests) == 3
 
 
-async def test_429_retry_after_zero_is_honoured(http: httpx.AsyncClient) -> None:
+async def test_429_retry_after_zero_is_honoured(http: H11Client) -> None:
     """The computed backoff would be 100 s; Retry-After: 0 makes it immediate."""
     seen = Seen()
     with trio.fail_after(5):
@@ -273,7 +274,7 @@ async def test_429_retry_after_zero_is_honoured(http: httpx.AsyncClient) -> None
     assert result.attempts == 2 and seen.retries == ["429"]
 
 
-async def test_retry_after_as_a_past_http_date_is_immediate(http: httpx.AsyncClient) -> None:
+async def test_retry_after_as_a_past_http_date_is_immediate(http: H11Client) -> None:
     seen = Seen()
     with trio.fail_after(5):
         async with running_fake_llm(Reply(status=503, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}),
@@ -284,7 +285,7 @@ async def test_retry_after_as_a_past_http_date_is_immediate(http: httpx.AsyncCli
     assert seen.retries == ["5xx"]
 
 
-async def test_retry_after_too_long_is_not_waited_for(http: httpx.AsyncClient) -> None:
+async def test_retry_after_too_long_is_not_waited_for(http: H11Client) -> None:
     seen = Seen()
     with trio.fail_after(5):
         async with running_fake_llm(Reply(status=429, body="slow down", headers={"Retry-After": "31"}),
@@ -295,7 +296,7 @@ async def test_retry_after_too_long_is_not_waited_for(http: httpx.AsyncClient) -
     assert seen.retries == [] and len(fake.requests) == 1
 
 
-async def test_400_is_not_retried_and_keeps_the_reference_message(http: httpx.AsyncClient) -> None:
+async def test_400_is_not_retried_and_keeps_the_reference_message(http: H11Client) -> None:
     seen = Seen()
     detail = {"detail": "Provider 'x' not available. Available providers: ['ollama']"}
     with trio.fail_after(10):
@@ -306,7 +307,7 @@ async def test_400_is_not_retried_and_keeps_the_reference_message(http: httpx.As
     assert caught.value.status == 400 and seen.retries == [] and len(fake.requests) == 1
 
 
-async def test_error_text_is_truncated_to_500_characters(http: httpx.AsyncClient) -> None:
+async def test_error_text_is_truncated_to_500_characters(http: H11Client) -> None:
     with trio.fail_after(10):
         async with running_fake_llm(Reply(status=503, body="é" * 100_000)) as fake:
             with pytest.raises(LlmHttpError) as caught:
@@ -314,7 +315,7 @@ async def test_error_text_is_truncated_to_500_characters(http: httpx.AsyncClient
     assert str(caught.value) == "mana-llm 503: " + "é" * 500 and caught.value.body == "é" * 500
 
 
-async def test_the_limiter_is_free_during_backoff(http: httpx.AsyncClient) -> None:
+async def test_the_limiter_is_free_during_backoff(http: H11Client) -> None:
     limiter = trio.CapacityLimiter(1)
     borrowed: list[int] = []
     with trio.fail_after(10):
@@ -328,7 +329,7 @@ async def test_the_limiter_is_free_during_backoff(http: httpx.AsyncClient) -> No
 # --- transport failures and timeouts --------------------------------------------------------
 
 
-async def test_a_closed_port_is_retried_then_unavailable(http: httpx.AsyncClient) -> None:
+async def test_a_closed_port_is_retried_then_unavailable(http: H11Client) -> None:
     seen = Seen()
     port = closed_port()
     with trio.fail_after(10):
@@ -339,7 +340,7 @@ async def test_a_closed_port_is_retried_then_unavailable(http: httpx.AsyncClient
     assert seen.retries == ["connect", "connect"] and len(seen.durations) == 3
 
 
-async def test_a_hanging_server_times_out_once_and_frees_the_limiter(http: httpx.AsyncClient) -> None:
+async def test_a_hanging_server_times_out_once_and_frees_the_limiter(http: H11Client) -> None:
     seen = Seen()
     limiter = trio.CapacityLimiter(1)
     with trio.fail_after(10):
@@ -354,7 +355,7 @@ async def test_a_hanging_server_times_out_once_and_frees_the_limiter(http: httpx
     assert limiter.borrowed_tokens == 0
 
 
-async def test_a_slow_body_counts_against_the_same_budget(http: httpx.AsyncClient) -> None:
+async def test_a_slow_body_counts_against_the_same_budget(http: H11Client) -> None:
     """fail_after bounds the whole attempt, not each httpx phase."""
     with trio.fail_after(10):
         async with running_fake_llm(with_delay(completion("late"), 0.5)) as fake:
@@ -365,7 +366,7 @@ async def test_a_slow_body_counts_against_the_same_budget(http: httpx.AsyncClien
 # --- concurrency and cancellation -----------------------------------------------------------
 
 
-async def test_the_limiter_bounds_requests_in_flight(http: httpx.AsyncClient) -> None:
+async def test_the_limiter_bounds_requests_in_flight(http: H11Client) -> None:
     limiter = trio.CapacityLimiter(3)
     results: list[Completion] = []
     with trio.fail_after(10):
@@ -383,7 +384,7 @@ async def test_the_limiter_bounds_requests_in_flight(http: httpx.AsyncClient) ->
     assert limiter.borrowed_tokens == 0
 
 
-async def test_cancellation_in_flight_propagates_and_frees_the_limiter(http: httpx.AsyncClient) -> None:
+async def test_cancellation_in_flight_propagates_and_frees_the_limiter(http: H11Client) -> None:
     seen = Seen()
     limiter = trio.CapacityLimiter(1)
     arrived = trio.Event()
@@ -417,7 +418,7 @@ async def test_cancellation_in_flight_propagates_and_frees_the_limiter(http: htt
             assert (await client.complete("s", "u")).attempts == 1
 
 
-async def test_close_ends_waiting_calls_and_starts_no_request(http: httpx.AsyncClient) -> None:
+async def test_close_ends_waiting_calls_and_starts_no_request(http: H11Client) -> None:
     async with running_fake_llm(dataclasses.replace(completion("ok"), delay_s=0.3)) as fake:
         client = make_client(http, fake.url, limiter=trio.CapacityLimiter(1))
         results: list[object] = []
@@ -442,7 +443,7 @@ async def test_close_ends_waiting_calls_and_starts_no_request(http: httpx.AsyncC
         assert len(fake.requests) == 1
 
 
-async def test_the_fake_counts_concurrent_requests(http: httpx.AsyncClient) -> None:
+async def test_the_fake_counts_concurrent_requests(http: H11Client) -> None:
     """The fake's own bookkeeping, which other suites rely on."""
     fake: FakeLlm
     with trio.fail_after(10):
