@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import random
 import time
 import uuid
 from contextvars import ContextVar
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -55,14 +56,18 @@ from planner import (
     with_agent_context,
 )
 from planner.inputs import USER_DATA_CLOSE, USER_DATA_NOTICE, USER_DATA_OPEN
-from planner.llm import Completion, LlmClient, LlmClosed, LlmError, LlmTimeout
+from planner.llm import AssistantTurn, Completion, LlmClient, LlmClosed, LlmError, LlmTimeout
+from planner.prompt_tools import build_tools_prompt
+from planner.schemas import FunctionSchema, tools_to_function_schemas
+from planner.tool_loop import Budget, BudgetView, LoopResult, WireMessage, run_tool_loop, tool_label
+from planner.tools import Tool
 from planner.research import research_input, research_markdown, wants_research
 from planner.research_client import ResearchClient, ResearchFailed
 from settings import Settings
 from store.errors import DATABASE_ERRORS, LeaseLost
 from store.records import Agent
 from store.runs import backoff_s, fail_run, release_claim
-from store.usage import Reservation, TokenUsage, record_usage, release_tokens, reserve_tokens
+from store.usage import Reservation, TokenUsage, record_usage, release_tokens, reserve_tokens, usage_24h
 from store.group_commit import GroupCommit
 from store.writeback import Provenance, WriteBack, WriteRequest, write_back
 
@@ -170,6 +175,8 @@ class MissionRunner:
                 resolved = await self._resolve_inputs(due, iteration_id)
         except _DB_ERRORS as exc:
             return await self._fail(due, ERROR, f"input resolution failed: {exc}")
+        if self._settings.planner == "tools":
+            return await self._plan_with_tools(due, tools, resolved, iteration_id)
         messages = build_planner_prompt(
             PromptMission(mission.title, mission.concept_markdown, mission.objective, mission.iterations),
             resolved.inputs, tools)
@@ -299,6 +306,136 @@ class MissionRunner:
                                  "mana_ai.llm.attempts": completion.attempts})
             return completion
 
+    # --- the tool-calling planner (MANA_AI_PLANNER=tools, docs/planner-tools.md) -------------
+
+    async def _plan_with_tools(self, due: MissionDue, tools: tuple[Tool, ...], resolved: Inputs,
+                               iteration_id: str) -> MissionOutcome:
+        """Rounds of tool calls instead of one JSON answer; the same ledger, write-back and row."""
+        mission, agent, settings = due.mission, due.agent, self._settings
+        messages = build_tools_prompt(
+            PromptMission(mission.title, mission.concept_markdown, mission.objective, mission.iterations),
+            resolved.inputs, max_rounds=settings.planner_max_rounds)
+        if resolved.wrapped:
+            messages = PlannerMessages(messages.system + USER_DATA_NOTICE, messages.user)
+        if agent is not None:
+            messages = with_agent_context(messages, AgentContext(agent.name, agent.role, agent.system_prompt,
+                                                                 agent.memory))
+        prompt_chars = len(messages.system) + len(messages.user) + len(json.dumps(tools_to_function_schemas(tools)))
+        reservation = await self._reserve(due, prompt_chars)
+        if reservation is not None and not reservation.granted:
+            return await self._over_budget(due, reservation)
+        reservation_id = reservation.id if reservation is not None else None
+        try:
+            with self._metrics.stage("llm"):
+                result = await run_tool_loop(messages.system, messages.user, tools, chat=self._chat_round,
+                                             budget=self._round_budget(due, reservation, _estimate(prompt_chars)),
+                                             max_rounds=settings.planner_max_rounds,
+                                             max_steps=settings.planner_max_steps)
+        except BaseException:  # cancelled (shutdown), the database gone mid-loop, or a bug
+            if reservation_id is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await release_tokens(self._pool, reservation_id)
+            raise
+        self._count_loop(due, result)
+        plan = result.plan
+        usage = TokenUsage(reservation_id, mission.user_id, agent.id if agent else LEGACY_AI_PRINCIPAL, mission.id,
+                           None if result.error is not None else iteration_id,
+                           result.prompt_tokens, result.completion_tokens)
+        self._metrics.tokens_used.labels(agent_id=usage.agent_id).inc(result.tokens)
+        if result.error is not None:
+            if isinstance(result.error, LlmTimeout):
+                self._metrics.llm_timeouts.inc()
+            if result.tokens > 0:
+                await self._record_usage(due, usage)  # earlier rounds spent them all the same
+            elif reservation_id is not None:
+                await release_tokens(self._pool, reservation_id)
+            if isinstance(result.error, LlmClosed):
+                return await self._hand_back(due, SKIPPED_SHUTDOWN)
+            return await self._fail(due, ERROR, str(result.error),
+                                    tokens=(result.prompt_tokens, result.completion_tokens))
+        self._metrics.plans_produced.inc()
+        now_iso = iso_ms(self._clock())
+        iteration = plan_to_iteration(plan, iteration_id, now_iso)
+        actor = mission_runner_actor((agent.id, agent.name) if agent else None, mission.id, iteration_id,
+                                     mission.objective)
+        kind = PLANNED if plan.steps else EMPTY_PLAN
+        provenance = Provenance(kind, result.model or settings.llm_model, _prompt_hash(messages.system, messages.user),
+                                result.prompt_tokens, result.completion_tokens, planner_mode="tools",
+                                planner_rounds=result.rounds)
+        self._leases.settling(due.claim)  # from here the fenced write-back decides, not the keeper
+        try:
+            with self._metrics.stage("write-back"):
+                await self._write_back(WriteRequest(due.claim, WriteBack(iteration, actor, now_iso), provenance, usage))
+        except LeaseLost:
+            await self._record_usage(due, usage)
+            return self._lease_lost(due)
+        except _DB_ERRORS as exc:
+            await self._record_usage(due, usage)  # the write-back transaction rolled it back
+            return await self._fail(due, ERROR, f"write-back failed: {exc}", plan_produced=True,
+                                    tokens=(result.prompt_tokens, result.completion_tokens))
+        self._metrics.plans_written_back.inc()
+        if agent is not None:
+            self._metrics.agent_decisions.labels(decision="ran").inc()
+        log.info("mission.planned", extra={**self._context(due), "steps": len(plan.steps),
+                                           "iteration": iteration_id, "tokens": result.tokens,
+                                           "planner": "tools", "rounds": result.rounds,
+                                           "stop": result.stop_reason})
+        return MissionOutcome(mission.id, kind, plan_produced=True, iteration_id=iteration_id,
+                              prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
+
+    def _count_loop(self, due: MissionDue, result: LoopResult) -> None:
+        """Rounds, calls by outcome, and one log line per rejected call (tool and reason only)."""
+        if result.rounds:
+            self._metrics.planner_rounds.observe(result.rounds)
+        for call in result.calls:
+            label = tool_label(call.tool)
+            self._metrics.tool_calls.labels(tool=label, outcome=call.outcome).inc()
+            if call.outcome == "rejected":
+                log.info("mission.tool_call_rejected", extra={**self._context(due), "tool": label,
+                                                              "reason": call.reason, "round": call.round_no})
+        if result.stop_reason == "budget":
+            log.info("mission.planner_stopped", extra={**self._context(due), "reason": "budget",
+                                                       "rounds": result.rounds})
+
+    def _round_budget(self, due: MissionDue, reservation: Reservation | None, estimate: int) -> Budget:
+        """The budget before each round: the reservation's view first, the ledger's after.
+
+        Until the run settles, the ledger counts this run's reservation at its ``estimate``;
+        the loop adds what its rounds really used instead.
+        """
+        agent = due.agent
+        if reservation is None or agent is None or agent.max_tokens_per_day is None:
+            return _no_budget
+        cap, name = int(agent.max_tokens_per_day), agent.name
+
+        async def view(round_no: int) -> BudgetView | None:
+            if round_no == 1:
+                return BudgetView(reservation.used_24h, cap, name)
+            with trio.fail_after(10):
+                usage = await usage_24h(self._pool, due.mission.user_id, agent.id)
+            return BudgetView(max(0, usage.used - estimate), cap, name)
+
+        return view
+
+    async def _chat_round(self, messages: Sequence[WireMessage], tools: Sequence[FunctionSchema]) -> AssistantTurn:
+        """One round in a client span with the gen_ai semantic conventions (no message content)."""
+        model = self._settings.llm_model
+        attributes: Attributes = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
+                                  "gen_ai.request.model": model, "gen_ai.request.temperature": 0.3,
+                                  "server.address": safe_url(self._settings.mana_llm_url)}
+        with self._tracing.span(f"chat {model}", attributes, client=True) as span:
+            try:
+                turn = await self._llm.chat_with_tools(messages, tools)
+            except LlmError as exc:
+                span.fail(str(exc))
+                raise
+            span.set_attributes({"gen_ai.response.model": turn.model,
+                                 "gen_ai.usage.input_tokens": turn.prompt_tokens,
+                                 "gen_ai.usage.output_tokens": turn.completion_tokens,
+                                 "mana_ai.llm.attempts": turn.attempts,
+                                 "mana_ai.llm.tool_calls": len(turn.tool_calls)})
+            return turn
+
     async def _reserve(self, due: MissionDue, prompt_chars: int) -> Reservation | None:
         """Reserve an estimate against the agent's rolling 24 h budget; None without a budget.
 
@@ -308,7 +445,7 @@ class MissionRunner:
         agent = due.agent
         if agent is None or agent.max_tokens_per_day is None or agent.max_tokens_per_day < 0:
             return None
-        estimate = prompt_chars // _CHARS_PER_TOKEN + _COMPLETION_ESTIMATE
+        estimate = _estimate(prompt_chars)
         return await reserve_tokens(self._pool, user_id=due.mission.user_id, agent_id=agent.id,
                                     mission_id=due.mission.id, estimate=estimate,
                                     budget=int(agent.max_tokens_per_day))
@@ -330,7 +467,7 @@ class MissionRunner:
         return MissionOutcome(due.mission.id, decision)
 
     async def _fail(self, due: MissionDue, kind: str, error: str, *, completion: Completion | None = None,
-                    plan_produced: bool = False) -> MissionOutcome:
+                    plan_produced: bool = False, tokens: tuple[int, int] = (0, 0)) -> MissionOutcome:
         """Count, log and record a failed attempt in the ledger (retry with backoff, or dead)."""
         error = self._redact(error)
         if kind == ERROR:
@@ -350,8 +487,8 @@ class MissionRunner:
         log.warning("mission.failed", extra={**self._context(due), "outcome": kind, "error": error,
                                              "attempt": due.claim.attempt, "ledger": status})
         return MissionOutcome(due.mission.id, kind, error=error, plan_produced=plan_produced,
-                              prompt_tokens=completion.prompt_tokens if completion else 0,
-                              completion_tokens=completion.completion_tokens if completion else 0)
+                              prompt_tokens=completion.prompt_tokens if completion else tokens[0],
+                              completion_tokens=completion.completion_tokens if completion else tokens[1])
 
     def _lease_lost(self, due: MissionDue, *, queued: bool = False) -> MissionOutcome:
         self._metrics.mission_errors.inc()
@@ -365,6 +502,14 @@ class MissionRunner:
         return {"mission": due.mission.id, "user": due.mission.user_id,
                 "agent": agent.id if agent else "legacy", "slot": due.claim.due_slot,
                 "duration_ms": round((time.perf_counter() - _RUN_STARTED.get(time.perf_counter())) * 1000, 1)}
+
+
+def _estimate(prompt_chars: int) -> int:
+    return prompt_chars // _CHARS_PER_TOKEN + _COMPLETION_ESTIMATE
+
+
+async def _no_budget(round_no: int) -> BudgetView | None:
+    return None
 
 
 def _prompt_hash(system: str, user: str) -> str:

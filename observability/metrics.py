@@ -29,6 +29,7 @@ HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 TICK_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120)
 PLANNER_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 30, 60)
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+ROUND_BUCKETS = (1, 2, 3, 4, 5)
 DECISIONS = ("ran", "skipped-paused", "skipped-archived", "skipped-concurrency", "skipped-budget")
 AGENT_STATES = ("active", "paused", "archived", "legacy")
 GRANT_SKIP_REASONS = ("not-configured", "expired", "malformed", "wrap-rejected")
@@ -150,6 +151,12 @@ class Metrics:
                                         "Time spent per stage of a cycle (refresh, select, claim, dispatch, "
                                         "housekeeping) and of a mission (inputs, llm, write-back)",
                                         ["stage"], buckets=STAGE_BUCKETS, registry=r)
+        # Tool-calling planner (reference-later §1.7; MANA_AI_PLANNER=tools): the reference's
+        # buckets; tool is a catalog name or "unknown", outcome recorded|rejected (validated calls)
+        self.planner_rounds = Histogram("mana_ai_planner_rounds", "LLM rounds per tool-calling plan",
+                                        buckets=ROUND_BUCKETS, registry=r)
+        self.tool_calls = Counter("mana_ai_tool_calls_total", "Tool calls of the tool-calling planner by outcome",
+                                  ["tool", "outcome"], registry=r)
         for decision in DECISIONS:
             self.agent_decisions.labels(decision=decision)
         for reason in GRANT_SKIP_REASONS:

@@ -24,11 +24,11 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timezone
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, TypeVar
 
 import httpx
 import trio
@@ -37,6 +37,7 @@ from observability.redact import safe_url
 from planner.h11_client import Endpoint, H11Client, H11Response
 
 __all__ = [
+    "AssistantTurn",
     "Completion",
     "LlmBadResponse",
     "LlmClient",
@@ -46,7 +47,9 @@ __all__ = [
     "LlmHttpError",
     "LlmTimeout",
     "LlmUnavailable",
+    "RawToolCall",
     "open_llm_http_client",
+    "parse_assistant_turn",
 ]
 
 log = logging.getLogger(__name__)
@@ -60,6 +63,7 @@ _ERROR_TEXT_BYTES = 4 * ERROR_TEXT_CHARS  # enough UTF-8 for 500 characters
 _MAX_EXPONENT = 60  # 2**60 * any sane base is far above any cap; avoids float overflow
 
 RetryReason = Literal["connect", "429", "5xx"]
+_T = TypeVar("_T")
 
 
 class LlmError(Exception):
@@ -97,6 +101,28 @@ class LlmBadResponse(LlmError):
 @dataclass(frozen=True)
 class Completion:
     content: str
+    prompt_tokens: int
+    completion_tokens: int
+    model: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class RawToolCall:
+    """A tool call as the model sent it; ``arguments`` is the JSON text, unparsed."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class AssistantTurn:
+    """The assistant message of one tool-calling round and the usage it reported."""
+
+    content: str
+    tool_calls: tuple[RawToolCall, ...]
+    finish_reason: str
     prompt_tokens: int
     completion_tokens: int
     model: str
@@ -248,7 +274,63 @@ def parse_completion(body: bytes, requested_model: str, attempts: int) -> Comple
     )
 
 
-def _encode(request: ChatRequest) -> bytes:
+def parse_assistant_turn(body: bytes, requested_model: str, attempts: int) -> AssistantTurn:
+    """A chat.completion body with optional ``tool_calls``; raises ``LlmBadResponse`` when unusable.
+
+    Content follows ``parse_completion`` (null is ""). A call without an id gets ``call_<i>``
+    (the tool answer must name one); a call whose ``arguments`` is an object is taken as its
+    JSON text; any other ``arguments`` or a missing name is kept as it is for the validator to
+    reject (arguments ``""``, name ``""``): one bad call must not cost the whole round.
+    """
+    try:
+        data: Any = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise LlmBadResponse("mana-llm returned invalid JSON") from exc
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list) or not choices:
+        raise LlmBadResponse("mana-llm response has no choices")
+    first = choices[0]
+    message = first.get("message") if isinstance(first, dict) else None
+    if not isinstance(message, dict):
+        message = {}
+    content = message.get("content")
+    if content is None:
+        content = ""
+    elif not isinstance(content, str):
+        raise LlmBadResponse("mana-llm content is not a string")
+    raw_calls = message.get("tool_calls")
+    if raw_calls is not None and not isinstance(raw_calls, list):
+        raise LlmBadResponse("mana-llm tool_calls is not a list")
+    calls = tuple(_tool_call(raw, index) for index, raw in enumerate(raw_calls or ()))
+    finish = first.get("finish_reason") if isinstance(first, dict) else None
+    usage = data.get("usage")
+    model = data.get("model")
+    return AssistantTurn(
+        content=content,
+        tool_calls=calls,
+        finish_reason=finish if isinstance(finish, str) else "stop",
+        prompt_tokens=_token_count(usage, "prompt_tokens"),
+        completion_tokens=_token_count(usage, "completion_tokens"),
+        model=model if isinstance(model, str) else requested_model,
+        attempts=attempts,
+    )
+
+
+def _tool_call(raw: object, index: int) -> RawToolCall:
+    call: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    function = call.get("function")
+    fn: dict[str, Any] = function if isinstance(function, dict) else {}
+    call_id, name, arguments = call.get("id"), fn.get("name"), fn.get("arguments")
+    if isinstance(arguments, dict):
+        arguments = json.dumps(arguments, ensure_ascii=False)
+    return RawToolCall(
+        id=call_id if isinstance(call_id, str) and call_id else f"call_{index}",
+        name=name if isinstance(name, str) else "",
+        arguments=arguments if isinstance(arguments, str) else "",
+    )
+
+
+def _encode(request: Mapping[str, object]) -> bytes:
     """UTF-8 JSON, as fetch sends it; a lone surrogate (not UTF-8 encodable) is escaped instead."""
     try:
         return json.dumps(request, ensure_ascii=False).encode()
@@ -320,8 +402,29 @@ class LlmClient:
 
     async def complete(self, system: str, user: str, *, temperature: float = 0.3) -> Completion:
         """Post the chat completion; raises an ``LlmError`` when no usable answer came back."""
+        request: ChatRequest = {
+            "model": self._model,
+            "temperature": temperature,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+        }
+        return await self._tracked(_encode(request), parse_completion)
+
+    async def chat_with_tools(self, messages: Sequence[Mapping[str, object]], tools: Sequence[Mapping[str, object]],
+                              *, temperature: float = 0.3) -> AssistantTurn:
+        """One round of the tool-calling planner: ``messages`` and ``tools`` with
+        ``tool_choice: "auto"``; the assistant message (text and tool calls) and the usage.
+
+        Retries, timeouts, the limiter, ``close`` and ``health`` are those of ``complete``.
+        """
+        request = {"model": self._model, "temperature": temperature, "messages": list(messages),
+                   "tools": list(tools), "tool_choice": "auto"}
+        return await self._tracked(_encode(request), parse_assistant_turn)
+
+    async def _tracked(self, payload: bytes, parse: Callable[[bytes, str, int], _T]) -> _T:
+        """Post and parse, with the health bookkeeping (an unusable answer is a failed call)."""
         try:
-            completion = await self._complete(system, user, temperature)
+            body, attempts = await self._post(payload)
+            result = parse(body, self._model, attempts)
         except LlmClosed:
             raise
         except LlmError as exc:
@@ -330,21 +433,16 @@ class LlmClient:
                                 else f"{type(exc).__name__}: {exc}")
             raise
         self._failures, self._last_success_at, self._last_error = 0, time.time(), None
-        return completion
+        return result
 
-    async def _complete(self, system: str, user: str, temperature: float) -> Completion:
-        request: ChatRequest = {
-            "model": self._model,
-            "temperature": temperature,
-            "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
-        }
-        payload = _encode(request)
+    async def _post(self, payload: bytes) -> tuple[bytes, int]:
+        """The 2xx body and the number of attempts it took."""
         attempt = 0
         while True:
             attempt += 1
             verdict = _judge(await self._attempt(payload), self._shown_url, time.time())
             if not isinstance(verdict, _Failed):
-                return parse_completion(verdict, self._model, attempt)
+                return verdict, attempt
             if verdict.retry is None or attempt > self._retries:
                 raise verdict.error from verdict.cause
             if verdict.retry_after_s is None:

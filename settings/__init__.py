@@ -71,6 +71,10 @@ class Settings:
     max_string_bytes: int = 65_536
     max_id_chars: int = 256
     max_row_bytes: int = 8_388_608
+    # the planner (docs/planner-tools.md): "json" is the v0.6 text-JSON planner, "tools" native tool calls
+    planner: str = "json"
+    planner_max_rounds: int = 5
+    planner_max_steps: int = 25
 
     def secrets(self) -> tuple[str, ...]:
         """Every credential in the configuration, to keep them out of errors and logs."""
@@ -254,6 +258,9 @@ _SPEC: dict[str, _Var] = {
     # ids are btree keys: 256 characters keep (user, mission, nextRunAt) under the 2704-byte row limit
     "MANA_AI_MAX_ID_CHARS": _Var("max_id_chars", _int(16, 256), _int_expected(16, 256)),
     "MANA_AI_MAX_ROW_BYTES": _Var("max_row_bytes", _int(65_536, 268_435_455), _int_expected(65_536, 268_435_455)),
+    "MANA_AI_PLANNER": _Var("planner", _choice("json", "tools"), "json|tools"),
+    "MANA_AI_PLANNER_MAX_ROUNDS": _Var("planner_max_rounds", _int(1, 20), _int_expected(1, 20)),
+    "MANA_AI_PLANNER_MAX_STEPS": _Var("planner_max_steps", _int(1, 100), _int_expected(1, 100)),
 }
 
 KNOWN_VARIABLES = frozenset(_SPEC)

@@ -167,14 +167,15 @@ RETURNING user_id, mission_id, due_slot, status, attempts, next_attempt_at
 SELECT status, attempts, next_attempt_at FROM run;
 
 -- name: mark_planned
--- The slot is planned: record the iteration and the plan's provenance, drop the lease; the
--- snapshot's slot is settled.
+-- The slot is planned: record the iteration and the plan's provenance (planner mode and rounds
+-- too), drop the lease; the snapshot's slot is settled.
 WITH settled AS (
   UPDATE mana_ai.mission_snapshots SET settled_slot = $3 WHERE user_id = $1 AND mission_id = $2
 )
 UPDATE mana_ai.mission_runs
 SET status = 'planned', outcome = $5, iteration_id = $6, prompt_tokens = $7, completion_tokens = $8,
-    model = $9, prompt_hash = $10, snapshot_cursor = $11, last_error = NULL,
+    model = $9, prompt_hash = $10, snapshot_cursor = $11, planner_mode = $12, planner_rounds = $13,
+    last_error = NULL,
     lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
     finished_at = now(), updated_at = now()
 WHERE user_id = $1 AND mission_id = $2 AND due_slot = $3 AND lease_token = $4 AND status = 'running';

@@ -34,6 +34,8 @@ class Provenance:
     prompt_hash: str
     prompt_tokens: int
     completion_tokens: int
+    planner_mode: str = "json"  # "json" | "tools" (MANA_AI_PLANNER)
+    planner_rounds: int = 1     # LLM rounds the plan took (always 1 in json mode)
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ async def _write(pool: asyncpg.Pool, claim: Claim, write: WriteBack, provenance:
                            dict(write.actor))
         await conn.execute(Q["mark_planned"], *claim.key(), provenance.outcome, write.iteration["id"],
                            provenance.prompt_tokens, provenance.completion_tokens, provenance.model,
-                           provenance.prompt_hash, cursor)
+                           provenance.prompt_hash, cursor, provenance.planner_mode, provenance.planner_rounds)
         if usage is not None:
             await record_usage_on(conn, usage)
     return Written(len(data["iterations"]), cursor)
@@ -123,6 +125,7 @@ def fast_item(request: WriteRequest) -> dict[str, Any]:
         "now_iso": request.write.now_iso, "outcome": provenance.outcome, "model": provenance.model,
         "prompt_hash": provenance.prompt_hash, "prompt_tokens": provenance.prompt_tokens,
         "completion_tokens": provenance.completion_tokens,
+        "planner_mode": provenance.planner_mode, "planner_rounds": provenance.planner_rounds,
         "usage": None if usage is None else {
             "reservation_id": usage.reservation_id, "agent_id": usage.agent_id, "iteration_id": usage.iteration_id,
             "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens},

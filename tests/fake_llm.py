@@ -22,7 +22,7 @@ from quart_trio import QuartTrio
 
 from loopback import serving
 
-__all__ = ["FakeLlm", "Reply", "completion", "plan_reply", "running_fake_llm"]
+__all__ = ["FakeLlm", "Reply", "call", "completion", "per_round", "plan_reply", "running_fake_llm", "tool_turn"]
 
 PATH = "/v1/chat/completions"
 
@@ -55,6 +55,37 @@ def plan_reply(steps: list[dict[str, Any]], summary: str = "Plan", **kw: Any) ->
     """A completion whose content is a fenced JSON plan, as the planner prompt asks for."""
     content = "```json\n" + json.dumps({"summary": summary, "steps": steps}) + "\n```"
     return completion(content, **kw)
+
+
+def call(name: str, arguments: Any = None, *, call_id: str | None = None) -> dict[str, Any]:
+    """One OpenAI tool call; ``arguments`` dicts are JSON-encoded, strings are sent as they are."""
+    args = arguments if isinstance(arguments, str) else json.dumps(arguments or {})
+    return {"id": call_id or f"call_{name}", "type": "function", "function": {"name": name, "arguments": args}}
+
+
+def tool_turn(*calls: dict[str, Any], content: str | None = None, prompt_tokens: int = 11,
+              completion_tokens: int = 7, model: str = "gpt-4o-mini") -> Reply:
+    """An assistant turn with ``tool_calls`` (none: a final turn whose text is ``content``)."""
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if calls:
+        message["tool_calls"] = list(calls)
+    return Reply(body={
+        "id": "chatcmpl-0123456789ab", "object": "chat.completion", "created": 1_700_000_000, "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if calls else "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    })
+
+
+def per_round(*turns: Reply) -> Callable[[dict[str, Any]], Reply]:
+    """A responder for the tool-calling planner: round n (one more than the assistant turns in
+    the request's history) gets ``turns[n-1]``; the last one repeats. Per request, so missions
+    planned at the same time each get their own script."""
+    def respond(body: dict[str, Any]) -> Reply:
+        messages = body.get("messages") or []
+        done = sum(1 for m in messages if isinstance(m, dict) and m.get("role") == "assistant")
+        return turns[min(done, len(turns) - 1)]
+    return respond
 
 
 class FakeLlm:
