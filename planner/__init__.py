@@ -1,4 +1,5 @@
-"""The planner: tool catalog, policy filter, prompt builder, strict parser, iteration shape.
+"""The planner: tool catalog, policy filter, prompt builders, strict parser, iteration shape,
+function schemas and tool-call validation (the tool loop itself is ``planner.tool_loop``).
 
 Everything here is pure (no I/O, no clock, no logging). Importing the package runs the tool
 drift guard, which raises ``ToolDriftError`` if the catalog and the proposable names disagree.
@@ -50,6 +51,10 @@ from planner.prompt import (
     build_planner_prompt,
     with_agent_context,
 )
+from planner.prompt_tools import build_tools_prompt, tools_system_prompt
+from planner.reminders import Reminder, budget_reminder
+from planner.schemas import FunctionSchema, tool_to_function_schema, tools_to_function_schemas
+from planner.tool_calls import Accepted, Rejected, validate_tool_call
 from planner.tools import (
     AI_AVAILABLE_TOOL_NAMES,
     AI_AVAILABLE_TOOLS,
@@ -74,9 +79,11 @@ __all__ = [
     "SYSTEM_RULE",
     "SYSTEM_STREAM",
     "USER_ACTOR",
+    "Accepted",
     "Actor",
     "AgentContext",
     "AiActor",
+    "FunctionSchema",
     "ParseFailure",
     "Plan",
     "PlanStep",
@@ -84,6 +91,8 @@ __all__ = [
     "PlannerMessages",
     "PolicyError",
     "PromptMission",
+    "Rejected",
+    "Reminder",
     "ResolvedInput",
     "ServerIteration",
     "ServerPlanStep",
@@ -94,7 +103,9 @@ __all__ = [
     "ToolParam",
     "UserActor",
     "allowed_tool_names",
+    "budget_reminder",
     "build_planner_prompt",
+    "build_tools_prompt",
     "check_tool_drift",
     "filter_tools_by_agent_policy",
     "is_ai_actor",
@@ -109,5 +120,9 @@ __all__ = [
     "normalize_actor",
     "parse_planner_response",
     "plan_to_iteration",
+    "tool_to_function_schema",
+    "tools_system_prompt",
+    "tools_to_function_schemas",
+    "validate_tool_call",
     "with_agent_context",
 ]

@@ -15,10 +15,12 @@ import httpx
 import pytest
 import trio
 
-from fake_llm import FakeLlm, Reply, completion, plan_reply, running_fake_llm
+from fake_llm import FakeLlm, Reply, call, completion, plan_reply, running_fake_llm, tool_turn
 from planner.h11_client import H11Client
 from planner.llm import (
+    AssistantTurn,
     Completion,
+    RawToolCall,
     LlmBadResponse,
     LlmClient,
     LlmClosed,
@@ -490,3 +492,48 @@ def test_the_http_client_is_bounded() -> None:
     assert http.timeout.connect == 5.0 and http.timeout.read is not None
     with pytest.raises(ValueError):
         open_llm_http_client(0)
+
+
+# --- the tool-calling request ---------------------------------------------------------------
+
+TOOL = {"type": "function", "function": {"name": "undo_drink", "description": "d",
+                                         "parameters": {"type": "object", "properties": {}, "required": []}}}
+
+
+async def test_a_tools_request_carries_messages_tools_and_auto_choice(http: H11Client) -> None:
+    messages = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]
+    with trio.fail_after(10):
+        async with running_fake_llm(tool_turn(call("undo_drink", {}, call_id="c1"), content="hm")) as fake:
+            turn = await make_client(http, fake.url).chat_with_tools(messages, [TOOL])
+    assert fake.requests == [{"model": MODEL, "temperature": 0.3, "messages": messages, "tools": [TOOL],
+                              "tool_choice": "auto"}]
+    assert turn == AssistantTurn("hm", (RawToolCall("c1", "undo_drink", "{}"),), "tool_calls", 11, 7, MODEL, 1)
+
+
+async def test_tool_calls_are_read_leniently_for_the_validator(http: H11Client) -> None:
+    calls = [{"function": {"name": "a", "arguments": {"x": 1}}},          # no id, object arguments
+             {"id": "c2", "function": {"arguments": 5}},                  # no name, bad arguments
+             "junk"]
+    reply = Reply(body={"choices": [{"message": {"content": None, "tool_calls": calls}}]})
+    with trio.fail_after(10):
+        async with running_fake_llm(reply) as fake:
+            turn = await make_client(http, fake.url).chat_with_tools([], [])
+    assert turn.content == "" and turn.finish_reason == "stop" and turn.model == MODEL
+    assert turn.tool_calls == (RawToolCall("call_0", "a", '{"x": 1}'), RawToolCall("c2", "", ""),
+                               RawToolCall("call_2", "", ""))
+
+
+async def test_the_tools_request_shares_retries_and_health(http: H11Client) -> None:
+    seen = Seen()
+    with trio.fail_after(10):
+        async with running_fake_llm(Reply(status=503), tool_turn(content="fertig")) as fake:
+            client = make_client(http, fake.url, seen)
+            turn = await client.chat_with_tools([], [])
+            assert turn.attempts == 2 and seen.retries == ["5xx"] and client.health().ok
+            fake.script(Reply(body={"choices": []}))
+            with pytest.raises(LlmBadResponse):
+                await client.chat_with_tools([], [])
+            assert client.health().consecutive_failures == 1
+            client.close()
+            with pytest.raises(LlmClosed):
+                await client.chat_with_tools([], [])

@@ -80,6 +80,7 @@ def test_other_json_types() -> None:
     ok = validate_tool_call("t", json.dumps({"i": 2, "b": False, "a": [], "o": {}}), offered,
                             steps_recorded=0, max_steps=1)
     assert isinstance(ok, Accepted)
-    for bad in ({"i": 2.5}, {"b": 0}, {"a": {}}, {"o": []}):
+    bads: list[dict[str, object]] = [{"i": 2.5}, {"b": 0}, {"a": {}}, {"o": []}]
+    for bad in bads:
         assert isinstance(validate_tool_call("t", json.dumps(bad), offered, steps_recorded=0, max_steps=1),
                           Rejected)

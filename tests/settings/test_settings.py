@@ -86,6 +86,11 @@ def test_instance_id_is_unique_per_start_unless_set() -> None:
     ({"MANA_AI_MAX_ID_CHARS": "1000"}, "MANA_AI_MAX_ID_CHARS='1000' is invalid: expected an integer >= 16 and <= 256"),
     ({"MANA_AI_MAX_ROW_BYTES": "0"},
      "MANA_AI_MAX_ROW_BYTES='0' is invalid: expected an integer >= 65536 and <= 268435455"),
+    ({"MANA_AI_PLANNER": "agentic"}, "MANA_AI_PLANNER='agentic' is invalid: expected json|tools"),
+    ({"MANA_AI_PLANNER_MAX_ROUNDS": "0"},
+     "MANA_AI_PLANNER_MAX_ROUNDS='0' is invalid: expected an integer >= 1 and <= 20"),
+    ({"MANA_AI_PLANNER_MAX_STEPS": "many"},
+     "MANA_AI_PLANNER_MAX_STEPS='many' is invalid: expected an integer >= 1 and <= 100"),
 ])
 def test_a_bad_value_names_the_variable_and_what_was_expected(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as caught:
@@ -119,3 +124,11 @@ def test_the_development_service_key_is_flagged_outside_embedded_mode(caplog: py
         caplog.clear()
         warn_about_defaults(load_settings({"SYNC_DATABASE_URL": "postgresql://db/x", "MANA_SERVICE_KEY": "s3cret"}))
         assert not caplog.records
+
+
+def test_the_planner_defaults_to_json_and_can_be_switched() -> None:
+    s = load_settings({})
+    assert (s.planner, s.planner_max_rounds, s.planner_max_steps) == ("json", 5, 25)
+    s = load_settings({"MANA_AI_PLANNER": "Tools", "MANA_AI_PLANNER_MAX_ROUNDS": "3",
+                       "MANA_AI_PLANNER_MAX_STEPS": "10"})
+    assert (s.planner, s.planner_max_rounds, s.planner_max_steps) == ("tools", 3, 10)
