@@ -98,7 +98,7 @@ async def test_the_row_has_the_json_planners_shape(pool: asyncpg.Pool) -> None:
     [json_row] = await written_rows(pool, "m1")
     [json_run] = await ledger(pool, "m1")
     assert (json_run["planner_mode"], json_run["planner_rounds"]) == ("json", 1)
-    await insert_rows(pool, {**mission("m2", agent_id=None), "created_at": PAST})
+    await insert_rows(pool, mission("m2", agent_id=None))  # now: newer than the first refresh's cursor
     await plan_once(pool, tool_turn(call("create_task", {"title": "Foo"})), tool_turn(content="S"))
     [tools_row] = await written_rows(pool, "m2")
 
