@@ -19,7 +19,7 @@ from fake_llm import plan_reply, running_fake_llm
 from planning import CREATE_TASK, planning_runtime, written_rows
 from seed import fetch, insert_rows, mission
 from store.listen import set_notify_trigger
-from store.migrate import migrate
+from store.migrate import load_migrations, migrate
 from store.pool import close_pool, connect_with_retry
 from store.sql import read_package_text
 
@@ -52,7 +52,7 @@ def restricted_dsn(pg: PgServer) -> Iterator[str]:
 async def test_a_restricted_role_migrates_plans_and_writes_back(aio_loop: object, restricted_dsn: str) -> None:
     pool = await connect_with_retry(restricted_dsn, 6, 10)
     try:
-        assert await migrate(pool, create_sync_changes=False) == [1, 2, 3, 4, 5, 6, 7, 8]
+        assert await migrate(pool, create_sync_changes=False) == [m.version for m in load_migrations()]
         indexes = await fetch(pool, "SELECT indexname FROM pg_indexes WHERE tablename = 'sync_changes'")
         assert "idx_sync_changes_mana_ai_stream" not in {r["indexname"] for r in indexes}  # warned, skipped
         assert await set_notify_trigger(pool, True) is False  # not the table's owner: polling only
