@@ -1,9 +1,11 @@
 """The one HTTP call to mana-llm (reference §6.2), bounded, limited and retried.
 
 ``LlmClient.complete(system, user)`` posts the reference's chat-completion body and returns a
-``Completion``. Unlike the reference (§14 item 15: no timeout, no retry), every attempt runs
-under ``trio.fail_after(timeout_s)`` and a bounded number of retries covers connect failures,
-429 and 5xx. The HTTP goes over the lean h11 client (planner/h11_client.py), not httpx: this
+``Completion``; ``LlmClient.chat_with_tools(messages, tools)`` posts one round of the
+tool-calling planner and returns an ``AssistantTurn``, with the same retries and bounds.
+Unlike the reference (§14 item 15: no timeout, no retry), every attempt runs under
+``trio.fail_after(timeout_s)`` and a bounded number of retries covers connect failures, 429
+and 5xx. The HTTP goes over the lean h11 client (planner/h11_client.py), not httpx: this
 call is the daemon's hot path. Its transport errors are httpx's types, mapped as below. Errors::
 
     LlmError                 base: mana-llm gave no usable answer
