@@ -7,6 +7,14 @@
 -- and takes the careful path), 'missing' (no snapshot), 'lease-lost', 'gone' (tombstone),
 -- 'written' with the iteration count and snapshot cursor, or 'failed' with the SQLSTATE.
 -- Each item runs in its own subtransaction, so one failure never undoes another's write.
+
+-- Planner provenance (docs/planner-tools.md): which planner produced a slot's plan
+-- (MANA_AI_PLANNER: 'json' or 'tools') and in how many LLM rounds. Rows planned before this
+-- migration keep NULL (they were all 'json', one round).
+ALTER TABLE mana_ai.mission_runs
+  ADD COLUMN IF NOT EXISTS planner_mode TEXT,
+  ADD COLUMN IF NOT EXISTS planner_rounds INT;
+
 CREATE OR REPLACE FUNCTION mana_ai.write_backs(items jsonb)
 RETURNS TABLE (item_no int, verdict text, iteration_count int, cursor_at timestamptz, error_code text)
 LANGUAGE plpgsql AS $$
@@ -68,6 +76,8 @@ BEGIN
       SET status = 'planned', outcome = item->>'outcome', iteration_id = item->'iteration'->>'id',
           prompt_tokens = (item->>'prompt_tokens')::int, completion_tokens = (item->>'completion_tokens')::int,
           model = item->>'model', prompt_hash = item->>'prompt_hash', snapshot_cursor = snap.last_applied_at,
+          planner_mode = COALESCE(item->>'planner_mode', 'json'),
+          planner_rounds = COALESCE((item->>'planner_rounds')::int, 1),
           last_error = NULL, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
           finished_at = now(), updated_at = now()
       WHERE user_id = item->>'user_id' AND mission_id = item->>'mission_id' AND due_slot = item->>'due_slot';
