@@ -19,8 +19,9 @@ import logging
 import math
 import random
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import asyncpg
@@ -70,6 +71,16 @@ class SnapshotActorState:
     last_error: str | None = None
 
 
+@dataclass(frozen=True)
+class FinishedCycle:
+    """One completed cycle, as the console lists it (`SnapshotActor.recent_cycles`)."""
+
+    reason: str
+    finished_at: float  # unix time
+    duration_s: float
+    stats: TickStats  # a copy, taken when the cycle completed
+
+
 class SnapshotActor:
     """Owns the cycle schedule; one per daemon."""
 
@@ -97,6 +108,7 @@ class SnapshotActor:
         self._last_error: str | None = None
         self._retry_at = -math.inf  # trio time before which no scheduled cycle starts (back-off)
         self._stopping = False
+        self._recent: deque[FinishedCycle] = deque(maxlen=20)  # the console's ring, newest first
 
     # -- what others may call -------------------------------------------------------------
 
@@ -123,6 +135,10 @@ class SnapshotActor:
     def state(self) -> SnapshotActorState:
         return SnapshotActorState(self._alive, self._cycles_completed, self._last_completed_at,
                                   self._running is not None, self._failures, self._last_error)
+
+    def recent_cycles(self) -> tuple[FinishedCycle, ...]:
+        """The last completed cycles, newest first (at most 20)."""
+        return tuple(self._recent)
 
     def stop(self) -> None:
         """Shutdown: start no cycle, dispatch nothing more; a waiting tick request gets an answer."""
@@ -257,6 +273,8 @@ class SnapshotActor:
         self._cycles_completed += 1
         self._last_completed_at = time.time()
         self._metrics.last_cycle_completed.set(self._last_completed_at)
+        self._recent.appendleft(FinishedCycle(cycle.reason, self._last_completed_at, duration,
+                                              replace(stats, errors=list(stats.errors))))
         idle = stats.due_mission_count == 0 and not stats.errors  # not one INFO line a minute
         log.log(logging.DEBUG if idle else logging.INFO, "cycle.completed", extra={"due": stats.due_mission_count, "planned": stats.plans_written_back,
                                            "parse_failures": stats.parse_failures, "errors": len(stats.errors),

@@ -1,4 +1,4 @@
-"""The quart-trio app: health, metrics, the manual tick, and the `/internal/*` gate."""
+"""The quart-trio app: health, metrics, the manual tick, the `/internal/*` gate, and the console (`/ui`)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from actors.registry import AgentRegistry
 from actors.snapshot import SnapshotActor
 from http_api.audit import register_audit
 from http_api.auth import UNAUTHORIZED, service_key_ok
+from http_api.console import ConsoleDeps, register_console
+from http_api.console_actions import register_slot_actions
 from http_api.inspection import register_inspection
 from http_api.jwt import JwksCache
 from observability.metrics import Metrics
@@ -46,7 +48,8 @@ class AppDeps:
 
 
 def create_app(deps: AppDeps) -> QuartTrio:
-    app = QuartTrio("mana-ai")
+    # no static or template folder of the working directory: the console brings its own
+    app = QuartTrio("mana-ai", static_folder=None, template_folder=None)
     app.config["JSON_SORT_KEYS"] = False
     app.json.sort_keys = False  # type: ignore[attr-defined]
     metrics = deps.metrics
@@ -114,6 +117,9 @@ def create_app(deps: AppDeps) -> QuartTrio:
 
     register_inspection(app, deps.pool, deps.registry, deps.settings)
     register_audit(app, deps.pool, deps.jwks, deps.settings)
+    register_slot_actions(app, deps.pool)
+    register_console(app, ConsoleDeps(deps.pool, deps.settings, deps.snapshots, deps.registry,
+                                      health=lambda: _health(deps, database)))
     return app
 
 

@@ -300,11 +300,12 @@ WHERE s.user_id = $1
 ORDER BY s.mission_id;
 
 -- name: ledger_gauges
--- Run-ledger gauges: slots running, backing off, dead (index ranges; planned rows not read).
+-- Run-ledger gauges: slots running, backing off, dead and not discarded (index ranges; planned
+-- rows not read).
 SELECT (SELECT count(*) FROM mana_ai.mission_runs WHERE status = 'running') AS running,
        (SELECT count(*) FROM mana_ai.mission_runs WHERE status = 'retry' AND next_attempt_at > now())
          AS backing_off,
-       (SELECT count(*) FROM mana_ai.mission_runs WHERE status = 'dead') AS dead;
+       (SELECT count(*) FROM mana_ai.mission_runs WHERE status = 'dead' AND discarded_at IS NULL) AS dead;
 
 -- name: next_wake
 -- When something becomes due next: the earliest future nextRunAt of an active mission, and
@@ -372,3 +373,102 @@ LIMIT $3;
 -- name: write_backs
 -- The write-back fast path for a batch of items (migration 0008): one round trip in all.
 SELECT item_no, verdict, iteration_count, cursor_at, error_code FROM mana_ai.write_backs($1::jsonb);
+
+-- name: console_agents
+-- Every agent snapshot, tombstones included, in key order, at most $1 (the console's overview).
+SELECT user_id, agent_id, record, tombstone FROM mana_ai.agent_snapshots
+ORDER BY user_id, agent_id
+LIMIT $1;
+
+-- name: console_usage_24h
+-- The rolling 24 h use of the given agents, as usage_24h counts it (used plus live reservations
+-- younger than $3 seconds), one row per agent that has any.
+SELECT u.user_id, u.agent_id,
+       COALESCE(sum(CASE WHEN u.status = 'reserved' THEN u.reserved_tokens
+                         ELSE u.prompt_tokens + u.completion_tokens END), 0)::bigint AS used
+FROM unnest($1::text[], $2::text[]) AS k(user_id, agent_id)
+JOIN mana_ai.token_usage u ON u.user_id = k.user_id AND u.agent_id = k.agent_id
+WHERE u.ts > now() - interval '24 hours'
+  AND (u.status = 'used' OR (u.status = 'reserved' AND u.ts > now() - make_interval(secs => $3::float8)))
+GROUP BY u.user_id, u.agent_id;
+
+-- name: console_ledger_counts
+-- Ledger slots per state (index ranges only): running, backing off, retry due now, dead (open
+-- and discarded), planned in the last 24 h.
+SELECT (SELECT count(*) FROM mana_ai.mission_runs WHERE status = 'running') AS running,
+       (SELECT count(*) FROM mana_ai.mission_runs WHERE status = 'retry' AND next_attempt_at > now())
+         AS backing_off,
+       (SELECT count(*) FROM mana_ai.mission_runs WHERE status = 'retry' AND next_attempt_at <= now())
+         AS retry_due,
+       (SELECT count(*) FROM mana_ai.mission_runs WHERE status = 'dead' AND discarded_at IS NULL) AS dead,
+       (SELECT count(*) FROM mana_ai.mission_runs WHERE status = 'dead' AND discarded_at IS NOT NULL)
+         AS discarded,
+       (SELECT count(*) FROM mana_ai.mission_runs
+        WHERE status = 'planned' AND finished_at > now() - interval '24 hours') AS planned_24h;
+
+-- name: console_planned_per_minute
+-- Slots planned per minute over the last $1 minutes, by whole minutes ago (0: the last minute,
+-- on the database's clock); minutes without any are absent.
+SELECT floor(extract(epoch FROM now() - finished_at) / 60)::int AS minutes_ago, count(*) AS planned
+FROM mana_ai.mission_runs
+WHERE status = 'planned' AND finished_at > now() - make_interval(mins => $1::int)
+GROUP BY 1;
+
+-- name: console_dead_slots
+-- Dead slots not discarded, newest first, at most $1, with the mission's title, agent and whether
+-- the slot is still the mission's due slot (only then can a retry make it due again).
+SELECT r.user_id, r.mission_id, r.due_slot, r.attempts, r.last_error, r.finished_at,
+       s.record->>'title' AS title, s.record->>'agentId' AS agent_id, a.record->>'name' AS agent_name,
+       COALESCE(s.record->>'nextRunAt' = r.due_slot AND NOT s.tombstone, false) AS current,
+       count(*) OVER () AS total
+FROM mana_ai.mission_runs r
+LEFT JOIN mana_ai.mission_snapshots s ON s.user_id = r.user_id AND s.mission_id = r.mission_id
+LEFT JOIN mana_ai.agent_snapshots a ON a.user_id = r.user_id AND a.agent_id = s.record->>'agentId'
+WHERE r.status = 'dead' AND r.discarded_at IS NULL
+ORDER BY r.finished_at DESC NULLS LAST, r.user_id, r.mission_id, r.due_slot
+LIMIT $1;
+
+-- name: console_find_dead_slot
+-- The mission's dead slot to act on when none is named: the one at its current nextRunAt, else
+-- the newest one not discarded.
+SELECT r.due_slot
+FROM mana_ai.mission_runs r
+LEFT JOIN mana_ai.mission_snapshots s ON s.user_id = r.user_id AND s.mission_id = r.mission_id
+WHERE r.user_id = $1 AND r.mission_id = $2 AND r.status = 'dead'
+  AND (r.discarded_at IS NULL OR r.due_slot = s.record->>'nextRunAt')
+ORDER BY (r.due_slot = s.record->>'nextRunAt') IS TRUE DESC, r.finished_at DESC NULLS LAST
+LIMIT 1;
+
+-- name: console_retry_slot
+-- Give a dead slot another chance (docs/operations.md, "The run ledger"): retry now with its
+-- attempts reset, and reopen it on the snapshot. Only a slot that is still the mission's due slot:
+-- the due query never looks at another one. Its error history is kept.
+WITH run AS (
+  UPDATE mana_ai.mission_runs r
+  SET status = 'retry', attempts = 0, next_attempt_at = now(), finished_at = NULL, discarded_at = NULL,
+      updated_at = now()
+  FROM mana_ai.mission_snapshots s
+  WHERE r.user_id = $1 AND r.mission_id = $2 AND r.due_slot = $3 AND r.status = 'dead'
+    AND s.user_id = r.user_id AND s.mission_id = r.mission_id AND s.record->>'nextRunAt' = r.due_slot
+    AND NOT s.tombstone
+  RETURNING r.due_slot
+), reopened AS (
+  UPDATE mana_ai.mission_snapshots s SET settled_slot = NULL
+  FROM run WHERE s.user_id = $1 AND s.mission_id = $2 AND s.settled_slot = run.due_slot
+)
+SELECT due_slot FROM run;
+
+-- name: console_discard_slot
+-- Take a dead slot off the console's list; it stays dead.
+UPDATE mana_ai.mission_runs SET discarded_at = now(), updated_at = now()
+WHERE user_id = $1 AND mission_id = $2 AND due_slot = $3 AND status = 'dead' AND discarded_at IS NULL
+RETURNING discarded_at;
+
+-- name: console_slot_state
+-- Why a retry or discard changed nothing: the slot's status, whether it was discarded, and the
+-- mission's current due slot (no row: no such slot).
+SELECT r.status, r.discarded_at IS NOT NULL AS discarded, s.record->>'nextRunAt' AS next_run_at,
+       COALESCE(s.tombstone, true) AS gone
+FROM mana_ai.mission_runs r
+LEFT JOIN mana_ai.mission_snapshots s ON s.user_id = r.user_id AND s.mission_id = r.mission_id
+WHERE r.user_id = $1 AND r.mission_id = $2 AND r.due_slot = $3;

@@ -53,3 +53,14 @@ def test_the_version_has_one_source() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "version" not in config["project"] and config["project"]["dynamic"] == ["version"]
     assert config["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "http_api.app.VERSION"}
+
+
+def test_the_console_templates_and_static_files_ship_in_the_wheel() -> None:
+    """package-data must name every file the console reads at run time (the Dockerfile installs the wheel)."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["http_api"]
+    files = [p.relative_to(ROOT / "http_api") for folder in ("templates", "static")
+             for p in (ROOT / "http_api" / folder).rglob("*") if p.is_file()]
+    assert files and [f for f in files if not any(f.match(pattern) for pattern in patterns)] == []
+    from http_api.console import _STATIC
+    assert {f.name for f in files if f.parts[0] == "static"} == set(_STATIC)

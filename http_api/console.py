@@ -1,0 +1,337 @@
+"""The operator console under `/ui`: server-rendered pages over the daemon's own data (docs/console.md).
+
+Pages: the overview (health, recent cycles, ledger counts, planned missions per minute, every
+agent), one user's missions with why each is (not) due, and the dead slots with Retry and
+Discard. Each page's tables are refreshed in place by `static/console.js` polling
+`/ui/live/...`. `GET /ui` and `POST /ui/login` are open (the login form); everything else needs
+the session cookie and answers a redirect to the login without it, never data. Forms that change
+something carry the session's CSRF token. Reads go through the same store functions as the
+inspection routes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, ParamSpec, TypeVar
+from urllib.parse import parse_qs, quote
+
+import asyncpg
+import trio
+from quart import Blueprint, Response, g, redirect, render_template, request
+from quart_trio import QuartTrio
+
+from actors.explain import Situation, explain
+from actors.registry import AgentRegistry
+from actors.snapshot import SnapshotActor
+from http_api.auth import service_key_ok
+from http_api.console_actions import DB_FAILURES, DB_TIMEOUT_S, OUTCOMES, Action, BodyRefused, act, read_body
+from http_api.console_auth import LoginLimiter, Session, SessionSigner
+from http_api.console_views import (
+    agent_rows, bar_chart, cycle_rows, digits, health_view, iso_or_dash, reason_words,
+)
+from observability.redact import Redactor
+from planner.iteration import iso_ms
+from settings import Settings
+from store.inspect import (
+    all_agents, ledger_counts, open_dead_slots, planned_per_minute, usage_24h_of, user_missions,
+)
+from store.usage import usage_24h
+
+log = logging.getLogger(__name__)
+
+COOKIE = "mana_ai_console"
+REFRESH_S = 5
+AGENTS_LIMIT = 500
+DEAD_LIMIT = 200
+CHART_MINUTES = 60
+Health = Callable[[], Awaitable[tuple[dict[str, Any], bool]]]
+
+# no inline script or style, nothing from elsewhere, never framed
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
+_OPEN = {"console.index", "console.login", "console.static"}  # endpoints served without a session
+_STATIC = {"console.css": "text/css; charset=utf-8", "console.js": "text/javascript; charset=utf-8",
+           "favicon.svg": "image/svg+xml"}
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ConsoleDeps:
+    pool: asyncpg.Pool
+    settings: Settings
+    snapshots: SnapshotActor
+    registry: AgentRegistry
+    health: Health  # /health's body and verdict, computed as /health computes them
+
+
+def register_console(app: QuartTrio, deps: ConsoleDeps) -> None:
+    """Add the console's routes, its security headers, and its templates (always autoescaped)."""
+    app.jinja_options = {**app.jinja_options, "autoescape": True}
+    console = _Console(deps)
+    bp = Blueprint("console", __name__, url_prefix="/ui", template_folder="templates")
+    redact = Redactor(deps.settings.secrets())
+    bp.add_app_template_filter(lambda text: None if text is None else redact(str(text)), "redact")
+    bp.add_app_template_filter(digits, "digits")
+    bp.add_app_template_filter(reason_words, "reason_words")
+    bp.add_app_template_filter(lambda text: quote(str(text), safe=""), "path_segment")
+    bp.before_request(console.gate)
+    bp.add_url_rule("", "index", console.index, methods=["GET"])
+    bp.add_url_rule("/", "index_slash", console.index, methods=["GET"])
+    bp.add_url_rule("/login", "login", console.login, methods=["GET", "POST"])
+    bp.add_url_rule("/logout", "logout", console.logout, methods=["GET", "POST"])
+    bp.add_url_rule("/missions", "missions_search", console.missions_search, methods=["GET"])
+    bp.add_url_rule("/missions/<user_id>", "missions", console.missions, methods=["GET"])
+    bp.add_url_rule("/dead", "dead", console.dead, methods=["GET"])
+    bp.add_url_rule("/dead/<any(retry, discard):action>", "dead_action", console.dead_action, methods=["POST"])
+    bp.add_url_rule("/live/overview", "live_overview", console.live_overview, methods=["GET"])
+    bp.add_url_rule("/live/missions/<user_id>", "live_missions", console.live_missions, methods=["GET"])
+    bp.add_url_rule("/live/dead", "live_dead", console.live_dead, methods=["GET"])
+    bp.add_url_rule("/static/<name>", "static", console.static, methods=["GET"])
+    app.register_blueprint(bp)
+
+    @app.after_request
+    async def _console_headers(response: Response) -> Response:
+        if request.path == "/ui" or request.path.startswith("/ui/"):
+            response.headers["Content-Security-Policy"] = CSP
+            response.headers["X-Frame-Options"] = "DENY"
+            response.headers["X-Content-Type-Options"] = "nosniff"
+            response.headers["Referrer-Policy"] = "no-referrer"
+            if request.url_rule is None or request.url_rule.endpoint != "console.static":
+                response.headers["Cache-Control"] = "no-store"
+        return response
+
+
+class _Console:
+    def __init__(self, deps: ConsoleDeps) -> None:
+        self._deps = deps
+        self._pool = deps.pool
+        self._signer = SessionSigner(deps.settings.service_key)
+        self._limiter = LoginLimiter()
+        self._static = {name: resources.files("http_api").joinpath("static", name).read_bytes() for name in _STATIC}
+        self._etags = {name: hashlib.sha256(data).hexdigest()[:16] for name, data in self._static.items()}
+
+    # -- the session gate, login and logout -----------------------------------------------
+
+    async def gate(self) -> Any:
+        session = self._signer.verify(request.cookies.get(COOKIE), time.time())
+        g.console_session = session
+        if session is None and request.endpoint not in _OPEN:
+            return redirect("/ui", 303)  # never data without a session; a POST changes nothing
+        return None
+
+    async def index(self) -> Any:
+        session: Session | None = g.console_session
+        if session is None:
+            return await self._login_page(None, 200)
+        return await self._page("console/overview.html", session, "overview", live="/ui/live/overview",
+                                **await self._overview())
+
+    async def login(self) -> Any:
+        if request.method == "GET":  # a reload after a failed login, a bookmark
+            return redirect("/ui", 303)
+        client = request.remote_addr or "?"
+        now = time.time()
+        wait = self._limiter.retry_after(client, now)
+        if wait > 0:
+            log.warning("console.login_failed", extra={"client": client, "reason": "rate-limited"})
+            response = await self._login_page(f"Too many failed attempts: try again in {math.ceil(wait)} s.", 429)
+            response.headers["Retry-After"] = str(math.ceil(wait))
+            return response
+        try:
+            key = _form(await read_body()).get("key")
+        except BodyRefused:
+            return await self._login_page("The form could not be read.", 400)
+        if not service_key_ok(key, self._deps.settings.service_key):
+            self._limiter.failed(client, now)
+            log.warning("console.login_failed", extra={"client": client, "reason": "wrong-key"})
+            return await self._login_page("That is not the service key.", 401)
+        self._limiter.succeeded(client)
+        value, _ = self._signer.issue(now)
+        entered = redirect("/ui", 303)
+        entered.set_cookie(COOKIE, value, max_age=int(self._signer.ttl_s), path="/ui", httponly=True,
+                           samesite="Strict", secure=_over_https())
+        log.info("console.logged_in", extra={"client": client})
+        return entered
+
+    async def logout(self) -> Any:
+        session: Session = g.console_session
+        if request.method == "POST":
+            try:
+                fields = _form(await read_body())
+            except BodyRefused:
+                fields = {}
+            if not self._signer.csrf_ok(session, fields.get("csrf")):
+                return await self._refused()
+        self._signer.revoke(session, time.time())
+        response = redirect("/ui", 303)
+        response.delete_cookie(COOKIE, path="/ui", httponly=True, samesite="Strict", secure=_over_https())
+        log.info("console.logged_out", extra={"client": request.remote_addr or "?"})
+        return response
+
+    async def _login_page(self, error: str | None, status: int) -> Response:
+        html = await render_template("console/login.html", error=error, csrf=None, page="login",
+                                     instance=self._deps.settings.instance_id)
+        return Response(html, status=status, content_type="text/html; charset=utf-8")
+
+    async def _refused(self) -> Response:
+        html = await render_template("console/refused.html", csrf=None, page="refused",
+                                     instance=self._deps.settings.instance_id)
+        return Response(html, status=403, content_type="text/html; charset=utf-8")
+
+    # -- pages and their live fragments ---------------------------------------------------
+
+    async def live_overview(self) -> Any:
+        return await self._page("console/_overview.html", g.console_session, "overview", **await self._overview())
+
+    async def missions_search(self) -> Any:
+        user = request.args.get("user", "").strip()
+        if user:
+            return redirect("/ui/missions/" + quote(user, safe=""), 303)
+        return await self._page("console/missions.html", g.console_session, "missions", user_id=None,
+                                missions=[], checked_at=None)
+
+    async def missions(self, user_id: str) -> Any:
+        context = await self._missions(user_id)
+        status = 503 if context["missions"] is None else 404 if not context["missions"] else 200
+        return await self._page("console/missions.html", g.console_session, "missions",
+                                live="/ui/live/missions/" + quote(user_id, safe=""), status=status, **context)
+
+    async def live_missions(self, user_id: str) -> Any:
+        return await self._page("console/_missions.html", g.console_session, "missions",
+                                **await self._missions(user_id))
+
+    async def dead(self) -> Any:
+        done = request.args.get("done")
+        notice = OUTCOMES[done][1] if done in OUTCOMES else None
+        return await self._page("console/dead.html", g.console_session, "dead", live="/ui/live/dead",
+                                notice=notice, notice_ok=done in ("retried", "discarded"), **await self._dead())
+
+    async def live_dead(self) -> Any:
+        return await self._page("console/_dead.html", g.console_session, "dead", **await self._dead())
+
+    async def dead_action(self, action: Action) -> Any:
+        session: Session = g.console_session
+        try:
+            fields = _form(await read_body())
+        except BodyRefused:
+            fields = {}
+        if not self._signer.csrf_ok(session, fields.get("csrf")):
+            return await self._refused()
+        user_id, mission_id, slot = fields.get("user"), fields.get("mission"), fields.get("slot")
+        if not user_id or not mission_id or not slot:
+            return redirect("/ui/dead?done=no-dead-slot", 303)
+        try:
+            result = await act(self._pool, action, user_id, mission_id, slot, via="console")
+        except DB_FAILURES:
+            return await self._page("console/dead.html", session, "dead", notice="The database did not answer.",
+                                    notice_ok=False, slots=None, total=0, status=503)
+        return redirect(f"/ui/dead?done={result.outcome}", 303)
+
+    async def static(self, name: str) -> Any:
+        if name not in _STATIC:
+            return Response("not found", status=404, content_type="text/plain; charset=utf-8")
+        response = Response(self._static[name], status=200, content_type=_STATIC[name])
+        response.headers["Cache-Control"] = "no-cache"
+        response.set_etag(self._etags[name])
+        return await response.make_conditional(request)
+
+    async def _page(self, template: str, session: Session, page: str, *, status: int = 200, **context: Any) -> Response:
+        html = await render_template(template, csrf=self._signer.csrf_token(session), page=page,
+                                     instance=self._deps.settings.instance_id, refresh_s=REFRESH_S, **context)
+        return Response(html, status=status, content_type="text/html; charset=utf-8")
+
+    # -- what the pages show --------------------------------------------------------------
+
+    async def _overview(self) -> dict[str, Any]:
+        body, _ = await self._deps.health()
+        now = time.time()
+        snapshots = await _read(all_agents, self._pool, AGENTS_LIMIT + 1)
+        agents = usage = None
+        if snapshots is not None:
+            shown = snapshots[:AGENTS_LIMIT]
+            usage = await _read(usage_24h_of, self._pool, [(a.user_id, a.agent_id) for a in shown])
+            if usage is not None:
+                agents = agent_rows(shown, self._deps.registry.actor_stats(), usage, now)
+        counts = await _read(ledger_counts, self._pool)
+        per_minute = await _read(planned_per_minute, self._pool, CHART_MINUTES)
+        return {"health": health_view(body), "cycles": cycle_rows(self._deps.snapshots.recent_cycles(), now),
+                "counts": counts, "chart": None if per_minute is None else bar_chart(per_minute),
+                "agents": agents, "agents_truncated": snapshots is not None and len(snapshots) > AGENTS_LIMIT,
+                "agents_limit": AGENTS_LIMIT}
+
+    async def _missions(self, user_id: str) -> dict[str, Any]:
+        """The same verdicts as `GET /internal/missions/{userId}` (http_api/inspection.py)."""
+        found = await _read(user_missions, self._pool, user_id)
+        if found is None:
+            return {"user_id": user_id, "missions": None, "checked_at": None}
+        if not found.missions or found.db_now is None:
+            return {"user_id": user_id, "missions": [], "checked_at": None}
+        now_iso = iso_ms(found.db_now)
+        actors = {s.key: s for s in self._deps.registry.actor_stats() if s.key[0] == user_id}
+        used: dict[str, int] = {}
+        for (_, budget_agent), known in found.agents.items():
+            if known.max_tokens_per_day is not None:
+                usage = await _read(usage_24h, self._pool, user_id, budget_agent)
+                if usage is not None:
+                    used[budget_agent] = usage.used
+        rows = []
+        for m in found.missions:
+            raw_agent = m.record.get("agentId")
+            agent_id = raw_agent if isinstance(raw_agent, str) else None
+            agent = found.agents.get((user_id, agent_id)) if agent_id else None
+            actor = actors.get((user_id, agent.id if agent else None))
+            verdict = explain(Situation(
+                record=m.record, tombstone=m.tombstone, run=m.run, agent=agent, now_iso=now_iso, db_now=found.db_now,
+                used_24h=used.get(agent.id) if agent else None,
+                waiting_for_slot=actor is not None and m.mission_id in actor.waiting,
+                in_flight=actor is not None and any(f.mission_id == m.mission_id for f in actor.in_flight)))
+            title = m.record.get("title")
+            next_run = m.record.get("nextRunAt")
+            state = m.record.get("state")
+            rows.append({
+                "mission_id": m.mission_id, "title": title if isinstance(title, str) else None,
+                "agent": agent.name if agent else (agent_id or "legacy"), "agent_id": agent_id,
+                "state": "deleted" if m.tombstone else (state if isinstance(state, str) else "—"),
+                "due_slot": m.run.due_slot if m.run else (next_run if isinstance(next_run, str) else None),
+                "status": m.run.status if m.run else None, "attempts": m.run.attempts if m.run else None,
+                "due": verdict.due, "reason": verdict.reason, "detail": verdict.detail})
+        return {"user_id": user_id, "missions": rows, "checked_at": now_iso}
+
+    async def _dead(self) -> dict[str, Any]:
+        found = await _read(open_dead_slots, self._pool, DEAD_LIMIT)
+        if found is None:
+            return {"slots": None, "total": 0}
+        slots, total = found
+        return {"slots": [{"slot": s, "finished": iso_or_dash(s.finished_at)} for s in slots], "total": total}
+
+
+async def _read(fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T | None:
+    """A read for a page; None when the database fails or does not answer in time (the page says so)."""
+    try:
+        with trio.fail_after(DB_TIMEOUT_S):
+            return await fn(*args, **kwargs)
+    except DB_FAILURES:
+        return None
+
+
+def _form(body: bytes) -> dict[str, str]:
+    """An urlencoded form's fields (the first value of each), at most 10 of them."""
+    try:
+        parsed = parse_qs(body.decode("utf-8"), max_num_fields=10, keep_blank_values=True)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BodyRefused("the form could not be read") from exc
+    return {name: values[0] for name, values in parsed.items() if "\x00" not in values[0]}
+
+
+def _over_https() -> bool:
+    """Whether the browser talks HTTPS to us (directly, or to the proxy in front: X-Forwarded-Proto)."""
+    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    return request.scheme == "https" or forwarded == "https"

@@ -1,0 +1,227 @@
+"""The console over HTTP: login and its cookie, the rate limit, no data without a session, CSRF,
+and the retry/discard actions through the forms and the JSON API (the daemon in-process)."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import asyncpg
+import pytest
+
+from console_seed import CSRF, HOSTILE, KEY, OLD_SLOT, SLOT, log_in, run_of, seed_console
+from daemon import SERVICE_KEY, running_daemon
+from http_api.console import COOKIE, CSP
+from http_api.console_auth import SessionSigner
+from seed import fetch
+
+PROTECTED = ["/ui/missions", "/ui/missions/u-1", "/ui/missions?user=u-1", "/ui/dead", "/ui/live/overview",
+             "/ui/live/missions/u-1", "/ui/live/dead", "/ui/logout"]
+
+
+def cookie_header(response_headers: list[str]) -> str:
+    [cookie] = [h for h in response_headers if h.startswith(f"{COOKIE}=")]
+    return cookie
+
+
+async def test_without_a_session_only_the_login_form_is_served(pool: asyncpg.Pool) -> None:
+    async with running_daemon(pool) as d:
+        await seed_console(pool, d)
+        page = await d.client.get("/ui")
+        assert page.status_code == 200 and 'data-testid="login"' in page.text
+        assert re.search(r'<form[^>]*method="post" action="/ui/login"', page.text)
+        assert re.findall(r"<input [^>]*>", page.text) == [
+            '<input id="key" name="key" type="password" autocomplete="current-password" required autofocus>']
+        assert "set-cookie" not in page.headers
+        assert (await d.client.get("/ui/login")).headers["location"] == "/ui"
+        assert page.headers["content-security-policy"] == CSP and "default-src 'self'" in CSP
+        assert page.headers["x-frame-options"] == "DENY"
+        for path in PROTECTED:
+            response = await d.client.get(path)
+            assert (response.status_code, response.headers["location"]) == (303, "/ui"), path
+            assert "u-1" not in response.text and "Kaputte" not in response.text, path
+        # a forged, a foreign-key and an expired session are no session
+        foreign, _ = SessionSigner("another-service-key").issue(1e9 * 2)
+        expired, _ = SessionSigner(SERVICE_KEY, ttl_s=1).issue(1_000_000)
+        for value in ["forged.1.2.3", foreign, expired, "x" * 5000]:
+            d.client.cookies.set(COOKIE, value)
+            assert (await d.client.get("/ui/dead")).status_code == 303
+            assert 'data-testid="login"' in (await d.client.get("/ui")).text
+        d.client.cookies.clear()
+        # a POST without the cookie changes nothing
+        for action in ("retry", "discard"):
+            response = await d.client.post(f"/ui/dead/{action}", data={"user": "u-1", "mission": "m-dead",
+                                                                      "slot": SLOT, "csrf": "x"})
+            assert response.status_code == 303
+        run = await run_of(pool, "m-dead")
+        assert (run["status"], run["attempts"], run["discarded_at"], run["settled_slot"]) == ("dead", 5, None, SLOT)
+
+
+async def test_the_right_key_sets_a_strict_httponly_expiring_cookie(pool: asyncpg.Pool) -> None:
+    async with running_daemon(pool) as d:
+        await seed_console(pool, d)
+        response = await log_in(d.client)
+        assert (response.status_code, response.headers["location"]) == (303, "/ui")
+        cookie = cookie_header(response.headers.get_list("set-cookie"))
+        flags = {part.strip().split("=")[0].lower() for part in cookie.split(";")[1:]}
+        assert {"httponly", "max-age", "path", "samesite"} <= flags and "secure" not in flags, cookie
+        assert "SameSite=Strict" in cookie and "Path=/ui" in cookie and "Max-Age=43200" in cookie
+        assert SERVICE_KEY not in cookie
+        page = await d.client.get("/ui")
+        assert page.status_code == 200 and 'data-testid="health"' in page.text
+        assert 'data-testid="agents-table"' in page.text and 'data-testid="cycles-table"' in page.text
+        assert page.headers["cache-control"] == "no-store"
+        # behind a TLS-terminating proxy the cookie is Secure
+        secure = await log_in(d.client, **{"X-Forwarded-Proto": "https"})
+        assert "Secure" in cookie_header(secure.headers.get_list("set-cookie"))
+
+
+async def test_a_wrong_key_shows_the_form_again_and_failures_are_rate_limited(
+        pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="http_api.console")
+    async with running_daemon(pool) as d:
+        for attempt in range(5):
+            wrong = await log_in(d.client, key=f"guess-number-{attempt}")
+            assert wrong.status_code == 401 and 'data-testid="login"' in wrong.text
+            assert 'data-testid="login-error"' in wrong.text and f"guess-number-{attempt}" not in wrong.text
+            assert "set-cookie" not in wrong.headers
+        limited = await log_in(d.client)  # even the right key, while the client is limited
+        assert limited.status_code == 429 and 0 < int(limited.headers["retry-after"]) <= 60
+        assert "Too many failed attempts" in limited.text and "set-cookie" not in limited.headers
+        assert (await d.client.get("/ui/dead")).status_code == 303
+    reasons = [r.reason for r in caplog.records if r.getMessage() == "console.login_failed"]  # type: ignore[attr-defined]
+    assert reasons == ["wrong-key"] * 5 + ["rate-limited"]
+
+
+async def test_logout_ends_the_session(pool: asyncpg.Pool) -> None:
+    async with running_daemon(pool) as d:
+        await log_in(d.client)
+        value = d.client.cookies[COOKIE]
+        page = await d.client.get("/ui/dead")
+        [csrf] = set(CSRF.findall(page.text))
+        refused = await d.client.post("/ui/logout", data={"csrf": "not-the-token"})
+        assert refused.status_code == 403 and (await d.client.get("/ui/dead")).status_code == 200
+        response = await d.client.post("/ui/logout", data={"csrf": csrf})
+        assert (response.status_code, response.headers["location"]) == (303, "/ui")
+        assert f'{COOKIE}=""' in response.headers["set-cookie"] or "Max-Age=0" in response.headers["set-cookie"]
+        d.client.cookies.set(COOKIE, value)  # the old value is revoked, not only forgotten
+        assert (await d.client.get("/ui/dead")).status_code == 303
+
+
+async def test_retry_and_discard_through_the_forms_need_the_csrf_token(
+        pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="http_api.console_actions")
+    async with running_daemon(pool) as d:
+        await seed_console(pool, d)
+        await log_in(d.client)
+        page = await d.client.get("/ui/dead")
+        assert 'data-testid="dead-table"' in page.text and "Kaputte Mission" in page.text
+        assert SERVICE_KEY not in page.text and "invalid key ***" in page.text  # the error is redacted
+        [csrf] = set(CSRF.findall(page.text))
+        form = {"user": "u-1", "mission": "m-dead", "slot": SLOT}
+        for wrong in ({}, {"csrf": ""}, {"csrf": csrf[:-2] + "xx"}):
+            refused = await d.client.post("/ui/dead/retry", data={**form, **wrong})
+            assert refused.status_code == 403 and 'data-testid="refused"' in refused.text
+        assert (await run_of(pool, "m-dead"))["status"] == "dead"
+
+        done = await d.client.post("/ui/dead/retry", data={**form, "csrf": csrf})
+        assert (done.status_code, done.headers["location"]) == (303, "/ui/dead?done=retried")
+        run = await run_of(pool, "m-dead")
+        assert (run["status"], run["attempts"], run["due_now"], run["settled_slot"]) == ("retry", 0, True, None)
+        missions = (await d.client.get("/internal/missions/u-1", headers=KEY)).json()["missions"]
+        assert {m["missionId"]: m["reason"] for m in missions}["m-dead"] == "due"
+        after = await d.client.get("/ui/dead?done=retried")
+        assert "will run again" in after.text and "Kaputte Mission" not in after.text
+
+        # the superseded slot of m-moved cannot run again: its Retry is disabled, Discard works
+        assert re.search(r'data-testid="retry" disabled', after.text)
+        moved = {"user": "u-1", "mission": "m-moved", "slot": OLD_SLOT, "csrf": csrf}
+        assert (await d.client.post("/ui/dead/retry", data=moved)).headers["location"].endswith("superseded")
+        assert (await d.client.post("/ui/dead/discard", data=moved)).headers["location"].endswith("discarded")
+        run = await run_of(pool, "m-moved", OLD_SLOT)
+        assert run["status"] == "dead" and run["discarded_at"] is not None
+        assert "No dead slots." in (await d.client.get("/ui/dead")).text
+    lines = [(r.getMessage(), r.mission_id, r.via) for r in caplog.records  # type: ignore[attr-defined]
+             if r.getMessage().startswith("console.slot_")]
+    assert lines == [("console.slot_retried", "m-dead", "console"), ("console.slot_discarded", "m-moved", "console")]
+
+
+async def test_retry_and_discard_through_the_json_api(pool: asyncpg.Pool) -> None:
+    async with running_daemon(pool) as d:
+        await seed_console(pool, d)
+        assert (await d.client.post("/internal/missions/u-1/m-dead/retry")).status_code == 401
+        unknown = await d.client.post("/internal/missions/u-1/nothing/retry", headers=KEY)
+        assert unknown.status_code == 404 and unknown.json()["outcome"] == "no-dead-slot"
+        not_dead = await d.client.post("/internal/missions/u-1/m-backoff/discard", headers=KEY, json={"dueSlot": SLOT})
+        assert not_dead.status_code == 409 and not_dead.json()["outcome"] == "not-dead"
+        assert (await d.client.post("/internal/missions/u-1/m-dead/retry", headers=KEY,
+                                    content=b"{not json")).status_code == 400
+
+        # without a slot: the mission's dead slot at its current nextRunAt
+        retried = await d.client.post("/internal/missions/u-1/m-dead/retry", headers=KEY)
+        assert retried.status_code == 200 and retried.json() == {
+            "userId": "u-1", "missionId": "m-dead", "dueSlot": SLOT, "outcome": "retried"}
+        run = await run_of(pool, "m-dead")
+        assert (run["status"], run["attempts"], run["settled_slot"]) == ("retry", 0, None)
+        again = await d.client.post("/internal/missions/u-1/m-dead/retry", headers=KEY, params={"dueSlot": SLOT})
+        assert again.status_code == 409 and again.json()["outcome"] == "not-dead"
+
+        superseded = await d.client.post("/internal/missions/u-1/m-moved/retry", headers=KEY,
+                                         json={"dueSlot": OLD_SLOT})
+        assert superseded.status_code == 409 and superseded.json()["outcome"] == "superseded"
+        discarded = await d.client.post("/internal/missions/u-1/m-moved/discard", headers=KEY)
+        assert discarded.status_code == 200 and discarded.json()["dueSlot"] == OLD_SLOT
+        twice = await d.client.post("/internal/missions/u-1/m-moved/discard", headers=KEY, params={"dueSlot": OLD_SLOT})
+        assert twice.status_code == 409 and twice.json()["outcome"] == "already-discarded"
+        assert d.metric("mana_ai_run_ledger_slots", status="dead") == 2  # as the seeding cycle saw them
+        await d.client.post("/internal/tick", headers=KEY)
+        assert d.metric("mana_ai_run_ledger_slots", status="dead") == 0  # discarded slots are not counted
+
+
+async def test_the_pages_show_what_the_daemon_knows(pool: asyncpg.Pool) -> None:
+    async with running_daemon(pool) as d:
+        await seed_console(pool, d)
+        await log_in(d.client)
+        overview = (await d.client.get("/ui")).text
+        for shown in ("Recherche", "Schläfer", "Archivar", "Zweiter", "paused", "archived", "1,234 / 5,000"):
+            assert shown in overview, shown
+        assert re.search(r'<meter min="0" max="5000"[^>]*value="1234"', overview)
+        assert "manual" in overview  # the seeding tick is in the cycles table
+        assert 'data-testid="planned-chart"' in overview and "<title>this minute: 1 planned</title>" in overview
+        assert 'data-testid="ledger-counts"' in overview
+
+        page = await d.client.get("/ui/missions/u-1")
+        missions = (await d.client.get("/internal/missions/u-1", headers=KEY)).json()["missions"]
+        reasons = dict(re.findall(r'data-mission="([^"]+)" data-reason="([^"]+)"', page.text))
+        assert reasons == {m["missionId"]: m["reason"] for m in missions}
+        assert "Backing off after a failed attempt" in page.text and "Already planned for this slot" in page.text
+        assert HOSTILE not in page.text and "&lt;script&gt;window.__pwned = 1&lt;/script&gt;" in page.text
+        assert SERVICE_KEY not in page.text
+        live = await d.client.get("/ui/live/missions/u-1")
+        assert 'data-testid="missions-table"' in live.text and "<html" not in live.text  # only the fragment
+        assert (await d.client.get("/ui/missions/nobody")).status_code == 404
+        search = await d.client.get("/ui/missions", params={"user": "u 2/x"})
+        assert search.headers["location"] == "/ui/missions/u%202%2Fx"
+        static = await d.client.get("/ui/static/console.js")
+        assert static.status_code == 200 and static.headers["content-type"].startswith("text/javascript")
+        assert (await d.client.get("/ui/static/console.js", headers={"If-None-Match": static.headers["etag"]})
+                ).status_code == 304
+        assert (await d.client.get("/ui/static/../app.py")).status_code == 404
+
+
+async def test_a_failing_database_is_said_on_the_page_and_health_is_still_shown(pool: asyncpg.Pool) -> None:
+    async with running_daemon(pool) as d:
+        await seed_console(pool, d)
+        await log_in(d.client)
+        await fetch(pool, "ALTER TABLE mana_ai.mission_runs RENAME TO mission_runs_away")
+        try:
+            overview = await d.client.get("/ui")
+            dead = await d.client.get("/ui/live/dead")
+            action = await d.client.post("/internal/missions/u-1/m-dead/retry", headers=KEY)
+        finally:
+            await fetch(pool, "ALTER TABLE mana_ai.mission_runs_away RENAME TO mission_runs")
+    assert overview.status_code == 200 and 'data-testid="health"' in overview.text
+    assert 'data-testid="agents-table"' in overview.text  # the agents do not need the ledger
+    assert overview.text.count('data-testid="db-error"') == 1 and "did not answer" in overview.text
+    assert dead.status_code == 200 and 'data-testid="db-error"' in dead.text
+    assert action.status_code == 503 and action.json() == {"error": "the database did not answer"}
