@@ -6,13 +6,12 @@
 INSERT INTO mana_ai.refresh_cursors (stream) VALUES ($1) ON CONFLICT (stream) DO NOTHING;
 
 -- name: lock_cursor
--- Take the stream's cursor for this refresh; another instance refreshing it makes this empty.
-SELECT stable_until, stable_id FROM mana_ai.refresh_cursors
+-- Take the stream's cursor for this refresh; another instance refreshing it (or no cursor yet)
+-- makes this empty. With it, the stable horizon: rows created before it are assumed committed
+-- (lag >= longest write tx); SKIP LOCKED never waits, so it is read as the lock is taken.
+SELECT stable_until, stable_id, clock_timestamp() - make_interval(secs => $2::float8) AS horizon
+FROM mana_ai.refresh_cursors
 WHERE stream = $1 FOR UPDATE SKIP LOCKED;
-
--- name: horizon
--- The stable horizon: rows created before it are assumed committed (lag >= longest write tx).
-SELECT clock_timestamp() - make_interval(secs => $1::float8);
 
 -- name: read_stream_page
 -- One page of the ai channel after a (created_at, id) position, in fold order. `data` and
@@ -48,12 +47,15 @@ JOIN unnest($1::text[], $2::text[]) AS k(user_id, record_id)
   ON s.user_id = k.user_id AND s.{id_column} = k.record_id;
 
 -- name: upsert_snapshots
--- Write folded snapshots in one statement; `inserted` tells new from updated.
+-- Write folded snapshots in one statement; `inserted` tells new from updated. A NULL `record`
+-- means "the same as stable_record" (no tail rows): that JSON is sent and parsed only once
+-- (the array casts parse each element once; the columns of unnest are computed once per row).
 INSERT INTO {snapshots} AS s
   (user_id, {id_column}, record, tombstone, stable_record, stable_tombstone, last_applied_at, updated_at)
-SELECT x.user_id, x.record_id, x.record::jsonb, x.tombstone, x.stable_record::jsonb,
+SELECT x.user_id, x.record_id, COALESCE(x.record, x.stable_record), x.tombstone, x.stable_record,
        x.stable_tombstone, x.last_applied_at, now()
-FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::text[], $6::bool[], $7::timestamptz[])
+FROM unnest($1::text[], $2::text[], $3::text[]::jsonb[], $4::bool[], $5::text[]::jsonb[], $6::bool[],
+            $7::timestamptz[])
   AS x(user_id, record_id, record, tombstone, stable_record, stable_tombstone, last_applied_at)
 ON CONFLICT (user_id, {id_column}) DO UPDATE SET
   record = EXCLUDED.record,

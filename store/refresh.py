@@ -119,9 +119,12 @@ def refold(
     record_id: str, stored: FoldState, stable_rows: Sequence[ChangeRow], tail_rows: Sequence[ChangeRow],
     problems: list[RowProblem],
 ) -> tuple[FoldState, FoldState]:
-    """New (stable, effective) states; problems are reported for stable rows only (once)."""
+    """New (stable, effective) states; problems are reported for stable rows only (once).
+
+    Without tail rows the effective state *is* the stable one (the same object), which
+    `_write` uses to encode and store it once."""
     stable = fold_rows(record_id, stable_rows, seed=stored, problems=problems)
-    effective = fold_rows(record_id, tail_rows, seed=stable)
+    effective = fold_rows(record_id, tail_rows, seed=stable) if tail_rows else stable
     return stable, effective
 
 
@@ -162,7 +165,8 @@ async def _write(conn: asyncpg.Connection, stream: Stream, folded: list[_Folded]
         stream.query(Q["upsert_snapshots"]),
         [f.key[0] for f in rows],
         [f.key[1] for f in rows],
-        [json.dumps(f.effective.as_snapshot_record()) for f in rows],
+        # None: `record` is `stable_record` (no tail rows), encoded and parsed once
+        [None if f.effective is f.stable else json.dumps(f.effective.as_snapshot_record()) for f in rows],
         [f.effective.tombstone for f in rows],
         [None if f.stable.empty else json.dumps(f.stable.as_snapshot_record()) for f in rows],
         [f.stable.tombstone for f in rows],
@@ -228,12 +232,14 @@ async def _refresh(pool: asyncpg.Pool, stream: Stream, lag_s: float, page_size: 
                    bounds: RowBounds) -> RefreshStats:
     stats = RefreshStats(stream.table_name)
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(Q["ensure_cursor"], stream.table_name)
-        cursor = await conn.fetchrow(Q["lock_cursor"], stream.table_name)
+        cursor = await conn.fetchrow(Q["lock_cursor"], stream.table_name, lag_s)
+        if cursor is None:  # held by another instance, or not created yet
+            await conn.execute(Q["ensure_cursor"], stream.table_name)
+            cursor = await conn.fetchrow(Q["lock_cursor"], stream.table_name, lag_s)
         if cursor is None:
             stats.skipped = True
             return stats
-        horizon = await conn.fetchval(Q["horizon"], lag_s)
+        horizon = cursor["horizon"]
         position: tuple[datetime, uuid.UUID] = (cursor["stable_until"], cursor["stable_id"])
         tail: list[Mapping[str, Any]] = []
         while True:
