@@ -50,12 +50,14 @@ JOIN unnest($1::text[], $2::text[]) AS k(user_id, record_id)
 -- Write folded snapshots in one statement; `inserted` tells new from updated. A NULL `record`
 -- means "the same as stable_record" (no tail rows): that JSON is sent and parsed only once
 -- (the array casts parse each element once; the columns of unnest are computed once per row).
+-- Every parameter is text[]: asyncpg has a built-in codec for it, while any other array type
+-- costs a type-introspection query (~20 ms) the first time each pooled connection meets it.
 INSERT INTO {snapshots} AS s
   (user_id, {id_column}, record, tombstone, stable_record, stable_tombstone, last_applied_at, updated_at)
 SELECT x.user_id, x.record_id, COALESCE(x.record, x.stable_record), x.tombstone, x.stable_record,
        x.stable_tombstone, x.last_applied_at, now()
-FROM unnest($1::text[], $2::text[], $3::text[]::jsonb[], $4::bool[], $5::text[]::jsonb[], $6::bool[],
-            $7::timestamptz[])
+FROM unnest($1::text[], $2::text[], $3::text[]::jsonb[], $4::text[]::bool[], $5::text[]::jsonb[],
+            $6::text[]::bool[], $7::text[]::timestamptz[])
   AS x(user_id, record_id, record, tombstone, stable_record, stable_tombstone, last_applied_at)
 ON CONFLICT (user_id, {id_column}) DO UPDATE SET
   record = EXCLUDED.record,

@@ -167,14 +167,18 @@ async def _write(conn: asyncpg.Connection, stream: Stream, folded: list[_Folded]
         [f.key[1] for f in rows],
         # None: `record` is `stable_record` (no tail rows), encoded and parsed once
         [None if f.effective is f.stable else json.dumps(f.effective.as_snapshot_record()) for f in rows],
-        [f.effective.tombstone for f in rows],
+        [_pg_bool(f.effective.tombstone) for f in rows],
         [None if f.stable.empty else json.dumps(f.stable.as_snapshot_record()) for f in rows],
-        [f.stable.tombstone for f in rows],
-        [f.last_applied_at for f in rows],
+        [_pg_bool(f.stable.tombstone) for f in rows],
+        [f.last_applied_at.isoformat() for f in rows],  # aware, µs: Postgres reads it back exactly
     )
     inserted = sum(1 for r in result if r["inserted"])
     stats.snapshots_new += inserted
     stats.snapshots_updated += len(result) - inserted
+
+
+def _pg_bool(value: bool) -> str:
+    return "t" if value else "f"
 
 
 async def _record_rejections(conn: asyncpg.Connection, rejections: list[Rejection], stats: RefreshStats) -> None:
