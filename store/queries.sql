@@ -110,6 +110,33 @@ WHERE s.record->>'state' = 'active'
 ORDER BY s.record->>'nextRunAt'
 LIMIT $2;
 
+-- name: due_missions_folded
+-- due_missions for a pass between the pages of a refresh (actors/snapshot.py): only missions
+-- with no ai row after ($3, $4), the last row the refresh has read and folded. A mission with a
+-- row not folded yet has a snapshot that may still change (paused, moved, deleted) in this
+-- refresh, so it waits for a later pass.
+SELECT s.user_id, s.mission_id, s.record, s.last_applied_at
+FROM mana_ai.mission_snapshots s
+LEFT JOIN mana_ai.mission_runs r
+  ON r.user_id = s.user_id AND r.mission_id = s.mission_id AND r.due_slot = s.record->>'nextRunAt'
+WHERE s.record->>'state' = 'active'
+  AND NOT s.tombstone
+  AND (s.record->>'nextRunAt') IS DISTINCT FROM s.settled_slot
+  AND s.record->>'nextRunAt' IS NOT NULL
+  AND jsonb_typeof(s.record->'nextRunAt') = 'string'
+  AND s.record->>'nextRunAt' <= $1
+  AND (s.record->>'deletedAt') IS NULL
+  AND (r.user_id IS NULL
+       OR (r.status = 'retry' AND r.next_attempt_at <= now())
+       OR (r.status = 'running' AND r.lease_expires_at < now()))
+  AND NOT EXISTS (
+    SELECT 1 FROM public.sync_changes c
+    WHERE c.table_name = 'aiMissions' AND c.record_id = s.mission_id AND c.created_at >= $3
+      AND c.app_id = 'ai' AND c.user_id = s.user_id
+      AND (c.created_at, c.id) > ($3::timestamptz, $4::uuid))
+ORDER BY s.record->>'nextRunAt'
+LIMIT $2;
+
 -- name: claim_runs
 -- Claim due slots for this instance in one statement; only rows actually claimed come back.
 -- Another instance's live lease, a planned or dead slot, or a retry still backing off is left alone.

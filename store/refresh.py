@@ -9,8 +9,12 @@ snapshot's `stable_record`. A refresh reads the rows after it, in fold order, pa
   so a row whose transaction commits late, inside the lag window, still lands in order.
 
 An idle refresh over old data reads no rows. Round trips per page are fixed (read, load
-snapshots, upsert), however many records changed. The whole refresh is one transaction
-that holds the stream's cursor row, so two instances never refresh a stream at once.
+snapshots, upsert), however many records changed. `refresh_stream` is one transaction that
+holds the stream's cursor row, so two instances never refresh a stream at once.
+`PagedRefresh` commits each page in its own transaction (small pages first), so the snapshot
+actor can dispatch between pages; each page takes the cursor row again and checks that nobody
+moved it meanwhile, and the page that reaches the tail reads to the end, so the result is the
+same as in one go.
 
 Each row is judged on its own before it is folded (store/bounds.py): `data` and
 `field_timestamps` arrive as text and are decoded here within `RowBounds`, ids and
@@ -39,6 +43,7 @@ from store.sql import Q
 from store.streams import AGENTS, Stream
 
 Key = tuple[str, str]  # (user_id, record_id)
+Position = tuple[datetime, uuid.UUID]  # (created_at, id) of a sync_changes row
 
 
 @dataclass(frozen=True)
@@ -232,44 +237,150 @@ async def _fold_and_write(
     await _write(conn, stream, folded, stats)
 
 
+async def _lock_cursor(conn: asyncpg.Connection, stream: Stream, lag_s: float) -> asyncpg.Record | None:
+    """The stream's cursor row, locked for this transaction, with the horizon; None when another
+    instance holds it."""
+    cursor: asyncpg.Record | None = await conn.fetchrow(Q["lock_cursor"], stream.table_name, lag_s)
+    if cursor is None:  # held by another instance, or not created yet
+        await conn.execute(Q["ensure_cursor"], stream.table_name)
+        cursor = await conn.fetchrow(Q["lock_cursor"], stream.table_name, lag_s)
+    return cursor
+
+
+async def _fold_from(conn: asyncpg.Connection, stream: Stream, position: Position, horizon: datetime,
+                     stats: RefreshStats, bounds: RowBounds, page_size: int, first_page: int | None) -> Position | None:
+    """Fold the rows after `position` page by page, in this transaction.
+
+    With `first_page`, a first page of that many rows that is full and holds no tail row ends
+    the call: its position is returned and the caller commits and goes on from there. In every
+    other case the stream is read to its end (None): the horizon is fixed, so once a tail row
+    shows up every later row is tail too, and all of them are folded together at the end.
+    """
+    tail: list[Mapping[str, Any]] = []
+    limit = first_page or page_size
+    while True:
+        page = await conn.fetch(Q["read_stream_page"], stream.table_name, *position, limit, bounds.max_row_bytes)
+        stats.rows_read += len(page)
+        if not page:
+            break
+        position = (page[-1]["created_at"], page[-1]["id"])
+        stable = [r for r in page if r["created_at"] <= horizon]
+        tail.extend(r for r in page if r["created_at"] > horizon)
+        if stable:
+            # stable rows of this page are final: fold them now, keeping memory bounded
+            await _fold_and_write(conn, stream, stable, [], stats, bounds)
+            stats.rows_stabilised += len(stable)
+            last = stable[-1]
+            await conn.execute(Q["advance_cursor"], stream.table_name, last["created_at"], last["id"])
+        if len(page) < limit:
+            break
+        if first_page is not None and not tail:
+            return position
+        limit = page_size
+    if tail:
+        await _fold_and_write(conn, stream, [], tail, stats, bounds)
+    return None
+
+
 async def _refresh(pool: asyncpg.Pool, stream: Stream, lag_s: float, page_size: int,
                    bounds: RowBounds) -> RefreshStats:
     stats = RefreshStats(stream.table_name)
     async with pool.acquire() as conn, conn.transaction():
-        cursor = await conn.fetchrow(Q["lock_cursor"], stream.table_name, lag_s)
-        if cursor is None:  # held by another instance, or not created yet
-            await conn.execute(Q["ensure_cursor"], stream.table_name)
-            cursor = await conn.fetchrow(Q["lock_cursor"], stream.table_name, lag_s)
+        cursor = await _lock_cursor(conn, stream, lag_s)
         if cursor is None:
             stats.skipped = True
             return stats
-        horizon = cursor["horizon"]
-        position: tuple[datetime, uuid.UUID] = (cursor["stable_until"], cursor["stable_id"])
-        tail: list[Mapping[str, Any]] = []
-        while True:
-            page = await conn.fetch(Q["read_stream_page"], stream.table_name, *position, page_size,
-                                    bounds.max_row_bytes)
-            stats.rows_read += len(page)
-            if not page:
-                break
-            position = (page[-1]["created_at"], page[-1]["id"])
-            stable = [r for r in page if r["created_at"] <= horizon]
-            tail.extend(r for r in page if r["created_at"] > horizon)
-            if stable:
-                # stable rows of this page are final: fold them now, keeping memory bounded
-                await _fold_and_write(conn, stream, stable, [], stats, bounds)
-                stats.rows_stabilised += len(stable)
-                last = stable[-1]
-                await conn.execute(Q["advance_cursor"], stream.table_name, last["created_at"], last["id"])
-            if len(page) < page_size:
-                break
-        if tail:
-            await _fold_and_write(conn, stream, [], tail, stats, bounds)
+        await _fold_from(conn, stream, (cursor["stable_until"], cursor["stable_id"]), cursor["horizon"], stats,
+                         bounds, page_size, first_page=None)
     return stats
 
 
 async def refresh_stream(pool: asyncpg.Pool, stream: Stream, *, lag_s: float, page_size: int = 5000,
                          bounds: RowBounds = RowBounds()) -> RefreshStats:
-    """Refresh one stream's snapshots (one bridged unit of work)."""
+    """Refresh one stream's snapshots in one transaction (one bridged unit of work)."""
     stats: RefreshStats = await aio_as_trio(_refresh)(pool, stream, lag_s, page_size, bounds)
     return stats
+
+
+@dataclass(frozen=True)
+class _Resume:
+    """Where the next page of a paged refresh starts, and the horizon its first page fixed."""
+
+    position: Position
+    horizon: datetime
+
+
+async def _refresh_page(pool: asyncpg.Pool, stream: Stream, lag_s: float, page_size: int, bounds: RowBounds,
+                        first_page: int, resume: _Resume | None) -> tuple[RefreshStats, _Resume | None]:
+    stats = RefreshStats(stream.table_name)
+    async with pool.acquire() as conn, conn.transaction():
+        cursor = await _lock_cursor(conn, stream, lag_s)
+        if cursor is None:
+            stats.skipped = True
+            return stats, None
+        position: Position = (cursor["stable_until"], cursor["stable_id"])
+        if resume is not None and position != resume.position:
+            # another instance refreshed the stream between our pages: the rest is its work,
+            # and folding rows it already folded again would apply them twice
+            stats.skipped = True
+            return stats, None
+        horizon: datetime = cursor["horizon"] if resume is None else resume.horizon
+        after = await _fold_from(conn, stream, position, horizon, stats, bounds, page_size, first_page)
+    return stats, None if after is None else _Resume(after, horizon)
+
+
+class PagedRefresh:
+    """One stream refreshed page by page, each page its own transaction (one bridged unit each),
+    so that what is due among the records folded so far can go out before the refresh ends.
+
+    Pages grow from `first_page` rows by `growth` up to `page_size`. The first page fixes the
+    horizon for all of them; each page locks the cursor and checks that it is where the last
+    page left it (else another instance took over: this refresh ends, as if skipped). A page
+    that reaches the tail reads the stream to its end, so tail rows are folded together, on top
+    of the final stable records, exactly as `refresh_stream` does: page by page or in one go,
+    the snapshots and the cursor end up the same (tests/store/test_paged_refresh.py).
+    """
+
+    def __init__(self, pool: asyncpg.Pool, stream: Stream, *, lag_s: float, bounds: RowBounds = RowBounds(),
+                 first_page: int = 32, growth: int = 4, page_size: int = 5000) -> None:
+        self._pool = pool
+        self._stream = stream
+        self._lag_s = lag_s
+        self._bounds = bounds
+        self._next_size = min(first_page, page_size)
+        self._growth = growth
+        self._page_size = page_size
+        self._resume: _Resume | None = None
+        self._reported: set[Problem] = set()
+        self.stats = RefreshStats(stream.table_name)
+        self.done = False
+
+    @property
+    def read_until(self) -> Position | None:
+        """The last row read so far while more pages follow (every row up to it is folded)."""
+        return None if self._resume is None else self._resume.position
+
+    async def next_page(self) -> None:
+        """Fold and commit the next page; `done` once the stream was read to its end."""
+        assert not self.done, "the refresh is done"
+        stats, self._resume = await aio_as_trio(_refresh_page)(
+            self._pool, self._stream, self._lag_s, self._page_size, self._bounds, self._next_size, self._resume)
+        self._merge(stats)
+        self.done = self._resume is None
+        self._next_size = min(self._next_size * self._growth, self._page_size)
+
+    def _merge(self, page: RefreshStats) -> None:
+        total = self.stats
+        total.skipped = total.skipped or page.skipped
+        total.rows_read += page.rows_read
+        total.rows_stabilised += page.rows_stabilised
+        total.snapshots_new += page.snapshots_new
+        total.snapshots_updated += page.snapshots_updated
+        total.users |= page.users
+        for problem in page.problems:
+            if problem.kind == "bad-field":  # a record's field problems once per refresh, as in one go
+                if problem in self._reported:
+                    continue
+                self._reported.add(problem)
+            total.problems.append(problem)
+        total.rejected.extend(page.rejected)
