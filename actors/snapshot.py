@@ -356,12 +356,21 @@ class SnapshotActor:
             return
         assert self._leases is not None, "a dispatching SnapshotActor needs a LeaseKeeper"
         claimed_at = trio.current_time()
+        claims: list[Claim] = []
+        agents: dict[AgentKey, Agent] = {}
+
+        async def claim() -> None:
+            claims.extend(await claim_runs(self._pool, due, instance_id=self._settings.instance_id,
+                                           lease_s=self._settings.lease_s))
+
+        async def load() -> None:  # alongside the claim: the agents of every user with a due mission
+            agents.update(await load_agents(self._pool, sorted({d.mission.user_id for d in due})))
+
         with self._metrics.stage("claim"):
-            claims = await claim_runs(self._pool, due, instance_id=self._settings.instance_id,
-                                      lease_s=self._settings.lease_s)
-            by_key = {(d.mission.user_id, d.mission.id): d for d in due}
-            users = sorted({c.user_id for c in claims})
-            agents = await load_agents(self._pool, users)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(claim)
+                nursery.start_soon(load)
+        by_key = {(d.mission.user_id, d.mission.id): d for d in due}
         passes.agents.update(agents)
         with self._metrics.stage("dispatch"):
             await self._deliver(claims, by_key, agents, batch, claimed_at)

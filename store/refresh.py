@@ -162,10 +162,14 @@ async def _load(conn: asyncpg.Connection, stream: Stream, keys: Iterable[Key]) -
     return stored
 
 
-async def _write(conn: asyncpg.Connection, stream: Stream, folded: list[_Folded], stats: RefreshStats) -> None:
+async def _write(conn: asyncpg.Connection, stream: Stream, folded: list[_Folded], stats: RefreshStats,
+                 advance_to: Position | None) -> bool:
+    """Upsert the folded snapshots, moving the cursor to `advance_to` in the same statement;
+    False when there was nothing to write (and the cursor was not moved)."""
     rows = [f for f in folded if not f.effective.empty]
     if not rows:
-        return
+        return False
+    until, until_id = advance_to or (None, None)
     result = await conn.fetch(
         stream.query(Q["upsert_snapshots"]),
         [f.key[0] for f in rows],
@@ -176,10 +180,12 @@ async def _write(conn: asyncpg.Connection, stream: Stream, folded: list[_Folded]
         [None if f.stable.empty else json.dumps(f.stable.as_snapshot_record()) for f in rows],
         [_pg_bool(f.stable.tombstone) for f in rows],
         [f.last_applied_at.isoformat() for f in rows],  # aware, µs: Postgres reads it back exactly
+        stream.table_name, until, until_id,
     )
     inserted = sum(1 for r in result if r["inserted"])
     stats.snapshots_new += inserted
     stats.snapshots_updated += len(result) - inserted
+    return True
 
 
 def _pg_bool(value: bool) -> str:
@@ -201,8 +207,10 @@ async def _record_rejections(conn: asyncpg.Connection, rejections: list[Rejectio
 
 async def _fold_and_write(
     conn: asyncpg.Connection, stream: Stream, stable_rows: Sequence[Mapping[str, Any]],
-    tail_rows: Sequence[Mapping[str, Any]], stats: RefreshStats, bounds: RowBounds,
+    tail_rows: Sequence[Mapping[str, Any]], stats: RefreshStats, bounds: RowBounds, advance_to: Position | None,
 ) -> None:
+    """Fold the rows into their snapshots and write them; with `advance_to` (stable rows), the
+    cursor moves there in the same transaction."""
     grouped: dict[Key, _Pending] = {}
     rejections: list[Rejection] = []
     for rows, is_tail in ((stable_rows, False), (tail_rows, True)):
@@ -220,6 +228,8 @@ async def _fold_and_write(
                 (pending.tail if is_tail else pending.stable).append(checked)
     await _record_rejections(conn, rejections, stats)
     if not grouped:
+        if advance_to is not None:
+            await conn.execute(Q["advance_cursor"], stream.table_name, *advance_to)
         return
     stored = await _load(conn, stream, grouped)
     folded = []
@@ -234,32 +244,40 @@ async def _fold_and_write(
         if pending.stable:  # field problems once per change that reached the stable fold
             for detail in _field_problems(stream, new_stable):
                 stats.problems.append(Problem(key[0], stream.table_name, key[1], "bad-field", detail))
-    await _write(conn, stream, folded, stats)
+    if not await _write(conn, stream, folded, stats, advance_to) and advance_to is not None:
+        await conn.execute(Q["advance_cursor"], stream.table_name, *advance_to)
 
 
-async def _lock_cursor(conn: asyncpg.Connection, stream: Stream, lag_s: float) -> asyncpg.Record | None:
-    """The stream's cursor row, locked for this transaction, with the horizon; None when another
-    instance holds it."""
-    cursor: asyncpg.Record | None = await conn.fetchrow(Q["lock_cursor"], stream.table_name, lag_s)
-    if cursor is None:  # held by another instance, or not created yet
+async def _lock_and_read(conn: asyncpg.Connection, stream: Stream, lag_s: float, limit: int,
+                        bounds: RowBounds) -> tuple[asyncpg.Record, list[asyncpg.Record]] | None:
+    """The stream's cursor row, locked for this transaction, with the horizon, and the first page
+    after it; None when another instance holds it."""
+    args = (stream.table_name, lag_s, limit, bounds.max_row_bytes)
+    rows: list[asyncpg.Record] = await conn.fetch(Q["lock_and_read_stream"], *args)
+    if not rows:  # held by another instance, or not created yet
         await conn.execute(Q["ensure_cursor"], stream.table_name)
-        cursor = await conn.fetchrow(Q["lock_cursor"], stream.table_name, lag_s)
-    return cursor
+        rows = await conn.fetch(Q["lock_and_read_stream"], *args)
+    if not rows:
+        return None
+    return rows[0], [] if rows[0]["id"] is None else rows
 
 
-async def _fold_from(conn: asyncpg.Connection, stream: Stream, position: Position, horizon: datetime,
-                     stats: RefreshStats, bounds: RowBounds, page_size: int, first_page: int | None) -> Position | None:
-    """Fold the rows after `position` page by page, in this transaction.
+async def _fold_from(conn: asyncpg.Connection, stream: Stream, cursor: asyncpg.Record, page: list[asyncpg.Record],
+                     horizon: datetime, stats: RefreshStats, bounds: RowBounds, page_size: int,
+                     first_page: int | None) -> Position | None:
+    """Fold `page` (the first page after the locked `cursor`) and the pages after it, in this
+    transaction.
 
-    With `first_page`, a first page of that many rows that is full and holds no tail row ends
-    the call: its position is returned and the caller commits and goes on from there. In every
-    other case the stream is read to its end (None): the horizon is fixed, so once a tail row
-    shows up every later row is tail too, and all of them are folded together at the end.
+    With `first_page` (the size `page` was read with), a first page that is full and holds no
+    tail row ends the call: its position is returned and the caller commits and goes on from
+    there. In every other case the stream is read to its end (None): the horizon is fixed, so
+    once a tail row shows up every later row is tail too, and all of them are folded together
+    at the end, on top of the final stable records.
     """
+    position: Position = (cursor["stable_until"], cursor["stable_id"])
     tail: list[Mapping[str, Any]] = []
     limit = first_page or page_size
     while True:
-        page = await conn.fetch(Q["read_stream_page"], stream.table_name, *position, limit, bounds.max_row_bytes)
         stats.rows_read += len(page)
         if not page:
             break
@@ -268,17 +286,17 @@ async def _fold_from(conn: asyncpg.Connection, stream: Stream, position: Positio
         tail.extend(r for r in page if r["created_at"] > horizon)
         if stable:
             # stable rows of this page are final: fold them now, keeping memory bounded
-            await _fold_and_write(conn, stream, stable, [], stats, bounds)
-            stats.rows_stabilised += len(stable)
             last = stable[-1]
-            await conn.execute(Q["advance_cursor"], stream.table_name, last["created_at"], last["id"])
+            await _fold_and_write(conn, stream, stable, [], stats, bounds, advance_to=(last["created_at"], last["id"]))
+            stats.rows_stabilised += len(stable)
         if len(page) < limit:
             break
         if first_page is not None and not tail:
             return position
         limit = page_size
+        page = await conn.fetch(Q["read_stream_page"], stream.table_name, *position, limit, bounds.max_row_bytes)
     if tail:
-        await _fold_and_write(conn, stream, [], tail, stats, bounds)
+        await _fold_and_write(conn, stream, [], tail, stats, bounds, advance_to=None)
     return None
 
 
@@ -286,12 +304,12 @@ async def _refresh(pool: asyncpg.Pool, stream: Stream, lag_s: float, page_size: 
                    bounds: RowBounds) -> RefreshStats:
     stats = RefreshStats(stream.table_name)
     async with pool.acquire() as conn, conn.transaction():
-        cursor = await _lock_cursor(conn, stream, lag_s)
-        if cursor is None:
+        locked = await _lock_and_read(conn, stream, lag_s, page_size, bounds)
+        if locked is None:
             stats.skipped = True
             return stats
-        await _fold_from(conn, stream, (cursor["stable_until"], cursor["stable_id"]), cursor["horizon"], stats,
-                         bounds, page_size, first_page=None)
+        cursor, page = locked
+        await _fold_from(conn, stream, cursor, page, cursor["horizon"], stats, bounds, page_size, first_page=None)
     return stats
 
 
@@ -314,18 +332,18 @@ async def _refresh_page(pool: asyncpg.Pool, stream: Stream, lag_s: float, page_s
                         first_page: int, resume: _Resume | None) -> tuple[RefreshStats, _Resume | None]:
     stats = RefreshStats(stream.table_name)
     async with pool.acquire() as conn, conn.transaction():
-        cursor = await _lock_cursor(conn, stream, lag_s)
-        if cursor is None:
+        locked = await _lock_and_read(conn, stream, lag_s, first_page, bounds)
+        if locked is None:
             stats.skipped = True
             return stats, None
-        position: Position = (cursor["stable_until"], cursor["stable_id"])
-        if resume is not None and position != resume.position:
+        cursor, page = locked
+        if resume is not None and (cursor["stable_until"], cursor["stable_id"]) != resume.position:
             # another instance refreshed the stream between our pages: the rest is its work,
             # and folding rows it already folded again would apply them twice
             stats.skipped = True
             return stats, None
         horizon: datetime = cursor["horizon"] if resume is None else resume.horizon
-        after = await _fold_from(conn, stream, position, horizon, stats, bounds, page_size, first_page)
+        after = await _fold_from(conn, stream, cursor, page, horizon, stats, bounds, page_size, first_page)
     return stats, None if after is None else _Resume(after, horizon)
 
 
