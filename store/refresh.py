@@ -8,8 +8,8 @@ snapshot's `stable_record`. A refresh reads the rows after it, in fold order, pa
 * newer rows (the tail) are folded on top into `record` only, and read again next time,
   so a row whose transaction commits late, inside the lag window, still lands in order.
 
-An idle refresh over old data reads no rows. Round trips per page are fixed (read, load
-snapshots, upsert), however many records changed. `refresh_stream` is one transaction that
+An idle refresh over old data reads no rows. Round trips per page are fixed (take the cursor
+and read, load snapshots, upsert and move the cursor), however many records changed. `refresh_stream` is one transaction that
 holds the stream's cursor row, so two instances never refresh a stream at once.
 `PagedRefresh` commits each page in its own transaction (small pages first), so the snapshot
 actor can dispatch between pages; each page takes the cursor row again and checks that nobody
