@@ -60,7 +60,7 @@ class Problem:
 @dataclass
 class RefreshStats:
     table_name: str
-    skipped: bool = False  # another instance holds the stream's cursor
+    skipped: bool = False  # another instance holds the stream's cursor (or moved it between our pages)
     rows_read: int = 0
     rows_stabilised: int = 0
     snapshots_new: int = 0
