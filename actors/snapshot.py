@@ -1,11 +1,13 @@
 """The snapshot actor: folds the change log into snapshots and streams due missions out.
 
-A cycle: refresh snapshots → select due missions → claim them in the run ledger → send each
-to its agent actor. Cycles never overlap: one runs every `TICK_INTERVAL_MS` (fixed rate, the
-first at start) unless the scheduler is disabled, and whenever `request_cycle()` asks; a
-request while a cycle runs joins it. A cycle's `TickStats` are complete when every mission it
-dispatched has reported; the next cycle does not wait for that (a slow mission never blocks
-other agents), and claimed missions are not due again while their lease lives.
+A cycle: refresh the agents, and the missions page by page; after each mission page, select
+what is due among the missions folded so far → claim it in the run ledger → send each to its
+agent actor; after the last page, once more over all missions. Cycles never overlap: one runs
+every `TICK_INTERVAL_MS` (fixed rate, the first at start) unless the scheduler is disabled, and
+whenever `request_cycle()` asks; a request while a cycle runs joins it. A cycle's `TickStats`
+are complete when every mission it dispatched has reported; the next cycle does not wait for
+that (a slow mission never blocks other agents), and claimed missions are not due again while
+their lease lives.
 
 A cycle that fails (database down, a bug) is retried after a capped exponential back-off with
 jitter instead of at once: scheduled wake-ups (interval, due-timer, NOTIFY) wait for it, a
@@ -21,7 +23,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import asyncpg
@@ -35,15 +37,15 @@ from observability.metrics import Metrics
 from observability.redact import Redactor
 from planner.iteration import iso_ms
 from settings import Settings
-from store.agents import load_agents
+from store.agents import AgentKey, load_agents
 from store.bounds import RowBounds
 from store.due import DueMission, list_due_missions, next_wake
 from store.errors import DATABASE_ERRORS, StoreError
 from store.inspect import ledger_gauges
-from store.refresh import RefreshStats, refresh_stream
+from store.refresh import PagedRefresh, Position, RefreshStats, refresh_stream
 from store.records import Agent
 from store.runs import Claim, claim_runs
-from store.streams import AGENTS, MISSIONS, Stream
+from store.streams import AGENTS, MISSIONS
 from store.usage import prune_usage
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,40 @@ _FAILURE_BACKOFF_MAX_S = 30.0
 
 # Failures a cycle reports in `errors` and survives: the database or its connection.
 _CYCLE_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, trio.TooSlowError)
+
+# The mission stream is refreshed in pages of 32, 128, 512, 2048 and then 5,000 rows, each
+# committed on its own, and what is due goes out after each: the first missions of a busy
+# cycle start after a small page instead of after the whole refresh.
+_FIRST_PAGE_ROWS = 32
+_PAGE_GROWTH = 4
+
+
+@dataclass
+class _Passes:
+    """One cycle's dispatch passes so far: the limit counts over all of them, and a slot one pass
+    selected is never taken again by a later one (the claim already keeps it from being due)."""
+
+    limit: int
+    selected: int = 0
+    truncated: bool = False  # a pass found as many due missions as it could take: more may be due
+    seen: set[tuple[str, str, str | None]] = field(default_factory=set)
+    agents: dict[AgentKey, Agent] = field(default_factory=dict)  # loaded by any pass: kept alive
+
+    @property
+    def remaining(self) -> int:
+        return self.limit - self.selected
+
+    def take(self, due: list[DueMission], limit: int) -> list[DueMission]:
+        if len(due) >= limit:
+            self.truncated = True
+        fresh = []
+        for item in due:
+            slot = (item.mission.user_id, item.mission.id, item.mission.next_run_at)
+            if slot not in self.seen:
+                self.seen.add(slot)
+                fresh.append(item)
+        self.selected += len(fresh)
+        return fresh
 
 
 class Dispatcher(Protocol):
@@ -212,15 +248,12 @@ class SnapshotActor:
         try:
             try:
                 with trio.fail_after(self._settings.cycle_timeout_s):
-                    with self._metrics.stage("refresh"):
-                        await self._refresh_all()
-                    with self._metrics.stage("select"):
-                        due = await list_due_missions(self._pool, scanned_at, self._settings.dispatch_limit)
-                    batch.truncated = len(due) >= self._settings.dispatch_limit
-                    self._metrics.due_missions.set(len(due))
-                    if self._stopping:
-                        due = []  # shutdown began while we scanned: claim nothing
-                    await self._dispatch(due, batch)
+                    passes = _Passes(self._settings.dispatch_limit)
+                    await self._refresh_and_dispatch(scanned_at, batch, passes)
+                    batch.truncated = passes.truncated
+                    self._metrics.due_missions.set(passes.selected)
+                    if self._dispatcher is not None:
+                        self._dispatcher.retire(list(passes.agents))
                     with self._metrics.stage("housekeeping"):
                         await self._housekeeping()
                         await self._observe_ledger()
@@ -287,21 +320,78 @@ class SnapshotActor:
         self._metrics.cycle_errors.inc()
         log.error(event, extra={"error": message}, exc_info=exc_info)
 
-    async def _dispatch(self, due: list[DueMission], batch: TickBatch) -> None:
+    async def _refresh_and_dispatch(self, scanned_at: str, batch: TickBatch, passes: _Passes) -> None:
+        """Refresh agents (in one go) and missions (page by page); between mission pages, dispatch
+        what is due among the missions folded so far; after the last page, what is due at all.
+
+        The agents' refresh runs alongside the first mission page, and no pass starts before it
+        is done: a mission never goes out with an agent snapshot older than this cycle's."""
+        lag_s = self._settings.snapshot_lag_s
+        bounds = RowBounds(self._settings.max_json_depth, self._settings.max_string_bytes,
+                           self._settings.max_id_chars, self._settings.max_row_bytes)
+        missions = PagedRefresh(self._pool, MISSIONS, lag_s=lag_s, bounds=bounds, first_page=_FIRST_PAGE_ROWS,
+                                growth=_PAGE_GROWTH)
+        agents: list[RefreshStats] = []
+        agents_current = trio.Event()
+
+        async def refresh_agents() -> None:
+            with self._metrics.stage("refresh"):
+                agents.append(await refresh_stream(self._pool, AGENTS, lag_s=lag_s, bounds=bounds))
+            agents_current.set()
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(refresh_agents)
+                while not missions.done:
+                    with self._metrics.stage("refresh"):
+                        await missions.next_page()
+                    if not missions.done and self._dispatcher is not None and not passes.truncated:
+                        await agents_current.wait()
+                        await self._dispatch_pass(scanned_at, batch, passes, folded_until=missions.read_until)
+        finally:
+            # committed pages stay committed when a later one fails: report their malformed and
+            # rejected rows now, for they are never read again
+            self._record_refresh(missions.stats, agents[0] if agents else None)
+        await self._dispatch_pass(scanned_at, batch, passes, folded_until=None)
+
+    async def _dispatch_pass(self, scanned_at: str, batch: TickBatch, passes: _Passes, *,
+                             folded_until: Position | None) -> None:
+        """Select what is due (among missions without unfolded rows, with `folded_until`), claim
+        it and send it to the agent actors; the cycle's limit counts over all its passes."""
+        if passes.truncated:
+            return
+        limit = passes.remaining
+        with self._metrics.stage("select"):
+            due = await list_due_missions(self._pool, scanned_at, limit, folded_until=folded_until)
+        due = passes.take(due, limit)
+        if self._stopping:
+            due = []  # shutdown began while we scanned: claim nothing
+        await self._dispatch(due, batch, passes)
+
+    async def _dispatch(self, due: list[DueMission], batch: TickBatch, passes: _Passes) -> None:
         if self._dispatcher is None:
-            batch.stats.due_mission_count = len(due)
+            batch.stats.due_mission_count += len(due)
             return
         assert self._leases is not None, "a dispatching SnapshotActor needs a LeaseKeeper"
         claimed_at = trio.current_time()
+        claims: list[Claim] = []
+        agents: dict[AgentKey, Agent] = {}
+
+        async def claim() -> None:
+            claims.extend(await claim_runs(self._pool, due, instance_id=self._settings.instance_id,
+                                           lease_s=self._settings.lease_s))
+
+        async def load() -> None:  # alongside the claim: the agents of every user with a due mission
+            agents.update(await load_agents(self._pool, sorted({d.mission.user_id for d in due})))
+
         with self._metrics.stage("claim"):
-            claims = await claim_runs(self._pool, due, instance_id=self._settings.instance_id,
-                                      lease_s=self._settings.lease_s)
-            by_key = {(d.mission.user_id, d.mission.id): d for d in due}
-            users = sorted({c.user_id for c in claims})
-            agents = await load_agents(self._pool, users)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(claim)
+                nursery.start_soon(load)
+        by_key = {(d.mission.user_id, d.mission.id): d for d in due}
+        passes.agents.update(agents)
         with self._metrics.stage("dispatch"):
             await self._deliver(claims, by_key, agents, batch, claimed_at)
-        self._dispatcher.retire(list(agents))
 
     async def _deliver(self, claims: list[Claim], by_key: dict[tuple[str, str], DueMission],
                        agents: dict[tuple[str, str], Agent], batch: TickBatch, claimed_at: float) -> None:
@@ -332,21 +422,10 @@ class SnapshotActor:
         self._metrics.ledger_slots.labels(status="backing-off").set(gauges.backing_off)
         self._metrics.ledger_slots.labels(status="dead").set(gauges.dead)
 
-    async def _refresh_all(self) -> None:
-        results: dict[str, RefreshStats] = {}
-        lag_s = self._settings.snapshot_lag_s
-        bounds = RowBounds(self._settings.max_json_depth, self._settings.max_string_bytes,
-                           self._settings.max_id_chars, self._settings.max_row_bytes)
-
-        async def refresh(stream_name: str, stream: Stream) -> None:
-            results[stream_name] = await refresh_stream(self._pool, stream, lag_s=lag_s, bounds=bounds)
-
-        async with trio.open_nursery() as nursery:  # both streams at once, as the reference
-            nursery.start_soon(refresh, "missions", MISSIONS)
-            nursery.start_soon(refresh, "agents", AGENTS)
-        for stream_stats in results.values():
-            self._record(stream_stats)
-        missions = results["missions"]
+    def _record_refresh(self, missions: RefreshStats, agents: RefreshStats | None) -> None:
+        for stream_stats in (missions, agents):
+            if stream_stats is not None:
+                self._record(stream_stats)
         self._metrics.snapshots_new.inc(missions.snapshots_new)
         self._metrics.snapshots_updated.inc(missions.snapshots_updated)
         self._metrics.snapshot_rows_applied.inc(missions.rows_read)

@@ -82,7 +82,7 @@ class Rejected:
 
 
 class _Reject(Exception):
-    """Raised from inside `json.loads` hooks to stop decoding; becomes a `Rejected`."""
+    """Raised from inside the decoder's hooks to stop decoding; becomes a `Rejected`."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(reason)
@@ -98,10 +98,12 @@ def decode_json(text: str | None, bounds: RowBounds) -> Any:
     """
     if text is None:
         return None
+    if text == "{}":  # most `field_timestamps` of inserts: nothing to scan or check
+        return {}
     if _too_deep(text, bounds.max_json_depth):
         return Rejected(TOO_DEEP, f"nesting deeper than {bounds.max_json_depth}")
     try:
-        value = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
+        value = _DECODER.decode(text)
     except _Reject as exc:
         return exc.rejected
     except RecursionError:  # the scan above makes this unreachable; kept as the last word
@@ -142,6 +144,11 @@ def _parse_float(text: str) -> float:
 
 def _parse_constant(name: str) -> float:
     raise _Reject(NUMBER_OUT_OF_RANGE, f"the constant {name}")
+
+
+# Built once: `json.loads` with hooks builds a new decoder (and scanner) on every call.
+# It holds no state between calls (only the hooks above), so one instance serves all rows.
+_DECODER = json.JSONDecoder(parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
 
 
 def _string_problem(text: str, value: Any, max_bytes: int) -> Rejected | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 from trio_asyncio import aio_as_trio
@@ -21,17 +22,23 @@ class DueMission:
     snapshot_cursor: datetime
 
 
-async def _due(pool: asyncpg.Pool, now_iso: str, limit: int) -> list[DueMission]:
+async def _due(pool: asyncpg.Pool, now_iso: str, limit: int, folded_until: tuple[datetime, UUID] | None,
+               ) -> list[DueMission]:
     async with pool.acquire() as conn:
-        rows = await conn.fetch(Q["due_missions"], now_iso, limit)
+        if folded_until is None:
+            rows = await conn.fetch(Q["due_missions"], now_iso, limit)
+        else:
+            rows = await conn.fetch(Q["due_missions_folded"], now_iso, limit, *folded_until)
     return [DueMission(Mission.from_record(r["user_id"], r["record"]), r["record"], r["last_applied_at"])
             for r in rows]
 
 
-async def list_due_missions(pool: asyncpg.Pool, now_iso: str, limit: int = 1000) -> list[DueMission]:
+async def list_due_missions(pool: asyncpg.Pool, now_iso: str, limit: int = 1000, *,
+                            folded_until: tuple[datetime, UUID] | None = None) -> list[DueMission]:
     """Active, not deleted missions whose string `nextRunAt` is at or before `now_iso` and whose
-    slot the run ledger lets through; the `limit` oldest."""
-    due: list[DueMission] = await aio_as_trio(_due)(pool, now_iso, limit)
+    slot the run ledger lets through; the `limit` oldest. With `folded_until` (the last row a
+    refresh still in progress has folded), only missions without a row after it."""
+    due: list[DueMission] = await aio_as_trio(_due)(pool, now_iso, limit, folded_until)
     return due
 
 

@@ -118,12 +118,15 @@ def fold_rows(
             continue
         if row.data is None:
             continue
-        fallback = iso_ms(row.created_at)
+        fallback: str | None = None  # the row's own time, formatted only for a field without a stamp
         for key, value in row.data.items():
             if key == FIELD_TIMESTAMPS_KEY:
                 continue
             stamp = row_stamps.get(key)
-            server_time = stamp if isinstance(stamp, str) and stamp else fallback
+            if isinstance(stamp, str) and stamp:
+                server_time = stamp
+            else:
+                server_time = fallback = fallback or iso_ms(row.created_at)
             if server_time >= stamps.get(key, ""):  # string compare; a tie goes to the later row
                 fields[key] = value
                 stamps[key] = server_time

@@ -5,14 +5,34 @@
 -- Create a stream's refresh cursor at the epoch if it does not exist yet.
 INSERT INTO mana_ai.refresh_cursors (stream) VALUES ($1) ON CONFLICT (stream) DO NOTHING;
 
--- name: lock_cursor
--- Take the stream's cursor for this refresh; another instance refreshing it makes this empty.
-SELECT stable_until, stable_id FROM mana_ai.refresh_cursors
-WHERE stream = $1 FOR UPDATE SKIP LOCKED;
-
--- name: horizon
--- The stable horizon: rows created before it are assumed committed (lag >= longest write tx).
-SELECT clock_timestamp() - make_interval(secs => $1::float8);
+-- name: lock_and_read_stream
+-- Take the stream's cursor for this refresh and read the first page after it, in one round
+-- trip. No row: another instance refreshing the stream holds the cursor (or there is none yet).
+-- Otherwise every row carries the cursor and the stable horizon — rows created before it are
+-- assumed committed (lag >= longest write tx); SKIP LOCKED never waits, so it is read as the
+-- lock is taken — and a row of the page ($3 rows at most, columns as in read_stream_page, texts
+-- within $4 bytes); a single row with a NULL `id` when nothing follows the cursor.
+WITH k AS MATERIALIZED (
+  SELECT stable_until, stable_id, clock_timestamp() - make_interval(secs => $2::float8) AS horizon
+  FROM mana_ai.refresh_cursors
+  WHERE stream = $1 FOR UPDATE SKIP LOCKED
+)
+SELECT k.stable_until, k.stable_id, k.horizon, p.*
+FROM k LEFT JOIN LATERAL (
+  SELECT c.id, c.user_id, c.record_id, c.op, c.created_at, t.row_bytes,
+         CASE WHEN t.row_bytes <= $4 THEN t.data END AS data,
+         CASE WHEN t.row_bytes <= $4 THEN t.field_timestamps END AS field_timestamps
+  FROM public.sync_changes c
+  CROSS JOIN LATERAL (
+    SELECT d.data, d.field_timestamps,
+           COALESCE(octet_length(d.data), 0) + COALESCE(octet_length(d.field_timestamps), 0) AS row_bytes
+    FROM (SELECT c.data::text AS data, c.field_timestamps::text AS field_timestamps OFFSET 0) d
+  ) t
+  WHERE c.app_id = 'ai' AND c.table_name = $1 AND (c.created_at, c.id) > (k.stable_until, k.stable_id)
+  ORDER BY c.created_at, c.id
+  LIMIT $3
+) p ON true
+ORDER BY p.created_at, p.id;
 
 -- name: read_stream_page
 -- One page of the ai channel after a (created_at, id) position, in fold order. `data` and
@@ -48,12 +68,23 @@ JOIN unnest($1::text[], $2::text[]) AS k(user_id, record_id)
   ON s.user_id = k.user_id AND s.{id_column} = k.record_id;
 
 -- name: upsert_snapshots
--- Write folded snapshots in one statement; `inserted` tells new from updated.
+-- Write folded snapshots in one statement; `inserted` tells new from updated. A NULL `record`
+-- means "the same as stable_record" (no tail rows): that JSON is sent and parsed only once
+-- (the array casts parse each element once; the columns of unnest are computed once per row).
+-- Every array is text[]: asyncpg has a built-in codec for it, while any other array type
+-- costs a type-introspection query (~20 ms) the first time each pooled connection meets it.
+-- Unless $9 is NULL, the same statement moves stream $8's cursor to ($9, $10), past the stable
+-- rows just folded (advance_cursor without a round trip of its own).
+WITH advanced AS (
+  UPDATE mana_ai.refresh_cursors SET stable_until = $9, stable_id = $10, updated_at = now()
+  WHERE stream = $8 AND $9::timestamptz IS NOT NULL
+)
 INSERT INTO {snapshots} AS s
   (user_id, {id_column}, record, tombstone, stable_record, stable_tombstone, last_applied_at, updated_at)
-SELECT x.user_id, x.record_id, x.record::jsonb, x.tombstone, x.stable_record::jsonb,
+SELECT x.user_id, x.record_id, COALESCE(x.record, x.stable_record), x.tombstone, x.stable_record,
        x.stable_tombstone, x.last_applied_at, now()
-FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::text[], $6::bool[], $7::timestamptz[])
+FROM unnest($1::text[], $2::text[], $3::text[]::jsonb[], $4::text[]::bool[], $5::text[]::jsonb[],
+            $6::text[]::bool[], $7::text[]::timestamptz[])
   AS x(user_id, record_id, record, tombstone, stable_record, stable_tombstone, last_applied_at)
 ON CONFLICT (user_id, {id_column}) DO UPDATE SET
   record = EXCLUDED.record,
@@ -65,7 +96,8 @@ ON CONFLICT (user_id, {id_column}) DO UPDATE SET
 RETURNING (xmax = 0) AS inserted;
 
 -- name: advance_cursor
--- Move a stream's stable cursor to the last row folded into stable_record.
+-- Move a stream's stable cursor to the last row folded into stable_record (when no snapshot is
+-- written with it: upsert_snapshots moves it otherwise).
 UPDATE mana_ai.refresh_cursors SET stable_until = $2, stable_id = $3, updated_at = now()
 WHERE stream = $1;
 
@@ -103,6 +135,33 @@ WHERE s.record->>'state' = 'active'
   AND (r.user_id IS NULL
        OR (r.status = 'retry' AND r.next_attempt_at <= now())
        OR (r.status = 'running' AND r.lease_expires_at < now()))
+ORDER BY s.record->>'nextRunAt'
+LIMIT $2;
+
+-- name: due_missions_folded
+-- due_missions for a pass between the pages of a refresh (actors/snapshot.py): only missions
+-- with no ai row after ($3, $4), the last row the refresh has read and folded. A mission with a
+-- row not folded yet has a snapshot that may still change (paused, moved, deleted) in this
+-- refresh, so it waits for a later pass.
+SELECT s.user_id, s.mission_id, s.record, s.last_applied_at
+FROM mana_ai.mission_snapshots s
+LEFT JOIN mana_ai.mission_runs r
+  ON r.user_id = s.user_id AND r.mission_id = s.mission_id AND r.due_slot = s.record->>'nextRunAt'
+WHERE s.record->>'state' = 'active'
+  AND NOT s.tombstone
+  AND (s.record->>'nextRunAt') IS DISTINCT FROM s.settled_slot
+  AND s.record->>'nextRunAt' IS NOT NULL
+  AND jsonb_typeof(s.record->'nextRunAt') = 'string'
+  AND s.record->>'nextRunAt' <= $1
+  AND (s.record->>'deletedAt') IS NULL
+  AND (r.user_id IS NULL
+       OR (r.status = 'retry' AND r.next_attempt_at <= now())
+       OR (r.status = 'running' AND r.lease_expires_at < now()))
+  AND NOT EXISTS (
+    SELECT 1 FROM public.sync_changes c
+    WHERE c.table_name = 'aiMissions' AND c.record_id = s.mission_id AND c.created_at >= $3
+      AND c.app_id = 'ai' AND c.user_id = s.user_id
+      AND (c.created_at, c.id) > ($3::timestamptz, $4::uuid))
 ORDER BY s.record->>'nextRunAt'
 LIMIT $2;
 

@@ -43,6 +43,35 @@ async def test_two_daemons_plan_each_slot_once(pool: asyncpg.Pool, db_dsn: str) 
     assert owners[0]["n"] == 20
 
 
+async def test_two_daemons_refreshing_page_by_page_plan_each_slot_once(pool: asyncpg.Pool, db_dsn: str) -> None:
+    """More rows than a first page: both refresh the log page by page at once (each page takes
+    the cursor; the other skips it, or finds it moved and stops) and dispatch between pages."""
+    n = 150
+    await insert_rows(pool, *[{**mission(f"m{i:03d}", user=f"u-{i % 4}"),
+                               "created_at": PAST + timedelta(milliseconds=i)} for i in range(n)])
+    other_pool = await connect_with_retry(db_dsn, 6, 10)
+    try:
+        async with running_fake_llm(Reply(body=plan_reply([CREATE_TASK]).body, delay_s=0.01)) as llm:
+            async with planning_runtime(pool, llm, instance_id="A", mailbox_size=n) as a, \
+                    planning_runtime(other_pool, llm, instance_id="B", mailbox_size=n) as b:
+                async with trio.open_nursery() as nursery:
+                    for runtime in (a, b):
+                        nursery.start_soon(runtime.snapshots.run_cycle)
+                for runtime in (a, b, a):  # what one left unread, the next one folds and plans
+                    await runtime.snapshots.run_cycle()
+                assert (await b.snapshots.run_cycle()).due_mission_count == 0
+    finally:
+        await close_pool(other_pool)
+    rows = await written_rows(pool)
+    assert sorted(r["record_id"] for r in rows) == [f"m{i:03d}" for i in range(n)]
+    assert len(llm.requests) == n
+    runs = await fetch(pool, "SELECT status, attempts, count(*) AS n FROM mana_ai.mission_runs GROUP BY 1, 2")
+    assert [tuple(r) for r in runs] == [("planned", 1, n)]
+    snapshots = await fetch(pool, "SELECT count(*) AS n FROM mana_ai.mission_snapshots "
+                                  "WHERE record = stable_record AND record->>'title' = 'Wochenreview'")
+    assert snapshots[0]["n"] == n
+
+
 async def test_an_expired_lease_is_taken_over_and_the_old_run_cannot_write(pool: asyncpg.Pool) -> None:
     await insert_rows(pool, {**mission("m1"), "created_at": PAST})
     from actors.snapshot import SnapshotActor

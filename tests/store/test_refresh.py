@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import asyncpg
+from trio_asyncio import aio_as_trio
 
 from seed import change, fetch, insert_rows, mission, update
-from store.refresh import refresh_stream
+from store.bounds import RowBounds
+from store.refresh import RefreshStats, _refresh, refresh_stream
 from store.streams import AGENTS, MISSIONS
 
 AGO = datetime.now(timezone.utc) - timedelta(minutes=10)
@@ -93,3 +95,53 @@ async def test_agents_stream_and_deleted_at(pool: asyncpg.Pool) -> None:
     assert stats.snapshots_new == 1
     rows = await fetch(pool, "SELECT record FROM mana_ai.agent_snapshots WHERE agent_id = 'a1'")
     assert rows[0]["record"]["name"] == "Cashflow Watcher"
+
+
+async def test_tail_rows_reach_record_only_until_they_pass_the_horizon(pool: asyncpg.Pool) -> None:
+    now = datetime.now(timezone.utc)
+    await insert_rows(pool, {**mission("m1"), "created_at": ago(0)},
+                      update("aiMissions", "m1", {"title": "tail"}, "2026-04-15T10:00:00.000Z",
+                             created_at=now - timedelta(seconds=1)))
+    stats = await refresh_stream(pool, MISSIONS, lag_s=30)
+    assert (stats.rows_read, stats.rows_stabilised) == (2, 1)
+    snap = await snapshot(pool, "m1")
+    assert snap is not None
+    assert snap["record"]["title"] == "tail"  # the effective record folds the tail on top
+    assert snap["stable_record"]["title"] == "Wochenreview"  # the stable one does not
+    assert snap["last_applied_at"] == now - timedelta(seconds=1)
+    # once past the horizon, the row is stable: both records are the same JSON again
+    stats = await refresh_stream(pool, MISSIONS, lag_s=0)
+    assert (stats.rows_read, stats.rows_stabilised) == (1, 1)
+    snap = await snapshot(pool, "m1")
+    assert snap is not None
+    assert snap["record"] == snap["stable_record"] and snap["record"]["title"] == "tail"
+    assert snap["tombstone"] is False and snap["stable_tombstone"] is False
+
+
+async def test_a_tail_delete_makes_record_a_tombstone_but_not_stable_record(pool: asyncpg.Pool) -> None:
+    now = datetime.now(timezone.utc)
+    await insert_rows(pool, {**mission("m1"), "created_at": ago(0)},
+                      change("aiMissions", "m1", "delete", {"deletedAt": "2026-04-15T11:00:00.000Z"},
+                             created_at=now - timedelta(seconds=1)))
+    await refresh_stream(pool, MISSIONS, lag_s=30)
+    snap = await snapshot(pool, "m1")
+    assert snap is not None
+    assert (snap["tombstone"], snap["stable_tombstone"]) == (True, False)
+    assert "deletedAt" not in snap["stable_record"]
+
+
+async def _refresh_while_held(pool: asyncpg.Pool) -> RefreshStats:
+    """One unit: another transaction holds the missions cursor while we refresh."""
+    async with pool.acquire() as holder, holder.transaction():
+        await holder.execute("SELECT 1 FROM mana_ai.refresh_cursors WHERE stream = 'aiMissions' FOR UPDATE")
+        return await _refresh(pool, MISSIONS, 5.0, 5000, RowBounds())
+
+
+async def test_a_stream_another_instance_is_refreshing_is_skipped(pool: asyncpg.Pool) -> None:
+    assert (await refresh_stream(pool, MISSIONS, lag_s=5)).rows_read == 0  # creates the cursor
+    await insert_rows(pool, {**mission("m1"), "created_at": ago(0)})
+    held: RefreshStats = await aio_as_trio(_refresh_while_held)(pool)
+    assert held.skipped and held.rows_read == 0
+    assert await snapshot(pool, "m1") is None
+    stats = await refresh_stream(pool, MISSIONS, lag_s=5)  # released: read as usual
+    assert not stats.skipped and stats.rows_read == 1
