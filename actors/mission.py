@@ -44,6 +44,7 @@ from planner import (
     AgentContext,
     ParseFailure,
     PolicyError,
+    Plan,
     PlannerMessages,
     PromptMission,
     allowed_tool_names,
@@ -209,13 +210,19 @@ class MissionRunner:
                                                        "raw_chars": len(parsed.raw)})
             return await self._fail(due, PARSE_FAILED, parsed.reason, completion=completion)
         self._metrics.plans_produced.inc()
+        provenance = Provenance(_plan_kind(parsed), completion.model, _prompt_hash(messages.system, messages.user),
+                                completion.prompt_tokens, completion.completion_tokens)
+        return await self._write_plan(due, parsed, iteration_id, provenance, usage)
+
+    async def _write_plan(self, due: MissionDue, plan: Plan, iteration_id: str, provenance: Provenance,
+                          usage: TokenUsage, **log_extra: object) -> MissionOutcome:
+        """Write a parsed plan back (fenced, group-committed), count it and report the outcome."""
+        mission, agent = due.mission, due.agent
         now_iso = iso_ms(self._clock())
-        iteration = plan_to_iteration(parsed, iteration_id, now_iso)
+        iteration = plan_to_iteration(plan, iteration_id, now_iso)
         actor = mission_runner_actor((agent.id, agent.name) if agent else None, mission.id, iteration_id,
                                      mission.objective)
-        kind = PLANNED if parsed.steps else EMPTY_PLAN
-        provenance = Provenance(kind, completion.model, _prompt_hash(messages.system, messages.user),
-                                completion.prompt_tokens, completion.completion_tokens)
+        tokens = (provenance.prompt_tokens, provenance.completion_tokens)
         self._leases.settling(due.claim)  # from here the fenced write-back decides, not the keeper
         try:
             with self._metrics.stage("write-back"):
@@ -225,17 +232,14 @@ class MissionRunner:
             return self._lease_lost(due)
         except _DB_ERRORS as exc:
             await self._record_usage(due, usage)  # the write-back transaction rolled it back
-            return await self._fail(due, ERROR, f"write-back failed: {exc}", completion=completion,
-                                    plan_produced=True)
+            return await self._fail(due, ERROR, f"write-back failed: {exc}", plan_produced=True, tokens=tokens)
         self._metrics.plans_written_back.inc()
         if agent is not None:
             self._metrics.agent_decisions.labels(decision="ran").inc()
-        log.info("mission.planned", extra={**self._context(due), "steps": len(parsed.steps),
-                                           "iteration": iteration_id,
-                                           "tokens": completion.prompt_tokens + completion.completion_tokens})
-        return MissionOutcome(mission.id, kind, plan_produced=True, iteration_id=iteration_id,
-                              prompt_tokens=completion.prompt_tokens,
-                              completion_tokens=completion.completion_tokens)
+        log.info("mission.planned", extra={**self._context(due), "steps": len(plan.steps),
+                                           "iteration": iteration_id, "tokens": sum(tokens), **log_extra})
+        return MissionOutcome(mission.id, provenance.outcome, plan_produced=True, iteration_id=iteration_id,
+                              prompt_tokens=tokens[0], completion_tokens=tokens[1])
 
     async def _write_back(self, request: WriteRequest) -> None:
         if self._writer is not None:
@@ -354,34 +358,11 @@ class MissionRunner:
             return await self._fail(due, ERROR, str(result.error),
                                     tokens=(result.prompt_tokens, result.completion_tokens))
         self._metrics.plans_produced.inc()
-        now_iso = iso_ms(self._clock())
-        iteration = plan_to_iteration(plan, iteration_id, now_iso)
-        actor = mission_runner_actor((agent.id, agent.name) if agent else None, mission.id, iteration_id,
-                                     mission.objective)
-        kind = PLANNED if plan.steps else EMPTY_PLAN
-        provenance = Provenance(kind, result.model or settings.llm_model, _prompt_hash(messages.system, messages.user),
-                                result.prompt_tokens, result.completion_tokens, planner_mode="tools",
-                                planner_rounds=result.rounds)
-        self._leases.settling(due.claim)  # from here the fenced write-back decides, not the keeper
-        try:
-            with self._metrics.stage("write-back"):
-                await self._write_back(WriteRequest(due.claim, WriteBack(iteration, actor, now_iso), provenance, usage))
-        except LeaseLost:
-            await self._record_usage(due, usage)
-            return self._lease_lost(due)
-        except _DB_ERRORS as exc:
-            await self._record_usage(due, usage)  # the write-back transaction rolled it back
-            return await self._fail(due, ERROR, f"write-back failed: {exc}", plan_produced=True,
-                                    tokens=(result.prompt_tokens, result.completion_tokens))
-        self._metrics.plans_written_back.inc()
-        if agent is not None:
-            self._metrics.agent_decisions.labels(decision="ran").inc()
-        log.info("mission.planned", extra={**self._context(due), "steps": len(plan.steps),
-                                           "iteration": iteration_id, "tokens": result.tokens,
-                                           "planner": "tools", "rounds": result.rounds,
-                                           "stop": result.stop_reason})
-        return MissionOutcome(mission.id, kind, plan_produced=True, iteration_id=iteration_id,
-                              prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
+        provenance = Provenance(_plan_kind(plan), result.model or settings.llm_model,
+                                _prompt_hash(messages.system, messages.user), result.prompt_tokens,
+                                result.completion_tokens, planner_mode="tools", planner_rounds=result.rounds)
+        return await self._write_plan(due, plan, iteration_id, provenance, usage, planner="tools",
+                                      rounds=result.rounds, stop=result.stop_reason)
 
     def _count_loop(self, due: MissionDue, result: LoopResult) -> None:
         """Rounds, calls by outcome, and one log line per rejected call (tool and reason only)."""
@@ -510,6 +491,10 @@ def _estimate(prompt_chars: int) -> int:
 
 async def _no_budget(round_no: int) -> BudgetView | None:
     return None
+
+
+def _plan_kind(plan: Plan) -> str:
+    return PLANNED if plan.steps else EMPTY_PLAN
 
 
 def _prompt_hash(system: str, user: str) -> str:
