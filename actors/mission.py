@@ -292,13 +292,16 @@ class MissionRunner:
         wrapped = dataclasses.replace(found, content=f"{USER_DATA_OPEN}\n{found.content}\n{USER_DATA_CLOSE}")
         return Inputs((*resolved.inputs, wrapped), True)
 
+    def _llm_span_attributes(self) -> Attributes:
+        """A chat call's span attributes (gen_ai semantic conventions; no message content)."""
+        return {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
+                "gen_ai.request.model": self._settings.llm_model, "gen_ai.request.temperature": 0.3,
+                "server.address": safe_url(self._settings.mana_llm_url)}
+
     async def _complete(self, system: str, user: str) -> Completion:
         """The LLM call in a client span with the gen_ai semantic conventions (no message content)."""
         model = self._settings.llm_model
-        attributes: Attributes = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
-                      "gen_ai.request.model": model, "gen_ai.request.temperature": 0.3,
-                      "server.address": safe_url(self._settings.mana_llm_url)}
-        with self._tracing.span(f"chat {model}", attributes, client=True) as span:
+        with self._tracing.span(f"chat {model}", self._llm_span_attributes(), client=True) as span:
             try:
                 completion = await self._llm.complete(system, user)
             except LlmError as exc:
@@ -401,10 +404,7 @@ class MissionRunner:
     async def _chat_round(self, messages: Sequence[WireMessage], tools: Sequence[FunctionSchema]) -> AssistantTurn:
         """One round in a client span with the gen_ai semantic conventions (no message content)."""
         model = self._settings.llm_model
-        attributes: Attributes = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
-                                  "gen_ai.request.model": model, "gen_ai.request.temperature": 0.3,
-                                  "server.address": safe_url(self._settings.mana_llm_url)}
-        with self._tracing.span(f"chat {model}", attributes, client=True) as span:
+        with self._tracing.span(f"chat {model}", self._llm_span_attributes(), client=True) as span:
             try:
                 turn = await self._llm.chat_with_tools(messages, tools)
             except LlmError as exc:
