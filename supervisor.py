@@ -51,7 +51,8 @@ from store.bridge import open_asyncio_bridge
 from store.embedded import EmbeddedPostgres, throwaway_postgres
 from store.errors import SchemaMismatch, StoreError
 from store.group_commit import GroupCommit
-from store.migrate import migrate
+from store.migrate import migrate, read_sync_schema
+from store.sync_schema import SyncSchema
 from store.listen import ChangeListener, set_notify_trigger
 from store.pool import open_pool
 from store.runs import release_claim, renew_leases
@@ -75,6 +76,7 @@ class Runtime:
     snapshots: SnapshotActor
     registry: AgentRegistry
     llm: LlmClient
+    sync: SyncSchema  # the generation of sync_changes found at start
 
     async def stop(self, grace_s: float) -> None:
         """Shutdown: at once no cycle, no mission and no LLM request starts any more; missions
@@ -86,8 +88,13 @@ class Runtime:
 
 @asynccontextmanager
 async def open_runtime(settings: Settings, pool: asyncpg.Pool, metrics: Metrics,
-                       *, tracing: Tracing | None = None) -> AsyncIterator[Runtime]:
-    """Start the agent registry (and its LLM client); on exit, drain it within the grace period."""
+                       *, tracing: Tracing | None = None, sync: SyncSchema | None = None) -> AsyncIterator[Runtime]:
+    """Start the agent registry (and its LLM client); on exit, drain it within the grace period.
+
+    `sync` is the generation of `sync_changes`; None reads it from the database (once).
+    """
+    sync = sync or await read_sync_schema(pool)
+    announce_sync_schema(settings, sync)
     tracing = tracing or open_tracing(settings.otlp_endpoint, service_version=VERSION)
     async with AsyncExitStack() as stack:
         http = await stack.enter_async_context(open_llm_http_client(settings.llm_concurrency))
@@ -101,14 +108,14 @@ async def open_runtime(settings: Settings, pool: asyncpg.Pool, metrics: Metrics,
                         limiter=trio.CapacityLimiter(settings.llm_concurrency),
                         observe_duration=metrics.planner_duration.observe,
                         on_retry=lambda reason: metrics.llm_retries.labels(reason=reason).inc())
-        inputs = InputResolver(pool, load_mission_key(settings.private_key_pem), metrics)
+        inputs = InputResolver(pool, load_mission_key(settings.private_key_pem), metrics, sync=sync)
         leases = LeaseKeeper(partial(renew_leases, pool), metrics, lease_s=settings.lease_s)
         await nursery.start(leases.run)  # ends after the registry handed every claim back
-        writer = GroupCommit(pool)
+        writer = GroupCommit(pool, sync=sync)
         await nursery.start(writer.run)  # ends once the registry is stopped and the queue is empty
         runner = MissionRunner(pool, llm, settings, metrics, tracing=tracing, inputs=inputs, research=research,
                                retry=RetryPolicy(settings.retry_base_s, settings.retry_max_s), leases=leases,
-                               writer=writer)
+                               writer=writer, sync=sync)
 
         async def release(due: MissionDue, reason: str) -> None:
             try:
@@ -120,13 +127,25 @@ async def open_runtime(settings: Settings, pool: asyncpg.Pool, metrics: Metrics,
                                  legacy_limit=settings.mailbox_size)
         await nursery.start(registry.run)
         try:
-            yield Runtime(SnapshotActor(pool, settings, metrics, dispatcher=registry, leases=leases), registry, llm)
+            yield Runtime(SnapshotActor(pool, settings, metrics, dispatcher=registry, leases=leases, sync=sync),
+                          registry, llm, sync)
         finally:
             with trio.CancelScope(shield=True):
                 await registry.stop(settings.grace_s)
                 writer.close()
                 leases.close()
                 await tracing.aclose()
+
+
+def announce_sync_schema(settings: Settings, sync: SyncSchema) -> None:
+    """The start-up line naming the sync_changes generation found, and a warning when an
+    embedded table predates MANA_AI_SYNC_SCHEMA (an existing table is never changed)."""
+    log.info("sync_changes.generation", extra={"generation": sync.generation, "stamps": sync.stamps_column,
+                                               "origin": sync.origin})
+    if settings.embedded and sync.generation != settings.embedded_sync_schema:
+        log.warning("sync_changes.generation_differs", extra={
+            "generation": sync.generation, "wanted": settings.embedded_sync_schema,
+            "detail": "the embedded table was created earlier with another generation; it is used as it is"})
 
 
 def load_mission_key(pem: str | None) -> MissionKey | None:
@@ -159,7 +178,7 @@ async def run_daemon(settings: Settings, pool: asyncpg.Pool, metrics: Metrics, s
             if await set_notify_trigger(pool, True):
                 listener = ChangeListener(listen_dsn, runtime.snapshots.hint)
         app = create_app(AppDeps(settings, metrics, pool, runtime.snapshots, runtime.registry, listener, jwks=jwks,
-                                 llm_health=runtime.llm.health))
+                                 llm_health=runtime.llm.health, sync_schema=runtime.sync))
         config = hypercorn_config(settings.host, settings.port, settings.grace_s + 1)
         async with trio.open_nursery() as scanning:
             await scanning.start(runtime.snapshots.run)
@@ -192,7 +211,7 @@ async def serve_daemon(settings: Settings, dsn: str, shutdown: trio.Event) -> No
     stray = metrics.asyncio_stray_errors
     async with open_asyncio_bridge(lambda kind: stray.labels(error=kind).inc()), \
             open_pool(dsn, settings.db_pool_size, settings.db_connect_timeout_s) as pool:
-        await migrate(pool, create_sync_changes=settings.embedded)
+        await migrate(pool, create_sync_changes=settings.embedded, embedded_generation=settings.embedded_sync_schema)
         await run_daemon(settings, pool, metrics, shutdown, listen_dsn=dsn)
     log.info("daemon.stopped")
 
@@ -207,7 +226,7 @@ async def _serve_main(settings: Settings, dsn: str) -> None:
 
 async def _tick_main(settings: Settings, dsn: str) -> None:
     async with open_asyncio_bridge(), open_pool(dsn, settings.db_pool_size, settings.db_connect_timeout_s) as pool:
-        await migrate(pool, create_sync_changes=settings.embedded)
+        await migrate(pool, create_sync_changes=settings.embedded, embedded_generation=settings.embedded_sync_schema)
         async with open_runtime(settings, pool, Metrics()) as runtime:
             stats = await runtime.snapshots.run_cycle()
     print(json.dumps(stats.as_json()))
@@ -215,8 +234,10 @@ async def _tick_main(settings: Settings, dsn: str) -> None:
 
 async def _migrate_main(settings: Settings, dsn: str) -> None:
     async with open_asyncio_bridge(), open_pool(dsn, 2, settings.db_connect_timeout_s) as pool:
-        applied = await migrate(pool, create_sync_changes=settings.embedded)
-    print(json.dumps({"applied": applied}))
+        applied = await migrate(pool, create_sync_changes=settings.embedded,
+                                embedded_generation=settings.embedded_sync_schema)
+        sync = await read_sync_schema(pool)
+    print(json.dumps({"applied": applied, "syncSchema": sync.generation}))
 
 
 async def _demo_main(settings: Settings, dsn: str) -> None:

@@ -19,6 +19,7 @@ from observability.metrics import Metrics
 from planner.inputs import RESOLVERS, InputRef, resolved_input
 from planner.prompt import ResolvedInput
 from store.records import Mission
+from store.sync_schema import V0_6_SCHEMA, SyncSchema
 from store.replay import AuditEntry, RecordKey, replay_records, write_decrypt_audit
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,10 @@ class Inputs:
 
 
 class InputResolver:
-    def __init__(self, pool: asyncpg.Pool, key: MissionKey | None, metrics: Metrics) -> None:
+    def __init__(self, pool: asyncpg.Pool, key: MissionKey | None, metrics: Metrics, *,
+                 sync: SyncSchema = V0_6_SCHEMA) -> None:
         self._pool = pool
+        self._sync = sync
         self._key = key  # None: MANA_AI_PRIVATE_KEY_PEM unset or unusable, grants disabled
         self._metrics = metrics
 
@@ -53,7 +56,7 @@ class InputResolver:
                     audit.append(AuditEntry(ref.table, ref.id, "scope-violation", SCOPE_VIOLATION_REASON))
                     continue
             wanted[ref] = (resolver.app_id, ref.table, ref.id)
-        records = await replay_records(self._pool, mission.user_id, list(wanted.values()))
+        records = await replay_records(self._pool, mission.user_id, list(wanted.values()), sync=self._sync)
         resolved: list[ResolvedInput] = []
         wrapped = False
         for ref, key in wanted.items():

@@ -70,6 +70,7 @@ from store.records import Agent
 from store.runs import backoff_s, fail_run, release_claim
 from store.usage import Reservation, TokenUsage, record_usage, release_tokens, reserve_tokens, usage_24h
 from store.group_commit import GroupCommit
+from store.sync_schema import V0_6_SCHEMA, SyncSchema
 from store.writeback import Provenance, WriteBack, WriteRequest, write_back
 
 log = logging.getLogger(__name__)
@@ -98,8 +99,9 @@ class MissionRunner:
                  *, leases: LeaseKeeper, clock: Clock = utc_now, retry: RetryPolicy = RetryPolicy(),
                  jitter: Callable[[], float] = random.random, tracing: Tracing | None = None,
                  inputs: InputResolver | None = None, research: ResearchClient | None = None,
-                 writer: GroupCommit | None = None) -> None:
+                 writer: GroupCommit | None = None, sync: SyncSchema = V0_6_SCHEMA) -> None:
         self._writer = writer  # None: each write-back is its own round trip
+        self._sync = sync  # the sync_changes generation (the writer has its own copy)
         self._redact = Redactor(settings.secrets())  # errors go to logs, the ledger and TickStats
         self._tracing: Tracing = tracing or NoTracing()
         self._inputs = inputs  # None: missions are planned from their own text only
@@ -245,7 +247,8 @@ class MissionRunner:
         if self._writer is not None:
             await self._writer.write(request)
         else:
-            await write_back(self._pool, request.claim, request.write, request.provenance, request.usage)
+            await write_back(self._pool, request.claim, request.write, request.provenance, request.usage,
+                             sync=self._sync)
 
     async def _call_llm(self, messages: PlannerMessages, reservation_id: int | None) -> Completion | LlmError:
         """The LLM call; a reservation is given back when the call fails or is cancelled."""

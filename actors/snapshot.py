@@ -46,6 +46,7 @@ from store.refresh import PagedRefresh, Position, RefreshStats, refresh_stream
 from store.records import Agent
 from store.runs import Claim, claim_runs
 from store.streams import AGENTS, MISSIONS
+from store.sync_schema import V0_6_SCHEMA, SyncSchema
 from store.usage import prune_usage
 
 log = logging.getLogger(__name__)
@@ -122,8 +123,10 @@ class SnapshotActor:
 
     def __init__(self, pool: asyncpg.Pool, settings: Settings, metrics: Metrics,
                  dispatcher: Dispatcher | None = None, clock: Clock = utc_now,
-                 jitter: Callable[[], float] = random.random, leases: LeaseKeeper | None = None) -> None:
+                 jitter: Callable[[], float] = random.random, leases: LeaseKeeper | None = None,
+                 sync: SyncSchema = V0_6_SCHEMA) -> None:
         self._pool = pool
+        self._sync = sync  # the sync_changes generation found at start
         self._settings = settings
         self._metrics = metrics
         self._dispatcher = dispatcher  # None: count due missions only, claim nothing
@@ -330,13 +333,13 @@ class SnapshotActor:
         bounds = RowBounds(self._settings.max_json_depth, self._settings.max_string_bytes,
                            self._settings.max_id_chars, self._settings.max_row_bytes)
         missions = PagedRefresh(self._pool, MISSIONS, lag_s=lag_s, bounds=bounds, first_page=_FIRST_PAGE_ROWS,
-                                growth=_PAGE_GROWTH)
+                                growth=_PAGE_GROWTH, sync=self._sync)
         agents: list[RefreshStats] = []
         agents_current = trio.Event()
 
         async def refresh_agents() -> None:
             with self._metrics.stage("refresh"):
-                agents.append(await refresh_stream(self._pool, AGENTS, lag_s=lag_s, bounds=bounds))
+                agents.append(await refresh_stream(self._pool, AGENTS, lag_s=lag_s, bounds=bounds, sync=self._sync))
             agents_current.set()
 
         try:

@@ -30,6 +30,7 @@ from planner.llm import LlmHealth
 from settings import Settings
 from store.listen import ChangeListener
 from store.pool import probe
+from store.sync_schema import SyncSchema
 
 VERSION = "0.1.0"
 _FAILING_AFTER = 3  # cycles failed in a row before /health says the daemon is not ok
@@ -45,6 +46,7 @@ class AppDeps:
     listener: ChangeListener | None = None
     jwks: JwksCache | None = None  # mana-auth's key set for /api/v1/me/ai-audit; None refuses every token
     llm_health: Callable[[], LlmHealth] | None = None  # how the last LLM calls went (None: not shown)
+    sync_schema: SyncSchema | None = None  # the sync_changes generation found at start (None: not shown)
 
 
 def create_app(deps: AppDeps) -> QuartTrio:
@@ -191,6 +193,7 @@ async def _health(deps: AppDeps, check: DatabaseCheck) -> tuple[dict[str, Any], 
         "version": VERSION,
         "tick": {"enabled": settings.tick_enabled, "running": settings.tick_enabled and actor.alive},
         **_llm_json(deps),
+        **({} if deps.sync_schema is None else {"syncChanges": deps.sync_schema.as_json()}),
         "checks": {
             "database": database,
             "snapshotActor": actor.alive,

@@ -75,6 +75,8 @@ class Settings:
     planner: str = "json"
     planner_max_rounds: int = 5
     planner_max_steps: int = 25
+    # MANA_AI_SYNC_SCHEMA: the sync_changes generation an embedded database is created with
+    embedded_sync_schema: str = "v0.6"
 
     def secrets(self) -> tuple[str, ...]:
         """Every credential in the configuration, to keep them out of errors and logs."""
@@ -261,6 +263,7 @@ _SPEC: dict[str, _Var] = {
     "MANA_AI_PLANNER": _Var("planner", _choice("json", "tools"), "json|tools"),
     "MANA_AI_PLANNER_MAX_ROUNDS": _Var("planner_max_rounds", _int(1, 20), _int_expected(1, 20)),
     "MANA_AI_PLANNER_MAX_STEPS": _Var("planner_max_steps", _int(1, 100), _int_expected(1, 100)),
+    "MANA_AI_SYNC_SCHEMA": _Var("embedded_sync_schema", _choice("v0.6", "field-meta"), "v0.6|field-meta"),
 }
 
 KNOWN_VARIABLES = frozenset(_SPEC)

@@ -16,6 +16,7 @@ import asyncpg
 import trio
 
 from store.errors import DATABASE_ERRORS
+from store.sync_schema import V0_6_SCHEMA, SyncSchema
 from store.writeback import Verdict, WriteRequest, Written, settle, write_backs_fast
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,9 @@ class _Pending:
 class GroupCommit:
     """Owns the write-back round trips of one daemon; `run` lives in the runtime's nursery."""
 
-    def __init__(self, pool: asyncpg.Pool, *, max_batch: int = 64) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, max_batch: int = 64, sync: SyncSchema = V0_6_SCHEMA) -> None:
         self._pool = pool
+        self._sync = sync
         self._max_batch = max_batch
         self._queue: list[_Pending] = []
         self._wake = trio.Event()
@@ -57,7 +59,7 @@ class GroupCommit:
         if pending.error is not None:
             raise pending.error
         assert pending.verdict is not None
-        return await settle(self._pool, request, pending.verdict)  # careful path when needed
+        return await settle(self._pool, request, pending.verdict, sync=self._sync)  # careful path when needed
 
     def close(self) -> None:
         """No new write-backs; `run` returns once the queued ones went out."""
@@ -80,7 +82,7 @@ class GroupCommit:
         self.round_trips += 1
         self.items += len(batch)
         try:
-            verdicts = await write_backs_fast(self._pool, [p.request for p in batch])
+            verdicts = await write_backs_fast(self._pool, [p.request for p in batch], sync=self._sync)
         except DATABASE_ERRORS as exc:  # the statement failed as a whole: each run decides
             for pending in batch:
                 pending.error = exc

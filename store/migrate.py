@@ -12,6 +12,7 @@ from trio_asyncio import aio_as_trio
 
 from store.errors import SchemaMismatch
 from store.sql import Q, read_package_text
+from store.sync_schema import FIELD_META, V06, SyncSchema, detect_sync_schema
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^(\d{4})_(\w+)\.sql$")
@@ -38,32 +39,35 @@ def load_migrations() -> list[Migration]:
     return found
 
 
-# what the daemon reads and writes of mana-sync's table (contracts §1.1)
-SYNC_CHANGES_COLUMNS = ("id", "app_id", "table_name", "record_id", "user_id", "op", "data", "field_timestamps",
-                        "client_id", "created_at", "schema_version", "actor")
+# mana-sync's DDL of each generation the embedded database can be created with
+_EMBEDDED_DDL = {V06: "sync_changes.sql", FIELD_META: "sync_changes_field_meta.sql"}
 
 
-def sync_changes_problem(columns: set[str]) -> str | None:
-    """Why `public.sync_changes` with these columns cannot be used, or None (pure)."""
-    if not columns:
-        return ("public.sync_changes does not exist: start mana-sync first (it creates the table), "
-                "or unset SYNC_DATABASE_URL to use the embedded database")
-    missing = [c for c in SYNC_CHANGES_COLUMNS if c not in columns]
-    if missing:
-        return (f"public.sync_changes lacks column(s) {', '.join(missing)}: upgrade mana-sync "
-                "(its migration adds them), or unset SYNC_DATABASE_URL to use the embedded database")
-    return None
+async def _sync_schema_on(conn: asyncpg.Connection) -> SyncSchema:
+    found = detect_sync_schema({r["attname"] for r in await conn.fetch(Q["sync_changes_columns"])})
+    if isinstance(found, str):
+        raise SchemaMismatch(found)
+    return found
 
 
-async def _migrate(pool: asyncpg.Pool, migrations: list[Migration], create_sync_changes: bool) -> list[int]:
+async def _read_sync_schema(pool: asyncpg.Pool) -> SyncSchema:
+    async with pool.acquire() as conn:
+        return await _sync_schema_on(conn)
+
+
+async def read_sync_schema(pool: asyncpg.Pool) -> SyncSchema:
+    """The generation of `public.sync_changes`; SchemaMismatch when the daemon cannot use it."""
+    schema: SyncSchema = await aio_as_trio(_read_sync_schema)(pool)
+    return schema
+
+
+async def _migrate(pool: asyncpg.Pool, migrations: list[Migration], create_sync_changes: str | None) -> list[int]:
     async with pool.acquire() as conn, conn.transaction():
         # taken first: even CREATE SCHEMA IF NOT EXISTS races between two processes
         await conn.execute(Q["migrate_lock"])
-        if create_sync_changes and not await conn.fetchval(Q["sync_changes_exists"]):
-            await conn.execute(read_package_text("sync_changes.sql"))
-        problem = sync_changes_problem({r["attname"] for r in await conn.fetch(Q["sync_changes_columns"])})
-        if problem is not None:
-            raise SchemaMismatch(problem)
+        if create_sync_changes is not None and not await conn.fetchval(Q["sync_changes_exists"]):
+            await conn.execute(read_package_text(_EMBEDDED_DDL[create_sync_changes]))
+        await _sync_schema_on(conn)  # one the daemon can use, before anything of ours is created
         await conn.execute(Q["create_migrations_table"])
         done = {r["version"] for r in await conn.fetch(Q["applied_migrations"])}
         applied = []
@@ -76,11 +80,15 @@ async def _migrate(pool: asyncpg.Pool, migrations: list[Migration], create_sync_
         return applied
 
 
-async def migrate(pool: asyncpg.Pool, *, create_sync_changes: bool) -> list[int]:
+async def migrate(pool: asyncpg.Pool, *, create_sync_changes: bool, embedded_generation: str = V06) -> list[int]:
     """Apply pending migrations in one transaction; returns the versions applied now.
 
-    `create_sync_changes` (embedded mode) creates mana-sync's table when it is missing.
+    `create_sync_changes` (embedded mode) creates mana-sync's table of `embedded_generation`
+    (MANA_AI_SYNC_SCHEMA) when it is missing; an existing table is never changed.
     """
-    applied: list[int] = await aio_as_trio(_migrate)(pool, load_migrations(), create_sync_changes)
+    if embedded_generation not in _EMBEDDED_DDL:
+        raise ValueError(f"unknown sync_changes generation {embedded_generation!r}")
+    applied: list[int] = await aio_as_trio(_migrate)(pool, load_migrations(),
+                                                     embedded_generation if create_sync_changes else None)
     log.info("db.migrated", extra={"applied": ",".join(map(str, applied)) or "none"})
     return applied

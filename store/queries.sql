@@ -1,5 +1,7 @@
 -- Every SQL statement of the daemon, by name. `{snapshots}` and `{id_column}` are filled in
--- from the fixed stream definitions in store/streams.py (never from input).
+-- from the fixed stream definitions in store/streams.py (never from input). `__stamps__` is the
+-- stamps column of the sync_changes generation found at start (store/sync_schema.py): such a
+-- statement is read through `SyncSchema.sql(name)`, never straight from `Q`.
 
 -- name: ensure_cursor
 -- Create a stream's refresh cursor at the epoch if it does not exist yet.
@@ -26,7 +28,7 @@ FROM k LEFT JOIN LATERAL (
   CROSS JOIN LATERAL (
     SELECT d.data, d.field_timestamps,
            COALESCE(octet_length(d.data), 0) + COALESCE(octet_length(d.field_timestamps), 0) AS row_bytes
-    FROM (SELECT c.data::text AS data, c.field_timestamps::text AS field_timestamps OFFSET 0) d
+    FROM (SELECT c.data::text AS data, c.__stamps__::text AS field_timestamps OFFSET 0) d
   ) t
   WHERE c.app_id = 'ai' AND c.table_name = $1 AND (c.created_at, c.id) > (k.stable_until, k.stable_id)
   ORDER BY c.created_at, c.id
@@ -45,7 +47,7 @@ FROM public.sync_changes c
 CROSS JOIN LATERAL (
   SELECT d.data, d.field_timestamps,
          COALESCE(octet_length(d.data), 0) + COALESCE(octet_length(d.field_timestamps), 0) AS row_bytes
-  FROM (SELECT c.data::text AS data, c.field_timestamps::text AS field_timestamps OFFSET 0) d
+  FROM (SELECT c.data::text AS data, c.__stamps__::text AS field_timestamps OFFSET 0) d
 ) t
 WHERE c.app_id = 'ai' AND c.table_name = $1 AND (c.created_at, c.id) > ($2::timestamptz, $3::uuid)
 ORDER BY c.created_at, c.id
@@ -246,17 +248,11 @@ WHERE user_id = $1 AND mission_id = $2;
 
 -- name: mission_rows_after
 -- A mission's rows newer than its snapshot, in fold order (inside withUser).
-SELECT id, user_id, record_id, op, data, field_timestamps, created_at
+SELECT id, user_id, record_id, op, data, __stamps__ AS field_timestamps, created_at
 FROM public.sync_changes
 WHERE user_id = $1 AND app_id = 'ai' AND table_name = 'aiMissions' AND record_id = $2
   AND created_at > $3
 ORDER BY created_at, id;
-
--- name: insert_write_back
--- The reference's write-back row (§5.5); id and created_at by DB defaults.
-INSERT INTO sync_changes
-  (app_id, table_name, record_id, user_id, op, data, field_timestamps, client_id, schema_version, actor)
-VALUES ('ai', 'aiMissions', $1, $2, 'update', $3::jsonb, $4::jsonb, 'mana-ai-runner', 1, $5::jsonb);
 
 -- name: agents_of_users
 -- Agent snapshots of the given users (live ones are filtered when read).
@@ -395,7 +391,7 @@ FOR UPDATE;
 
 -- name: replay_records
 -- The full history of the given records of one user (inside withUser), in fold order.
-SELECT c.app_id, c.table_name, c.record_id, c.op, c.data, c.field_timestamps, c.created_at
+SELECT c.app_id, c.table_name, c.record_id, c.op, c.data, c.__stamps__ AS field_timestamps, c.created_at
 FROM public.sync_changes c
 JOIN unnest($2::text[], $3::text[], $4::text[]) AS k(app_id, table_name, record_id)
   ON c.app_id = k.app_id AND c.table_name = k.table_name AND c.record_id = k.record_id
@@ -430,8 +426,9 @@ ORDER BY ts DESC, id DESC
 LIMIT $3;
 
 -- name: write_backs
--- The write-back fast path for a batch of items (migration 0008): one round trip in all.
-SELECT item_no, verdict, iteration_count, cursor_at, error_code FROM mana_ai.write_backs($1::jsonb);
+-- The write-back fast path for a batch of items (migrations 0008, 0010): one round trip in all;
+-- $2 the row variant of the sync_changes generation (SyncSchema.write_variant).
+SELECT item_no, verdict, iteration_count, cursor_at, error_code FROM mana_ai.write_backs($1::jsonb, $2::text);
 
 -- name: console_agents
 -- Every agent snapshot, tombstones included, in key order, at most $1 (the console's overview).

@@ -40,6 +40,7 @@ from store.bounds import RawRow, Rejected, RowBounds, check_row
 from store.fold import ChangeRow, FoldState, RowProblem, fold_rows
 from store.records import agent_field_problems, mission_field_problems
 from store.sql import Q
+from store.sync_schema import V0_6_SCHEMA, SyncSchema
 from store.streams import AGENTS, Stream
 
 Key = tuple[str, str]  # (user_id, record_id)
@@ -249,14 +250,14 @@ async def _fold_and_write(
 
 
 async def _lock_and_read(conn: asyncpg.Connection, stream: Stream, lag_s: float, limit: int,
-                        bounds: RowBounds) -> tuple[asyncpg.Record, list[asyncpg.Record]] | None:
+                        bounds: RowBounds, sync: SyncSchema) -> tuple[asyncpg.Record, list[asyncpg.Record]] | None:
     """The stream's cursor row, locked for this transaction, with the horizon, and the first page
     after it; None when another instance holds it."""
     args = (stream.table_name, lag_s, limit, bounds.max_row_bytes)
-    rows: list[asyncpg.Record] = await conn.fetch(Q["lock_and_read_stream"], *args)
+    rows: list[asyncpg.Record] = await conn.fetch(sync.sql("lock_and_read_stream"), *args)
     if not rows:  # held by another instance, or not created yet
         await conn.execute(Q["ensure_cursor"], stream.table_name)
-        rows = await conn.fetch(Q["lock_and_read_stream"], *args)
+        rows = await conn.fetch(sync.sql("lock_and_read_stream"), *args)
     if not rows:
         return None
     return rows[0], [] if rows[0]["id"] is None else rows
@@ -264,7 +265,7 @@ async def _lock_and_read(conn: asyncpg.Connection, stream: Stream, lag_s: float,
 
 async def _fold_from(conn: asyncpg.Connection, stream: Stream, cursor: asyncpg.Record, page: list[asyncpg.Record],
                      horizon: datetime, stats: RefreshStats, bounds: RowBounds, page_size: int,
-                     first_page: int | None) -> Position | None:
+                     first_page: int | None, sync: SyncSchema) -> Position | None:
     """Fold `page` (the first page after the locked `cursor`) and the pages after it, in this
     transaction.
 
@@ -294,29 +295,29 @@ async def _fold_from(conn: asyncpg.Connection, stream: Stream, cursor: asyncpg.R
         if first_page is not None and not tail:
             return position
         limit = page_size
-        page = await conn.fetch(Q["read_stream_page"], stream.table_name, *position, limit, bounds.max_row_bytes)
+        page = await conn.fetch(sync.sql("read_stream_page"), stream.table_name, *position, limit, bounds.max_row_bytes)
     if tail:
         await _fold_and_write(conn, stream, [], tail, stats, bounds, advance_to=None)
     return None
 
 
 async def _refresh(pool: asyncpg.Pool, stream: Stream, lag_s: float, page_size: int,
-                   bounds: RowBounds) -> RefreshStats:
+                   bounds: RowBounds, sync: SyncSchema) -> RefreshStats:
     stats = RefreshStats(stream.table_name)
     async with pool.acquire() as conn, conn.transaction():
-        locked = await _lock_and_read(conn, stream, lag_s, page_size, bounds)
+        locked = await _lock_and_read(conn, stream, lag_s, page_size, bounds, sync)
         if locked is None:
             stats.skipped = True
             return stats
         cursor, page = locked
-        await _fold_from(conn, stream, cursor, page, cursor["horizon"], stats, bounds, page_size, first_page=None)
+        await _fold_from(conn, stream, cursor, page, cursor["horizon"], stats, bounds, page_size, None, sync)
     return stats
 
 
 async def refresh_stream(pool: asyncpg.Pool, stream: Stream, *, lag_s: float, page_size: int = 5000,
-                         bounds: RowBounds = RowBounds()) -> RefreshStats:
+                         bounds: RowBounds = RowBounds(), sync: SyncSchema = V0_6_SCHEMA) -> RefreshStats:
     """Refresh one stream's snapshots in one transaction (one bridged unit of work)."""
-    stats: RefreshStats = await aio_as_trio(_refresh)(pool, stream, lag_s, page_size, bounds)
+    stats: RefreshStats = await aio_as_trio(_refresh)(pool, stream, lag_s, page_size, bounds, sync)
     return stats
 
 
@@ -329,10 +330,10 @@ class _Resume:
 
 
 async def _refresh_page(pool: asyncpg.Pool, stream: Stream, lag_s: float, page_size: int, bounds: RowBounds,
-                        first_page: int, resume: _Resume | None) -> tuple[RefreshStats, _Resume | None]:
+                        first_page: int, resume: _Resume | None, sync: SyncSchema) -> tuple[RefreshStats, _Resume | None]:
     stats = RefreshStats(stream.table_name)
     async with pool.acquire() as conn, conn.transaction():
-        locked = await _lock_and_read(conn, stream, lag_s, first_page, bounds)
+        locked = await _lock_and_read(conn, stream, lag_s, first_page, bounds, sync)
         if locked is None:
             stats.skipped = True
             return stats, None
@@ -343,7 +344,7 @@ async def _refresh_page(pool: asyncpg.Pool, stream: Stream, lag_s: float, page_s
             stats.skipped = True
             return stats, None
         horizon: datetime = cursor["horizon"] if resume is None else resume.horizon
-        after = await _fold_from(conn, stream, cursor, page, horizon, stats, bounds, page_size, first_page)
+        after = await _fold_from(conn, stream, cursor, page, horizon, stats, bounds, page_size, first_page, sync)
     return stats, None if after is None else _Resume(after, horizon)
 
 
@@ -360,8 +361,10 @@ class PagedRefresh:
     """
 
     def __init__(self, pool: asyncpg.Pool, stream: Stream, *, lag_s: float, bounds: RowBounds = RowBounds(),
-                 first_page: int = 32, growth: int = 4, page_size: int = 5000) -> None:
+                 first_page: int = 32, growth: int = 4, page_size: int = 5000,
+                 sync: SyncSchema = V0_6_SCHEMA) -> None:
         self._pool = pool
+        self._sync = sync
         self._stream = stream
         self._lag_s = lag_s
         self._bounds = bounds
@@ -382,7 +385,8 @@ class PagedRefresh:
         """Fold and commit the next page; `done` once the stream was read to its end."""
         assert not self.done, "the refresh is done"
         stats, self._resume = await aio_as_trio(_refresh_page)(
-            self._pool, self._stream, self._lag_s, self._page_size, self._bounds, self._next_size, self._resume)
+            self._pool, self._stream, self._lag_s, self._page_size, self._bounds, self._next_size, self._resume,
+            self._sync)
         self._merge(stats)
         self.done = self._resume is None
         self._next_size = min(self._next_size * self._growth, self._page_size)

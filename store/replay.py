@@ -16,14 +16,16 @@ from trio_asyncio import aio_as_trio
 
 from store.fold import ChangeRow, fold_rows, is_live
 from store.sql import Q
+from store.sync_schema import V0_6_SCHEMA, SyncSchema
 
 RecordKey = tuple[str, str, str]  # (app_id, table_name, record_id)
 
 
-async def _replay(pool: asyncpg.Pool, user_id: str, keys: Sequence[RecordKey]) -> dict[RecordKey, dict[str, Any]]:
+async def _replay(pool: asyncpg.Pool, user_id: str, keys: Sequence[RecordKey],
+                  sync: SyncSchema) -> dict[RecordKey, dict[str, Any]]:
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(Q["set_user"], user_id)
-        rows = await conn.fetch(Q["replay_records"], user_id, [k[0] for k in keys], [k[1] for k in keys],
+        rows = await conn.fetch(sync.sql("replay_records"), user_id, [k[0] for k in keys], [k[1] for k in keys],
                                 [k[2] for k in keys])
     histories: dict[RecordKey, list[ChangeRow]] = {}
     for r in rows:
@@ -37,11 +39,13 @@ async def _replay(pool: asyncpg.Pool, user_id: str, keys: Sequence[RecordKey]) -
     return records
 
 
-async def replay_records(pool: asyncpg.Pool, user_id: str, keys: Sequence[RecordKey]) -> dict[RecordKey, dict[str, Any]]:
+async def replay_records(pool: asyncpg.Pool, user_id: str, keys: Sequence[RecordKey], *,
+                         sync: SyncSchema = V0_6_SCHEMA) -> dict[RecordKey, dict[str, Any]]:
     """The current state of each record (absent: never written, deleted, or `deletedAt` set)."""
     if not keys:
         return {}
-    records: dict[RecordKey, dict[str, Any]] = await aio_as_trio(_replay)(pool, user_id, list(dict.fromkeys(keys)))
+    records: dict[RecordKey, dict[str, Any]] = await aio_as_trio(_replay)(pool, user_id, list(dict.fromkeys(keys)),
+                                                                          sync)
     return records
 
 

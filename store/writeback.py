@@ -6,7 +6,8 @@ inside withUser; mark the slot planned; record the token usage. A run whose leas
 over writes nothing.
 
 Fast path: `mana_ai.write_backs` (migration 0008) does the same for a whole batch in one
-statement, one round trip, when the snapshot is the freshest state. An item it cannot settle
+statement, one round trip, when the snapshot is the freshest state. The row written is that of
+the `sync_changes` generation found at start (store/sync_schema.py). An item it cannot settle
 that way (newer rows than the snapshot, no snapshot, an error) takes the careful path here.
 """
 
@@ -24,6 +25,7 @@ from store.errors import LeaseLost, MissionGone
 from store.fold import ChangeRow, FoldState, fold_rows
 from store.runs import Claim
 from store.sql import Q
+from store.sync_schema import V0_6_SCHEMA, SyncSchema
 from store.usage import TokenUsage, record_usage_on
 
 
@@ -51,35 +53,35 @@ class Written:
     snapshot_cursor: datetime | None
 
 
-def write_back_row(existing_iterations: Any, write: WriteBack) -> tuple[dict[str, Any], dict[str, str]]:
-    """(data, field_timestamps) exactly as the reference writes them (pure)."""
+def write_back_row(existing_iterations: Any, write: WriteBack,
+                   sync: SyncSchema = V0_6_SCHEMA) -> tuple[dict[str, Any], dict[str, str]]:
+    """(data, stamps) exactly as the reference writes them to a table of this generation (pure)."""
     base = list(existing_iterations) if isinstance(existing_iterations, list) else []
-    data = {"iterations": [*base, dict(write.iteration)], "updatedAt": write.now_iso}
-    return data, {"iterations": write.now_iso, "updatedAt": write.now_iso}
+    return sync.write_back_row([*base, dict(write.iteration)], write.now_iso)
 
 
-async def _freshest(conn: asyncpg.Connection, claim: Claim) -> tuple[FoldState, datetime | None]:
+async def _freshest(conn: asyncpg.Connection, claim: Claim, sync: SyncSchema) -> tuple[FoldState, datetime | None]:
     snap = await conn.fetchrow(Q["mission_snapshot"], claim.user_id, claim.mission_id)
     if snap is None:
         return FoldState(), None
     state = FoldState.from_snapshot_record(snap["record"], snap["tombstone"])
-    rows = await conn.fetch(Q["mission_rows_after"], claim.user_id, claim.mission_id, snap["last_applied_at"])
+    rows = await conn.fetch(sync.sql("mission_rows_after"), claim.user_id, claim.mission_id, snap["last_applied_at"])
     changes = [ChangeRow(r["record_id"], r["op"], r["data"], r["field_timestamps"], r["created_at"]) for r in rows]
     return fold_rows(claim.mission_id, changes, seed=state), snap["last_applied_at"]
 
 
 async def _write(pool: asyncpg.Pool, claim: Claim, write: WriteBack, provenance: Provenance,
-                 usage: TokenUsage | None) -> Written:
+                 usage: TokenUsage | None, sync: SyncSchema) -> Written:
     async with pool.acquire() as conn, conn.transaction():
         if await conn.fetchval(Q["hold_claim_as_user"], *claim.key(), claim.user_id) is None:
             raise LeaseLost(f"lease lost on mission={claim.mission_id} slot={claim.due_slot}")
-        fresh, cursor = await _freshest(conn, claim)
+        fresh, cursor = await _freshest(conn, claim, sync)
         if fresh.tombstone:
             raise MissionGone(f"mission {claim.mission_id} was deleted while it was planned")
         existing = (fresh.record or {}).get("iterations")
-        data, stamps = write_back_row(existing, write)
+        data, stamps = write_back_row(existing, write, sync)
         # the connection's jsonb codec encodes these (store/pool.py)
-        await conn.execute(Q["insert_write_back"], claim.mission_id, claim.user_id, data, stamps,
+        await conn.execute(sync.insert_write_back, claim.mission_id, claim.user_id, data, stamps,
                            dict(write.actor))
         await conn.execute(Q["mark_planned"], *claim.key(), provenance.outcome, write.iteration["id"],
                            provenance.prompt_tokens, provenance.completion_tokens, provenance.model,
@@ -90,10 +92,10 @@ async def _write(pool: asyncpg.Pool, claim: Claim, write: WriteBack, provenance:
 
 
 async def write_back_carefully(pool: asyncpg.Pool, claim: Claim, write: WriteBack, provenance: Provenance,
-                               usage: TokenUsage | None = None) -> Written:
+                               usage: TokenUsage | None = None, *, sync: SyncSchema = V0_6_SCHEMA) -> Written:
     """Append the iteration to the mission (one sync_changes row), mark the slot planned and
     record the call's token usage — one transaction, folding rows newer than the snapshot."""
-    written: Written = await aio_as_trio(_write)(pool, claim, write, provenance, usage)
+    written: Written = await aio_as_trio(_write)(pool, claim, write, provenance, usage, sync)
     return written
 
 
@@ -132,14 +134,16 @@ def fast_item(request: WriteRequest) -> dict[str, Any]:
     }
 
 
-async def _write_fast(pool: asyncpg.Pool, items: list[dict[str, Any]]) -> list[asyncpg.Record]:
+async def _write_fast(pool: asyncpg.Pool, items: list[dict[str, Any]], variant: str) -> list[asyncpg.Record]:
     async with pool.acquire() as conn:  # one statement: its own transaction, one round trip
-        return list(await conn.fetch(Q["write_backs"], items))
+        return list(await conn.fetch(Q["write_backs"], items, variant))
 
 
-async def write_backs_fast(pool: asyncpg.Pool, requests: list[WriteRequest]) -> list[Verdict]:
+async def write_backs_fast(pool: asyncpg.Pool, requests: list[WriteRequest], *,
+                           sync: SyncSchema = V0_6_SCHEMA) -> list[Verdict]:
     """The fast path for a batch, in order; raises only when the statement itself fails."""
-    rows: list[asyncpg.Record] = await aio_as_trio(_write_fast)(pool, [fast_item(r) for r in requests])
+    rows: list[asyncpg.Record] = await aio_as_trio(_write_fast)(pool, [fast_item(r) for r in requests],
+                                                                sync.write_variant)
     verdicts = [Verdict("failed", error_code="no-answer")] * len(requests)
     for row in rows:
         written = Written(row["iteration_count"], row["cursor_at"]) if row["verdict"] == "written" else None
@@ -147,7 +151,8 @@ async def write_backs_fast(pool: asyncpg.Pool, requests: list[WriteRequest]) -> 
     return verdicts
 
 
-async def settle(pool: asyncpg.Pool, request: WriteRequest, verdict: Verdict) -> Written:
+async def settle(pool: asyncpg.Pool, request: WriteRequest, verdict: Verdict, *,
+                 sync: SyncSchema = V0_6_SCHEMA) -> Written:
     """What a fast-path verdict means for its run: written, an error, or the careful path."""
     if verdict.kind == "written" and verdict.written is not None:
         return verdict.written
@@ -156,12 +161,12 @@ async def settle(pool: asyncpg.Pool, request: WriteRequest, verdict: Verdict) ->
         raise LeaseLost(f"lease lost on mission={claim.mission_id} slot={claim.due_slot}")
     if verdict.kind == "gone":
         raise MissionGone(f"mission {claim.mission_id} was deleted while it was planned")
-    return await write_back_carefully(pool, claim, request.write, request.provenance, request.usage)
+    return await write_back_carefully(pool, claim, request.write, request.provenance, request.usage, sync=sync)
 
 
 async def write_back(pool: asyncpg.Pool, claim: Claim, write: WriteBack, provenance: Provenance,
-                     usage: TokenUsage | None = None) -> Written:
+                     usage: TokenUsage | None = None, *, sync: SyncSchema = V0_6_SCHEMA) -> Written:
     """One write-back on its own: the fast path, the careful one when the snapshot is behind."""
     request = WriteRequest(claim, write, provenance, usage)
-    [verdict] = await write_backs_fast(pool, [request])
-    return await settle(pool, request, verdict)
+    [verdict] = await write_backs_fast(pool, [request], sync=sync)
+    return await settle(pool, request, verdict, sync=sync)

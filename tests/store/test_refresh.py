@@ -11,6 +11,7 @@ from seed import change, fetch, insert_rows, mission, update
 from store.bounds import RowBounds
 from store.refresh import RefreshStats, _refresh, refresh_stream
 from store.streams import AGENTS, MISSIONS
+from store.sync_schema import V0_6_SCHEMA
 
 AGO = datetime.now(timezone.utc) - timedelta(minutes=10)
 
@@ -134,7 +135,7 @@ async def _refresh_while_held(pool: asyncpg.Pool) -> RefreshStats:
     """One unit: another transaction holds the missions cursor while we refresh."""
     async with pool.acquire() as holder, holder.transaction():
         await holder.execute("SELECT 1 FROM mana_ai.refresh_cursors WHERE stream = 'aiMissions' FOR UPDATE")
-        return await _refresh(pool, MISSIONS, 5.0, 5000, RowBounds())
+        return await _refresh(pool, MISSIONS, 5.0, 5000, RowBounds(), V0_6_SCHEMA)
 
 
 async def test_a_stream_another_instance_is_refreshing_is_skipped(pool: asyncpg.Pool) -> None:
