@@ -2,7 +2,8 @@
 
 Reference §9.8. `ref.module` picks the resolver; `ref.table` names the sync table it reads.
 Encrypted modules need a key grant; `goals` is plaintext (and, as in the reference, reads app
-`companion`, which no module syncs to — §14 item 11 — so it finds nothing today).
+`companion`, which no module syncs to — §14 item 11 — so it finds nothing today). `profile`
+(the userContext record) came after v0.6: reference-later §1.
 """
 
 from __future__ import annotations
@@ -93,6 +94,28 @@ def _kontext(record: Mapping[str, Any]) -> str:
     return truncate(text, 1500)
 
 
+# The userContext fields the profile shows, in the reference's order. contracts.md's encryption
+# registry predates userContext and does not list it: whichever fields arrive as `enc:1:` (whole
+# values, objects too) are decrypted, plaintext ones pass through; as for every input, the content
+# is wrapped in <user_data> only if something was decrypted.
+PROFILE_FIELDS = ("about", "interests", "routine", "nutrition", "goals", "social", "freeform")
+PROFILE_TITLE = "Nutzerprofil"
+
+
+def _profile(record: Mapping[str, Any]) -> str:
+    """The profile fields one per line: strings as they are, other JSON values as `JSON.stringify`."""
+    lines: list[str] = []
+    for key in PROFILE_FIELDS:
+        value = record.get(key)
+        # absent, null and "" are skipped: an empty line tells the planner nothing, and a form
+        # field the user never filled in may well be stored as "" (our choice; the reference
+        # summary only says "strings as-is")
+        if value is None or value == "":
+            continue
+        lines.append(value if isinstance(value, str) else js_json(value))
+    return truncate("\n".join(lines), 2000)
+
+
 def _goal(record: Mapping[str, Any]) -> str:
     target = record.get("target")
     value = target.get("value") if isinstance(target, Mapping) else None
@@ -111,6 +134,7 @@ RESOLVERS: Mapping[str, Resolver] = {
     "journal": Resolver("journal", "Journal-Eintrag", True, _journal),
     "kontext": Resolver("kontext", "Mana-Kontext", True, _kontext, title=lambda record: "Mana-Kontext"),
     "goals": Resolver("companion", "Goal", False, _goal),
+    "profile": Resolver("profile", PROFILE_TITLE, True, _profile, title=lambda record: PROFILE_TITLE),
 }
 
 

@@ -129,3 +129,64 @@ async def test_no_key_configured_is_not_configured(pool: asyncpg.Pool, rsa_key: 
         async with planning_runtime(pool, llm, metrics) as runtime:
             await runtime.snapshots.run_cycle()
     assert sample(metrics, "mana_ai_grant_skips_total", reason="not-configured") == 1
+
+
+# --- the `profile` input: the userContext record (reference-later §1) -----------------------------
+
+PROFILE_INPUT = {"module": "profile", "table": "userContext", "id": "singleton"}
+PROFILE_DERIVATION = Derivation("m1", ("userContext",), ("userContext:singleton",))
+PROFILE_SECRETS = ("Ich laufe gern", "Laufen", "Kaffee")
+
+
+async def seed_profile(pool: asyncpg.Pool) -> None:
+    """The webapp's userContext record; encrypted whole-field, an array and an object among them."""
+    mdk = derive_mdk(MASTER, PROFILE_DERIVATION)
+    await insert_rows(pool, {**change("userContext", "singleton", "insert", {
+        "id": "singleton", "about": enc(mdk, "Ich laufe gern."), "interests": enc(mdk, ["Laufen", "Jazz"]),
+        "routine": enc(mdk, {"morgens": "Kaffee"}), "nutrition": "vegetarisch", "goals": None,
+        "updatedAt": "2026-04-16T09:00:00.000Z"}), "app_id": "profile", "created_at": PAST})
+
+
+async def plan_profile_mission(pool: asyncpg.Pool, mission_grant: Any, metrics: Metrics,
+                               key: rsa.RSAPrivateKey) -> tuple[str, str]:
+    await seed_profile(pool)
+    await insert_rows(pool, {**mission("m1", inputs=[PROFILE_INPUT], grant=mission_grant), "created_at": PAST})
+    async with running_fake_llm(plan_reply([CREATE_TASK])) as llm:
+        async with planning_runtime(pool, llm, metrics, private_key_pem=pem(key)) as runtime:
+            stats = await runtime.snapshots.run_cycle()
+    assert stats.plans_written_back == 1, stats  # the mission runs whether or not the profile is read
+    [request] = llm.requests
+    system, user = (m["content"] for m in request["messages"])
+    return system, user
+
+
+async def test_granted_profile_is_decrypted_wrapped_and_audited(pool: asyncpg.Pool, rsa_key: rsa.RSAPrivateKey) -> None:
+    metrics = Metrics()
+    system, user = await plan_profile_mission(pool, grant(rsa_key, PROFILE_DERIVATION), metrics, rsa_key)
+    assert system.endswith(USER_DATA_NOTICE)
+    assert ("## Verlinkte Inputs\n### profile/userContext: Nutzerprofil\n<user_data>\n"
+            'Ich laufe gern.\n["Laufen","Jazz"]\n{"morgens":"Kaffee"}\nvegetarisch\n</user_data>\n\n') in user
+    [row] = await written_rows(pool)
+    audit = await fetch(pool, "SELECT table_name, record_id, status, reason, iteration_id FROM mana_ai.decrypt_audit")
+    assert [tuple(a) for a in audit] == [("userContext", "singleton", "ok", None, row["data"]["iterations"][0]["id"])]
+    assert sample(metrics, "mana_ai_decrypts_total", table="userContext") == 3
+
+
+async def test_without_a_grant_the_profile_is_not_read(pool: asyncpg.Pool, rsa_key: rsa.RSAPrivateKey) -> None:
+    system, user = await plan_profile_mission(pool, None, Metrics(), rsa_key)
+    assert "_(keine verlinkten Inputs)_" in user and "vegetarisch" not in user and "enc:1:" not in user
+    assert not any(secret in system + user for secret in PROFILE_SECRETS)
+    assert not system.endswith(USER_DATA_NOTICE)
+    assert await fetch(pool, "SELECT 1 FROM mana_ai.decrypt_audit") == []
+
+
+async def test_profile_not_on_the_allow_list_is_a_scope_violation(
+        pool: asyncpg.Pool, rsa_key: rsa.RSAPrivateKey) -> None:
+    metrics = Metrics()
+    system, user = await plan_profile_mission(pool, grant(rsa_key), metrics, rsa_key)  # notes:n1, tasks:t1 only
+    assert "_(keine verlinkten Inputs)_" in user and "vegetarisch" not in user
+    assert not any(secret in system + user for secret in PROFILE_SECRETS)
+    audit = await fetch(pool, "SELECT table_name, record_id, status, reason FROM mana_ai.decrypt_audit")
+    assert [tuple(a) for a in audit] == [("userContext", "singleton", "scope-violation", "record-not-in-grant-allowlist")]
+    assert sample(metrics, "mana_ai_grant_scope_violations_total", table="userContext") == 1
+    assert sample(metrics, "mana_ai_decrypts_total", table="userContext") == 0
