@@ -8,15 +8,21 @@ from typing import Any
 import asyncpg
 from trio_asyncio import aio_as_trio
 
+from store.sql import Q
+from store.sync_schema import detect_sync_schema
+
 USER_ACTOR = {"kind": "user", "principalId": "legacy:user", "displayName": "Du"}
 
 
 async def _insert(pool: asyncpg.Pool, rows: list[dict[str, Any]]) -> None:
     async with pool.acquire() as conn, conn.transaction():
+        # the stamps go to the column of the table's generation (field_timestamps or field_meta)
+        schema = detect_sync_schema({r["attname"] for r in await conn.fetch(Q["sync_changes_columns"])})
+        assert not isinstance(schema, str), schema
         for row in rows:
             await conn.execute(
-                """INSERT INTO sync_changes (app_id, table_name, record_id, user_id, op, data,
-                       field_timestamps, client_id, actor, created_at)
+                f"""INSERT INTO sync_changes (app_id, table_name, record_id, user_id, op, data,
+                       {schema.stamps_column}, client_id, actor, created_at)
                    VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7::text::jsonb, $8, $9::text::jsonb,
                            COALESCE($10::timestamptz, now()))""",
                 row.get("app_id", "ai"), row["table_name"], row["record_id"], row["user_id"], row["op"],

@@ -27,6 +27,9 @@ async def test_health_has_reference_shape_and_readiness(pool: asyncpg.Pool) -> N
         assert body["ok"] is True and body["service"] == "mana-ai"
         assert body["tick"] == {"enabled": False, "running": False}
         assert body["checks"]["database"] is True and body["checks"]["snapshotActor"] is True
+        # the generation of mana-sync's table found at start (the test template is v0.6)
+        assert body["syncChanges"] == {"generation": "v0.6", "stampsColumn": "field_timestamps", "origin": False,
+                                       "spaceId": False}
 
 
 async def test_tick_returns_tick_stats_and_counts_due_missions(pool: asyncpg.Pool) -> None:
