@@ -52,6 +52,7 @@ class StandIn:
     polls: list[tuple[dict[str, str | None], str]] = field(default_factory=list)
     submit_status: int = 200
     submit_gate: trio.Event | None = None  # a submit answers only once this is set
+    submitted: trio.Event = field(default_factory=trio.Event)  # set by the first submit
 
     def only_job(self) -> dict[str, Any]:
         [job] = self.jobs.values()
@@ -68,6 +69,7 @@ def research_app(stand_in: StandIn) -> QuartTrio:
     @app.post(PATH)
     async def submit() -> Any:
         stand_in.submits.append((_headers(), await request.get_json()))
+        stand_in.submitted.set()
         if stand_in.submit_gate is not None:
             await stand_in.submit_gate.wait()
         if stand_in.submit_status != 200:
@@ -309,3 +311,23 @@ async def test_inspection_shows_a_parked_mission_as_research_pending(pool: async
     assert m1["research"]["status"] == "pending" and m1["research"]["taskId"] == "job 1/a"
     assert m1["research"]["pendingSkips"] == 1 and m1["research"]["lastError"] is None
     assert "Trio" not in str(m1["research"])
+
+
+async def test_shutdown_hands_back_a_mission_whose_job_is_being_submitted(pool: asyncpg.Pool) -> None:
+    await insert_rows(pool, {**mission("m1", objective="Deep dive Trio"), "created_at": PAST})
+    stand_in = StandIn(submit_gate=trio.Event())  # the submit never answers
+    cycles = []
+    async with serving(research_app(stand_in)) as url, running_fake_llm() as llm:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                async with planning_runtime(pool, llm, None, mana_research_url=url, grace_s=0.2, **deep()) as runtime:
+                    async def cycle() -> None:
+                        cycles.append(await runtime.snapshots.run_cycle())
+
+                    nursery.start_soon(cycle)
+                    await stand_in.submitted.wait()
+                # leaving the runtime stops the desk: after the grace the submit is cancelled
+    assert (cycles[0].due_mission_count, cycles[0].plans_written_back) == (1, 0)
+    [run] = await ledger(pool, "m1")
+    assert (run["status"], run["attempts"], run["outcome"]) == ("retry", 0, "skipped-shutdown")
+    assert await jobs(pool) == [] and llm.requests == []
