@@ -27,6 +27,7 @@ from functools import partial
 from types import FrameType
 
 import asyncpg
+import httpx
 import trio
 
 from actors.groups import single_leaf
@@ -35,6 +36,7 @@ from actors.leases import LeaseKeeper
 from actors.messages import MissionDue
 from actors.mission import MissionRunner, RetryPolicy
 from actors.registry import AgentRegistry
+from actors.research_desk import ResearchDesk
 from actors.snapshot import SnapshotActor
 from demo import run_demo
 from grants import KeyProblem, MissionKey, load_private_key
@@ -43,7 +45,9 @@ from http_api.jwt import open_jwks_cache
 from http_api.server import FrontFailed, hypercorn_config, serve_http
 from observability.logs import configure_logging
 from observability.metrics import Metrics
+from observability.redact import safe_url
 from observability.tracing import Tracing, open_tracing
+from planner.deep_research_client import DeepResearchClient, open_deep_research_http_client
 from planner.llm import LlmClient, open_llm_http_client
 from planner.research_client import ResearchClient, open_research_http_client
 from settings import DEFAULT_SERVICE_KEY, ConfigError, Settings, load_settings
@@ -77,13 +81,38 @@ class Runtime:
     registry: AgentRegistry
     llm: LlmClient
     sync: SyncSchema  # the generation of sync_changes found at start
+    desk: ResearchDesk | None = None  # deep research (MANA_RESEARCH_URL and its key set)
 
     async def stop(self, grace_s: float) -> None:
         """Shutdown: at once no cycle, no mission and no LLM request starts any more; missions
         in flight get `grace_s`, then are cancelled and hand their slots back."""
         self.snapshots.stop()
         self.llm.close()
-        await self.registry.stop(grace_s)
+        await stop_dispatching(self.registry, self.desk, grace_s)
+
+
+async def stop_dispatching(registry: AgentRegistry, desk: ResearchDesk | None, grace_s: float) -> None:
+    """Stop the registry and the research desk together, within one grace period."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(registry.stop, grace_s)
+        if desk is not None:
+            nursery.start_soon(desk.stop, grace_s)
+
+
+def deep_research_client(settings: Settings, http: httpx.AsyncClient | None) -> DeepResearchClient | None:
+    """mana-research's client, when its URL and its own key are set (the service key guards
+    /internal/* only and is never sent upstream); one start-up line says what is on."""
+    url, key = settings.mana_research_url, settings.research_service_key
+    if url is None or key is None or http is None:
+        if settings.deep_research:
+            missing = " and ".join(name for name, value in (("MANA_RESEARCH_URL", url),
+                                                             ("MANA_AI_RESEARCH_SERVICE_KEY", key)) if value is None)
+            log.warning("deep_research.disabled", extra={"reason": f"MANA_AI_DEEP_RESEARCH is true but {missing} "
+                                                                   "is not set"})
+        return None
+    log.info("deep_research.enabled", extra={"url": safe_url(url), "submit": settings.deep_research,
+                                             "max_age_min": settings.deep_research_max_age_min})
+    return DeepResearchClient(http, base_url=url, service_key=key)
 
 
 @asynccontextmanager
@@ -102,6 +131,10 @@ async def open_runtime(settings: Settings, pool: asyncpg.Pool, metrics: Metrics,
         if settings.research_token is not None:
             research_http = await stack.enter_async_context(open_research_http_client())
             research = ResearchClient(research_http, base_url=settings.mana_api_url, token=settings.research_token)
+        deep_http = None
+        if settings.mana_research_url is not None and settings.research_service_key is not None:
+            deep_http = await stack.enter_async_context(open_deep_research_http_client())
+        deep = deep_research_client(settings, deep_http)
         nursery = await stack.enter_async_context(trio.open_nursery())
         llm = LlmClient(http, base_url=settings.mana_llm_url, api_key=settings.llm_api_key,
                         model=settings.llm_model, timeout_s=settings.llm_timeout_s, retries=settings.llm_retries,
@@ -126,12 +159,18 @@ async def open_runtime(settings: Settings, pool: asyncpg.Pool, metrics: Metrics,
         registry = AgentRegistry(runner.run, release, metrics, mailbox_size=settings.mailbox_size,
                                  legacy_limit=settings.mailbox_size)
         await nursery.start(registry.run)
+        desk = None
+        if deep is not None:  # in front of the registry: missions asking for deep research stop here first
+            desk = ResearchDesk(registry, deep, pool, leases, metrics, submit=settings.deep_research,
+                                max_age_s=settings.deep_research_max_age_min * 60.0,
+                                poll_interval_s=settings.deep_research_poll_s)
+            await nursery.start(desk.run)
         try:
-            yield Runtime(SnapshotActor(pool, settings, metrics, dispatcher=registry, leases=leases, sync=sync),
-                          registry, llm, sync)
+            yield Runtime(SnapshotActor(pool, settings, metrics, dispatcher=desk or registry, leases=leases,
+                                        sync=sync), registry, llm, sync, desk)
         finally:
             with trio.CancelScope(shield=True):
-                await registry.stop(settings.grace_s)
+                await stop_dispatching(registry, desk, settings.grace_s)
                 writer.close()
                 leases.close()
                 await tracing.aclose()

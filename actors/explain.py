@@ -10,6 +10,7 @@ from typing import Any
 from planner.iteration import iso_ms
 from store.inspect import RunRow
 from store.records import Agent
+from store.research_jobs import ResearchJobRow
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Situation:
     used_24h: int | None  # the agent's token use, when it has a budget
     waiting_for_slot: bool  # delivered to its agent actor, not started
     in_flight: bool
+    research: ResearchJobRow | None = None  # the mission's deep-research job (with deep research configured)
 
 
 def explain(s: Situation) -> Verdict:
@@ -48,6 +50,9 @@ def explain(s: Situation) -> Verdict:
     if next_run > s.now_iso:
         return Verdict(False, "in-the-future", f"nextRunAt {next_run}")
     ledger = _ledger_verdict(s)
+    parked = _research_verdict(s, ledger)
+    if parked is not None:
+        return parked
     if ledger is not None:
         return ledger
     if s.agent is not None and s.agent.state in ("paused", "archived"):
@@ -76,3 +81,16 @@ def _ledger_verdict(s: Situation) -> Verdict | None:
             return Verdict(False, "running", f"being planned by {run.lease_owner} (lease until {until})")
         return Verdict(False, "leased", f"leased by instance {run.lease_owner} until {until}")
     return None
+
+
+def _research_verdict(s: Situation, ledger: Verdict | None) -> Verdict | None:
+    """A mission parked while its deep-research job runs (the ledger shows a slot handed back)."""
+    job = s.research
+    if job is None or job.status != "pending" or (ledger is not None and ledger.reason != "backing-off"):
+        return None
+    detail = (f"deep-research task {job.task_id} submitted {round(job.age_s / 60)} min ago, "
+              f"parked {job.pending_skips} times")
+    if ledger is None:
+        return Verdict(True, "research-pending", f"{detail}; the next cycle polls it")
+    at = s.run.next_attempt_at if s.run is not None else None
+    return Verdict(False, "research-pending", f"{detail}; polled again at {iso_ms(at) if at else 'the next cycle'}")

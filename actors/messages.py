@@ -8,6 +8,7 @@ from typing import Any
 
 import trio
 
+from planner.prompt import ResolvedInput
 from store.records import Agent, Mission
 from store.runs import Claim
 
@@ -66,6 +67,7 @@ SKIPPED_PAUSED = "skipped-paused"
 SKIPPED_CONCURRENCY = "skipped-concurrency"
 SKIPPED_BUDGET = "skipped-budget"
 SKIPPED_SHUTDOWN = "skipped-shutdown"
+SKIPPED_RESEARCH_PENDING = "skipped-research-pending"  # parked while its deep-research job runs
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,13 @@ class TickBatch:
 
 
 @dataclass(frozen=True)
+class DeepResearch:
+    """What the research desk settled for a mission's slot (actors/research_desk.py)."""
+
+    input: ResolvedInput | None  # the job's answer (unwrapped); None: it failed, use the shallow research
+
+
+@dataclass(frozen=True)
 class MissionDue:
     """A claimed due mission on its way to the agent actor that runs it."""
 
@@ -135,3 +144,4 @@ class MissionDue:
     claim: Claim
     snapshot_cursor: datetime
     batch: TickBatch
+    research: DeepResearch | None = None  # set by the research desk for a slot whose deep research settled

@@ -57,6 +57,7 @@ from planner import (
     with_agent_context,
 )
 from planner.inputs import USER_DATA_CLOSE, USER_DATA_NOTICE, USER_DATA_OPEN
+from planner.prompt import ResolvedInput
 from planner.llm import AssistantTurn, Completion, LlmClient, LlmClosed, LlmError, LlmTimeout
 from planner.prompt_tools import build_tools_prompt
 from planner.schemas import FunctionSchema, tools_to_function_schemas
@@ -67,6 +68,7 @@ from planner.research_client import ResearchClient, ResearchFailed
 from settings import Settings
 from store.errors import DATABASE_ERRORS, LeaseLost
 from store.records import Agent
+from store.research_jobs import forget_settled
 from store.runs import backoff_s, fail_run, release_claim
 from store.usage import Reservation, TokenUsage, record_usage, release_tokens, reserve_tokens, usage_24h
 from store.group_commit import GroupCommit
@@ -238,6 +240,8 @@ class MissionRunner:
         self._metrics.plans_written_back.inc()
         if agent is not None:
             self._metrics.agent_decisions.labels(decision="ran").inc()
+        if due.research is not None:
+            await self._forget_research(due)
         log.info("mission.planned", extra={**self._context(due), "steps": len(plan.steps),
                                            "iteration": iteration_id, "tokens": sum(tokens), **log_extra})
         return MissionOutcome(mission.id, provenance.outcome, plan_produced=True, iteration_id=iteration_id,
@@ -274,11 +278,23 @@ class MissionRunner:
         except _DB_ERRORS_OR_TIMEOUT as exc:
             log.warning("mission.usage_not_recorded", extra={**self._context(due), "error": str(exc)})
 
+    async def _forget_research(self, due: MissionDue) -> None:
+        """The slot is planned: its settled deep-research job has served. Best effort: a row
+        left behind belongs to a planned slot, is never used again and is pruned."""
+        try:
+            with trio.fail_after(5):
+                await forget_settled(self._pool, due.claim)
+        except _DB_ERRORS_OR_TIMEOUT as exc:
+            log.warning("mission.research_not_forgotten", extra={**self._context(due), "error": str(exc)})
+
     async def _resolve_inputs(self, due: MissionDue, iteration_id: str) -> Inputs:
         resolved = Inputs((), False)
         if self._inputs is not None:
             resolved = await self._inputs.resolve(due.mission, iteration_id, self._clock())
         mission = due.mission
+        deep = due.research.input if due.research is not None else None
+        if deep is not None:  # the deep-research answer replaces the shallow step, wrapped alike
+            return Inputs((*resolved.inputs, _wrapped(deep)), True)
         if self._research is None or not wants_research(mission.objective, mission.concept_markdown):
             return resolved
         result = await self._research.research(mission.objective)  # never raises: a hint, not a need
@@ -291,9 +307,7 @@ class MissionRunner:
                                                 "articles": len(result.articles)})
         found = research_input(mission.objective,
                                research_markdown(mission.objective, result.feed_count, result.articles))
-        # web content is as untrusted as decrypted user content: the same wrapping, last in the list
-        wrapped = dataclasses.replace(found, content=f"{USER_DATA_OPEN}\n{found.content}\n{USER_DATA_CLOSE}")
-        return Inputs((*resolved.inputs, wrapped), True)
+        return Inputs((*resolved.inputs, _wrapped(found)), True)
 
     def _llm_span_attributes(self) -> Attributes:
         """A chat call's span attributes (gen_ai semantic conventions; no message content)."""
@@ -486,6 +500,11 @@ class MissionRunner:
         return {"mission": due.mission.id, "user": due.mission.user_id,
                 "agent": agent.id if agent else "legacy", "slot": due.claim.due_slot,
                 "duration_ms": round((time.perf_counter() - _RUN_STARTED.get(time.perf_counter())) * 1000, 1)}
+
+
+def _wrapped(found: ResolvedInput) -> ResolvedInput:
+    """Web content is as untrusted as decrypted user content: the same wrapping, last in the list."""
+    return dataclasses.replace(found, content=f"{USER_DATA_OPEN}\n{found.content}\n{USER_DATA_CLOSE}")
 
 
 def _estimate(prompt_chars: int) -> int:

@@ -41,6 +41,7 @@ from settings import Settings
 from store.inspect import (
     all_agents, ledger_counts, open_dead_slots, planned_per_minute, usage_24h_of, user_missions,
 )
+from store.research_jobs import jobs_of_user
 from store.usage import usage_24h
 
 log = logging.getLogger(__name__)
@@ -282,6 +283,10 @@ class _Console:
                 usage = await _read(usage_24h, self._pool, user_id, budget_agent)
                 if usage is not None:
                     used[budget_agent] = usage.used
+        settings = self._deps.settings
+        jobs = {}
+        if settings.mana_research_url is not None and settings.research_service_key is not None:
+            jobs = await _read(jobs_of_user, self._pool, user_id) or {}
         rows = []
         for m in found.missions:
             raw_agent = m.record.get("agentId")
@@ -292,7 +297,8 @@ class _Console:
                 record=m.record, tombstone=m.tombstone, run=m.run, agent=agent, now_iso=now_iso, db_now=found.db_now,
                 used_24h=used.get(agent.id) if agent else None,
                 waiting_for_slot=actor is not None and m.mission_id in actor.waiting,
-                in_flight=actor is not None and any(f.mission_id == m.mission_id for f in actor.in_flight)))
+                in_flight=actor is not None and any(f.mission_id == m.mission_id for f in actor.in_flight),
+                research=jobs.get(m.mission_id)))
             title = m.record.get("title")
             next_run = m.record.get("nextRunAt")
             state = m.record.get("state")

@@ -25,6 +25,7 @@ REASON_WORDS: Mapping[str, str] = {
     "in-the-future": "Not due yet",
     "planned": "Already planned for this slot",
     "dead": "Dead: gave up after repeated failures",
+    "research-pending": "Waiting for its deep-research job",
     "backing-off": "Backing off after a failed attempt",
     "waiting-for-slot": "Waiting for a free slot of its agent",
     "running": "Being planned now",

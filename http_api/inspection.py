@@ -23,6 +23,7 @@ from planner import AI_AVAILABLE_TOOLS, PolicyError, filter_tools_by_agent_polic
 from settings import Settings
 from store.inspect import RejectedRow, agent_snapshot, dead_slots, rejected_rows, user_missions
 from store.records import Agent
+from store.research_jobs import ResearchJobRow, jobs_of_user
 from store.usage import usage_24h
 
 
@@ -64,6 +65,8 @@ def register_inspection(app: QuartTrio, pool: asyncpg.Pool, registry: AgentRegis
             return jsonify({"error": "unknown user"}), 404
         now_iso = iso_ms(found.db_now)
         actors = {s.key: s for s in registry.actor_stats() if s.key[0] == user_id}
+        deep_research = settings.mana_research_url is not None and settings.research_service_key is not None
+        jobs = await jobs_of_user(pool, user_id) if deep_research else {}
         budgets: dict[str, int] = {}
         for (_, budget_agent), known in found.agents.items():
             if known.max_tokens_per_day is not None:
@@ -78,7 +81,8 @@ def register_inspection(app: QuartTrio, pool: asyncpg.Pool, registry: AgentRegis
                 record=m.record, tombstone=m.tombstone, run=m.run, agent=agent, now_iso=now_iso,
                 db_now=found.db_now, used_24h=budgets.get(agent.id) if agent else None,
                 waiting_for_slot=actor is not None and m.mission_id in actor.waiting,
-                in_flight=actor is not None and any(f.mission_id == m.mission_id for f in actor.in_flight)))
+                in_flight=actor is not None and any(f.mission_id == m.mission_id for f in actor.in_flight),
+                research=jobs.get(m.mission_id)))
             missions.append({
                 "missionId": m.mission_id,
                 "title": m.record.get("title"),
@@ -94,6 +98,7 @@ def register_inspection(app: QuartTrio, pool: asyncpg.Pool, registry: AgentRegis
                     "leaseOwner": m.run.lease_owner,
                     "leaseExpiresAt": iso_ms(m.run.lease_expires_at) if m.run.lease_expires_at else None,
                     "lastError": m.run.last_error, "iterationId": m.run.iteration_id},
+                "research": _research_json(jobs.get(m.mission_id)),
             })
         return jsonify({"userId": user_id, "checkedAt": now_iso, "instance": settings.instance_id,
                         "missions": missions})
@@ -142,6 +147,17 @@ def _rejected_json(row: RejectedRow) -> dict[str, Any]:
     return {"changeId": row.change_id, "table": row.table_name, "userId": row.user_id, "recordId": row.record_id,
             "reason": row.reason, "detail": row.detail, "rowBytes": row.row_bytes,
             "changedAt": iso_ms(row.changed_at), "rejectedAt": iso_ms(row.rejected_at)}
+
+
+def _research_json(job: ResearchJobRow | None) -> dict[str, Any] | None:
+    """A deep-research job's state and timing (never its answer)."""
+    if job is None:
+        return None
+    return {"status": job.status, "taskId": job.task_id, "providerId": job.provider_id, "dueSlot": job.due_slot,
+            "submittedAt": iso_ms(job.submitted_at), "ageSeconds": round(job.age_s),
+            "lastPolledAt": iso_ms(job.last_polled_at) if job.last_polled_at else None,
+            "settledAt": iso_ms(job.settled_at) if job.settled_at else None,
+            "pendingSkips": job.pending_skips, "lastError": job.last_error}
 
 
 def _unix_iso(at: float) -> str:

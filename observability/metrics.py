@@ -30,7 +30,8 @@ TICK_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120)
 PLANNER_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 30, 60)
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 ROUND_BUCKETS = (1, 2, 3, 4, 5)
-DECISIONS = ("ran", "skipped-paused", "skipped-archived", "skipped-concurrency", "skipped-budget")
+DECISIONS = ("ran", "skipped-paused", "skipped-archived", "skipped-concurrency", "skipped-budget",
+             "skipped-research-pending")
 AGENT_STATES = ("active", "paused", "archived", "legacy")
 GRANT_SKIP_REASONS = ("not-configured", "expired", "malformed", "wrap-rejected")
 # store/bounds.py REASONS (a test keeps them equal)
@@ -157,6 +158,25 @@ class Metrics:
                                         buckets=ROUND_BUCKETS, registry=r)
         self.tool_calls = Counter("mana_ai_tool_calls_total", "Tool calls of the tool-calling planner by outcome",
                                   ["tool", "outcome"], registry=r)
+        # Deep research (reference-later §1.7): the reference's names and labels; `provider` is
+        # the provider mana-research named (gemini-deep-research-max)
+        self.research_jobs_submitted = Counter("mana_ai_research_jobs_submitted_total",
+                                               "Deep-research jobs submitted to mana-research", ["provider"],
+                                               registry=r)
+        self.research_jobs_completed = Counter("mana_ai_research_jobs_completed_total",
+                                               "Deep-research jobs completed (an empty answer falls back)",
+                                               ["provider"], registry=r)
+        self.research_jobs_failed = Counter("mana_ai_research_jobs_failed_total",
+                                            "Deep-research jobs failed, cancelled, unknown to mana-research or "
+                                            "older than MANA_AI_DEEP_RESEARCH_MAX_AGE_MIN (shallow research instead)",
+                                            ["provider"], registry=r)
+        self.research_jobs_pending_skips = Counter("mana_ai_research_jobs_pending_skips_total",
+                                                   "Missions parked while their deep-research job runs",
+                                                   registry=r)
+        # ours: each failed call to mana-research, or database step of the research desk
+        self.research_job_errors = Counter("mana_ai_research_job_errors_total",
+                                           "Deep-research submits, polls or database steps that failed, by reason",
+                                           ["reason"], registry=r)
         for decision in DECISIONS:
             self.agent_decisions.labels(decision=decision)
         for reason in GRANT_SKIP_REASONS:

@@ -58,6 +58,12 @@ class Settings:
     dispatch_limit: int = 1000
     usage_retention_h: int = 48
     research_token: str | None = None  # MANA_AI_RESEARCH_TOKEN: web research only when set
+    # deep research (docs/operations.md "Deep research"): mana-research's URL and its own key
+    deep_research: bool = False  # MANA_AI_DEEP_RESEARCH: submit new jobs
+    mana_research_url: str | None = None  # MANA_RESEARCH_URL
+    research_service_key: str | None = None  # MANA_AI_RESEARCH_SERVICE_KEY: mana-research's X-Service-Key
+    deep_research_max_age_min: int = 120
+    deep_research_poll_s: float = 30.0  # a parked mission is due (and its job polled) again after this
     otlp_endpoint: str | None = None  # OTEL_EXPORTER_OTLP_ENDPOINT: tracing only when set
     notify_setting: bool | None = None  # MANA_AI_NOTIFY; unset: on in embedded mode
     retry_base_s: float = 30.0
@@ -80,7 +86,7 @@ class Settings:
 
     def secrets(self) -> tuple[str, ...]:
         """Every credential in the configuration, to keep them out of errors and logs."""
-        found = [self.service_key, self.llm_api_key, self.research_token]
+        found = [self.service_key, self.llm_api_key, self.research_token, self.research_service_key]
         if self.sync_database_url is not None:
             try:
                 found.append(urlsplit(self.sync_database_url).password)
@@ -241,6 +247,16 @@ _SPEC: dict[str, _Var] = {
     "MANA_AI_DB_CONNECT_TIMEOUT_S": _Var("db_connect_timeout_s", _float(0), "a number of seconds >= 0"),
     "MANA_AI_RESEARCH_TOKEN": _Var("research_token", _token, "a bearer token for mana-api (no spaces)",
                                    secret=True),
+    "MANA_AI_DEEP_RESEARCH": _Var("deep_research", _bool, "true|false"),
+    # the reference's name for the same switch, so its deployments start unchanged
+    "MANA_AI_DEEP_RESEARCH_ENABLED": _Var("deep_research", _bool, "true|false"),
+    "MANA_RESEARCH_URL": _Var("mana_research_url",
+                              _http_url("set mana-research's key in MANA_AI_RESEARCH_SERVICE_KEY"), _URL),
+    "MANA_AI_RESEARCH_SERVICE_KEY": _Var("research_service_key", _token,
+                                         "mana-research's service key (no spaces)", secret=True),
+    "MANA_AI_DEEP_RESEARCH_MAX_AGE_MIN": _Var("deep_research_max_age_min", _int(1, 10_080),
+                                              _int_expected(1, 10_080)),
+    "MANA_AI_DEEP_RESEARCH_POLL_S": _Var("deep_research_poll_s", _float(0), "a number of seconds >= 0"),
     "OTEL_EXPORTER_OTLP_ENDPOINT": _Var("otlp_endpoint", _http_url("set them in OTEL_EXPORTER_OTLP_HEADERS"), _URL),
     "MANA_AI_NOTIFY": _Var("notify_setting", _bool, "true|false"),
     "MANA_AI_USAGE_RETENTION_H": _Var("usage_retention_h", _int(25, 24 * 365), _int_expected(25, 24 * 365)),
@@ -283,6 +299,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         except ValueError:
             shown = name if var.secret else f"{name}={raw!r}"
             raise ConfigError(f"{shown} is invalid: expected {var.expected}") from None
+    switches = [environ.get(name) for name in ("MANA_AI_DEEP_RESEARCH", "MANA_AI_DEEP_RESEARCH_ENABLED")]
+    if all(switches) and _bool(switches[0] or "") != _bool(switches[1] or ""):
+        raise ConfigError("MANA_AI_DEEP_RESEARCH and MANA_AI_DEEP_RESEARCH_ENABLED disagree: set one of them")
     unknown = sorted(k for k in environ if k.startswith("MANA_AI_") and k not in KNOWN_VARIABLES)
     if unknown:
         raise ConfigError(f"{unknown[0]} is not a known setting (see docs/configuration.md)")

@@ -528,3 +528,62 @@ SELECT r.status, r.discarded_at IS NOT NULL AS discarded, s.record->>'nextRunAt'
 FROM mana_ai.mission_runs r
 LEFT JOIN mana_ai.mission_snapshots s ON s.user_id = r.user_id AND s.mission_id = r.mission_id
 WHERE r.user_id = $1 AND r.mission_id = $2 AND r.due_slot = $3;
+
+-- name: park_claim
+-- Give a claim back without it counting as an attempt, due again only after $6 seconds (a
+-- mission parked while its deep-research job runs: polled again then, not on every cycle).
+UPDATE mana_ai.mission_runs
+SET status = 'retry', attempts = GREATEST(attempts - 1, 0),
+    next_attempt_at = now() + make_interval(secs => $6::float8),
+    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, outcome = $5, updated_at = now()
+WHERE user_id = $1 AND mission_id = $2 AND due_slot = $3 AND lease_token = $4 AND status = 'running';
+
+-- name: research_job
+-- A mission's deep-research job, with its age by the database clock (the same for every instance).
+SELECT task_id, provider_id, status, due_slot, pending_skips, answer_markdown,
+       extract(epoch FROM now() - submitted_at)::float8 AS age_s
+FROM mana_ai.mission_research_jobs WHERE user_id = $1 AND mission_id = $2;
+
+-- name: insert_research_job
+-- A job just submitted for slot $5 (the mission is parked once: pending_skips starts at 1); it
+-- replaces whatever the mission had before, as the reference's upsert does.
+INSERT INTO mana_ai.mission_research_jobs (user_id, mission_id, task_id, provider_id, due_slot, pending_skips)
+VALUES ($1, $2, $3, $4, $5, 1)
+ON CONFLICT (user_id, mission_id) DO UPDATE SET
+  task_id = EXCLUDED.task_id, provider_id = EXCLUDED.provider_id, submitted_at = now(),
+  last_polled_at = NULL, status = 'pending', due_slot = EXCLUDED.due_slot, pending_skips = 1,
+  last_error = NULL, answer_markdown = NULL, settled_at = NULL;
+
+-- name: touch_research_job
+-- The job is still pending (or could not be polled: $4 says why): one more parked cycle.
+UPDATE mana_ai.mission_research_jobs
+SET last_polled_at = now(), pending_skips = pending_skips + 1, last_error = $4
+WHERE user_id = $1 AND mission_id = $2 AND task_id = $3 AND status = 'pending';
+
+-- name: settle_research_job
+-- The job ended ($4: 'completed' with its rendered answer $6, or 'failed' with the reason $7),
+-- for slot $5: a retry of that slot reuses it instead of submitting again.
+UPDATE mana_ai.mission_research_jobs
+SET status = $4, due_slot = $5, answer_markdown = $6, last_error = $7, last_polled_at = now(), settled_at = now()
+WHERE user_id = $1 AND mission_id = $2 AND task_id = $3;
+
+-- name: delete_research_job
+-- Forget one job (settled for another slot, or no longer wanted).
+DELETE FROM mana_ai.mission_research_jobs WHERE user_id = $1 AND mission_id = $2 AND task_id = $3;
+
+-- name: forget_settled_research
+-- The slot was planned: its settled job has served (a pending job of the mission stays).
+DELETE FROM mana_ai.mission_research_jobs
+WHERE user_id = $1 AND mission_id = $2 AND due_slot = $3 AND status <> 'pending';
+
+-- name: prune_research_jobs
+-- Rows nobody came back for (the mission was deleted, or never due again): settled or
+-- submitted more than $1 seconds ago.
+DELETE FROM mana_ai.mission_research_jobs
+WHERE COALESCE(settled_at, submitted_at) < now() - make_interval(secs => $1::float8);
+
+-- name: research_jobs_of_user
+-- A user's deep-research jobs (inspection: state and timing, never the answer).
+SELECT mission_id, task_id, provider_id, status, due_slot, pending_skips, last_error,
+       submitted_at, last_polled_at, settled_at, extract(epoch FROM now() - submitted_at)::float8 AS age_s
+FROM mana_ai.mission_research_jobs WHERE user_id = $1;

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.slow
 SERVICE_KEY = "svc-SECRET-6d1f0a"
 LLM_KEY = "sk-llm-SECRET-93bc"
 RESEARCH_TOKEN = "research-SECRET-51aa"
+DEEP_RESEARCH_KEY = "deep-research-SECRET-0c3d"
 DB_PASSWORD = "db-SECRET-77e2"
 
 
@@ -44,7 +45,8 @@ def _with_password(dsn: str) -> str:
 async def test_no_credential_reaches_any_output(tmp_path: Path, db_dsn: str, pg: PgServer) -> None:
     database = urlsplit(db_dsn).path[1:]
     pem, pem_lines = _pem()
-    for i, objective in enumerate(["Finde aktuelle news", "Plan my week", "Plan again"]):
+    # the first also asks for deep research: mana-research is down too, so it is planned at once
+    for i, objective in enumerate(["Deep research: finde aktuelle news", "Plan my week", "Plan again"]):
         data = json.dumps({"id": f"m{i}", "title": "T", "state": "active", "objective": objective,
                            "nextRunAt": "2026-01-01T00:00:00.000Z", "agentId": "a1"})
         pg.sql("INSERT INTO sync_changes (app_id, table_name, record_id, user_id, op, data, client_id) "
@@ -62,6 +64,8 @@ async def test_no_credential_reaches_any_output(tmp_path: Path, db_dsn: str, pg:
         env = daemon_env(PORT=str(port), MANA_AI_HOST="127.0.0.1", SYNC_DATABASE_URL=_with_password(db_dsn),
                          MANA_SERVICE_KEY=SERVICE_KEY, MANA_LLM_URL=llm.url, MANA_AI_LLM_API_KEY=LLM_KEY,
                          MANA_AI_RESEARCH_TOKEN=RESEARCH_TOKEN, MANA_API_URL=f"http://127.0.0.1:{research_port}",
+                         MANA_AI_DEEP_RESEARCH="true", MANA_RESEARCH_URL=f"http://127.0.0.1:{research_port}",
+                         MANA_AI_RESEARCH_SERVICE_KEY=DEEP_RESEARCH_KEY,
                          MANA_AI_PRIVATE_KEY_PEM=pem, TICK_ENABLED="false", MANA_AI_SNAPSHOT_LAG_MS="0",
                          MANA_AI_LLM_RETRIES="0", MANA_AI_RETRY_BASE_S="0", MANA_AI_LOG_LEVEL="debug")
         daemon = Daemon(tmp_path, [], env)
@@ -92,5 +96,6 @@ async def test_no_credential_reaches_any_output(tmp_path: Path, db_dsn: str, pg:
                           "WHERE client_id = 'mana-ai-runner'", database))
     everything = "\n".join(outputs)
     assert "mana-ai-runner" in everything and "mission.planned" in everything  # we searched real output
-    for secret in (SERVICE_KEY, LLM_KEY, RESEARCH_TOKEN, DB_PASSWORD, *pem_lines):
+    assert "research_job.call_failed" in everything  # the deep-research path ran
+    for secret in (SERVICE_KEY, LLM_KEY, RESEARCH_TOKEN, DEEP_RESEARCH_KEY, DB_PASSWORD, *pem_lines):
         assert secret not in everything, f"{secret[:12]}… leaked"

@@ -10,6 +10,7 @@ import pytest
 from actors.explain import Situation, explain
 from store.inspect import RunRow
 from store.records import Agent
+from store.research_jobs import ResearchJobRow
 
 NOW = datetime(2026, 4, 15, 12, 0, tzinfo=timezone.utc)
 BASE = Situation(record={"state": "active", "nextRunAt": "2026-04-15T09:00:00.000Z"}, tombstone=False, run=None,
@@ -55,3 +56,25 @@ def test_reasons(changes: dict[str, object], reason: str) -> None:
     verdict = explain(dataclasses.replace(BASE, **changes))  # type: ignore[arg-type]
     assert verdict.reason == reason
     assert verdict.due is (reason == "due")
+
+
+def research(status: str = "pending") -> ResearchJobRow:
+    return ResearchJobRow("m1", "t-1", "gemini-deep-research-max", status, "2026-04-15T09:00:00.000Z", 2, None,  # type: ignore[arg-type]
+                          NOW - timedelta(minutes=10), None, None, 600.0)
+
+
+@pytest.mark.parametrize(("changes", "reason", "due"), [
+    ({"research": research(), "run": run("retry", attempts=0, next_attempt_at=NOW + timedelta(seconds=30))},
+     "research-pending", False),
+    ({"research": research(), "run": run("retry", attempts=0, next_attempt_at=NOW)}, "research-pending", True),
+    ({"research": research()}, "research-pending", True),
+    ({"research": research(), "run": run("planned", iteration_id="i")}, "planned", False),
+    ({"research": research(), "run": run("running", lease_owner="x", lease_expires_at=NOW + timedelta(minutes=1))},
+     "leased", False),
+    ({"research": research("completed")}, "due", True),
+])
+def test_a_parked_mission_is_research_pending(changes: dict[str, object], reason: str, due: bool) -> None:
+    verdict = explain(dataclasses.replace(BASE, **changes))  # type: ignore[arg-type]
+    assert (verdict.reason, verdict.due) == (reason, due)
+    if reason == "research-pending":
+        assert verdict.detail.startswith("deep-research task t-1 submitted 10 min ago, parked 2 times")

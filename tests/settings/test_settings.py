@@ -42,6 +42,7 @@ def test_tick_enabled_refuses_anything_else(value: str) -> None:
 @pytest.mark.parametrize(("name", "hint"), [
     ("MANA_LLM_URL", "set the LLM's key in MANA_AI_LLM_API_KEY"),
     ("MANA_API_URL", "set mana-api's token in MANA_AI_RESEARCH_TOKEN"),
+    ("MANA_RESEARCH_URL", "set mana-research's key in MANA_AI_RESEARCH_SERVICE_KEY"),
 ])
 def test_a_url_with_credentials_is_refused_without_echoing_them(name: str, hint: str) -> None:
     with pytest.raises(ConfigError) as caught:
@@ -132,3 +133,36 @@ def test_the_planner_defaults_to_json_and_can_be_switched() -> None:
     s = load_settings({"MANA_AI_PLANNER": "Tools", "MANA_AI_PLANNER_MAX_ROUNDS": "3",
                        "MANA_AI_PLANNER_MAX_STEPS": "10"})
     assert (s.planner, s.planner_max_rounds, s.planner_max_steps) == ("tools", 3, 10)
+
+
+def test_deep_research_is_opt_in_with_its_own_key() -> None:
+    s = load_settings({})
+    assert (s.deep_research, s.mana_research_url, s.research_service_key, s.deep_research_max_age_min,
+            s.deep_research_poll_s) == (False, None, None, 120, 30.0)
+    s = load_settings({"MANA_AI_DEEP_RESEARCH": "TRUE", "MANA_RESEARCH_URL": "http://mana-research:3068/",
+                       "MANA_AI_RESEARCH_SERVICE_KEY": "rk-1", "MANA_AI_DEEP_RESEARCH_MAX_AGE_MIN": "30",
+                       "MANA_AI_DEEP_RESEARCH_POLL_S": "0", "MANA_SERVICE_KEY": "internal"})
+    assert (s.deep_research, s.mana_research_url, s.research_service_key, s.deep_research_max_age_min,
+            s.deep_research_poll_s) == (True, "http://mana-research:3068", "rk-1", 30, 0.0)
+    assert "rk-1" in s.secrets() and "internal" in s.secrets()
+    assert load_settings({"MANA_SERVICE_KEY": "internal"}).research_service_key is None  # never borrowed
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"MANA_AI_DEEP_RESEARCH": "yes"}, "MANA_AI_DEEP_RESEARCH='yes' is invalid: expected true|false"),
+    ({"MANA_AI_DEEP_RESEARCH_MAX_AGE_MIN": "0"},
+     "MANA_AI_DEEP_RESEARCH_MAX_AGE_MIN='0' is invalid: expected an integer >= 1 and <= 10080"),
+    ({"MANA_AI_RESEARCH_SERVICE_KEY": "a b"},
+     "MANA_AI_RESEARCH_SERVICE_KEY is invalid: expected mana-research's service key (no spaces)"),
+    ({"MANA_AI_DEEP_RESEARCH": "true", "MANA_AI_DEEP_RESEARCH_ENABLED": "false"},
+     "MANA_AI_DEEP_RESEARCH and MANA_AI_DEEP_RESEARCH_ENABLED disagree: set one of them"),
+])
+def test_deep_research_settings_are_checked(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)
+    assert str(caught.value) == message
+
+
+def test_the_references_switch_name_is_accepted() -> None:
+    assert load_settings({"MANA_AI_DEEP_RESEARCH_ENABLED": "true"}).deep_research
+    assert load_settings({"MANA_AI_DEEP_RESEARCH_ENABLED": "true", "MANA_AI_DEEP_RESEARCH": "true"}).deep_research

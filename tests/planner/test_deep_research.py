@@ -1,0 +1,147 @@
+"""planner/deep_research.py (trigger, answer, markdown, input) and its client against loopback stand-ins."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from quart import Response, jsonify
+from quart_trio import QuartTrio
+
+from loopback import serving
+from planner.deep_research import (
+    MAX_ANSWER_CHARS,
+    MAX_QUERY_CHARS,
+    Citation,
+    DeepAnswer,
+    deep_research_input,
+    deep_research_markdown,
+    research_query,
+    wants_deep_research,
+)
+from planner.deep_research_client import CallFailed, DeepResearchClient, JobState, Submitted, open_deep_research_http_client
+
+
+@pytest.mark.parametrize("text", [
+    "Deep research zu Trio", "DEEP RESEARCH", "ein deep dive in asyncio", "Tiefe Recherche bitte",
+    "umfassende Recherche", "Hintergrundrecherche: Rust", "(deep dive)",
+])
+def test_the_trigger_matches(text: str) -> None:
+    assert wants_deep_research(text, "")
+    assert wants_deep_research("Plan", f"# Konzept\n{text}")
+
+
+@pytest.mark.parametrize("text", [
+    "Research the market",          # shallow research only
+    "deep researcher",              # word-bounded at the end
+    "Hintergrundrecherchen",        # likewise
+    "deepdive",                     # no space
+    "tiefe Recherchen",
+    "deep\u00a0research",           # not a plain space
+    "xdeep dive",                   # word-bounded at the start
+])
+def test_the_trigger_does_not_match(text: str) -> None:
+    assert not wants_deep_research(text, "")
+
+
+def test_non_ascii_letters_are_word_boundaries_as_in_js() -> None:
+    # JS \b without the u flag counts only [A-Za-z0-9_] as word characters
+    assert wants_deep_research("ädeep dive", "")
+
+
+def test_the_query_is_the_objective_cut_to_mana_researchs_limit() -> None:
+    assert research_query("  Deep dive  ") == "Deep dive"
+    assert len(research_query("x" * 5000)) == MAX_QUERY_CHARS
+
+
+@pytest.mark.parametrize("raw", [None, "text", [], {}, {"answer": ""}, {"answer": "  "}, {"answer": 3},
+                                 {"text": "wrong key"}])
+def test_an_unusable_answer_is_none(raw: object) -> None:
+    assert DeepAnswer.from_json(raw) is None
+
+
+def test_citations_are_read_tolerantly() -> None:
+    answer = DeepAnswer.from_json({"answer": " Text ", "citations": [
+        {"url": "https://a.example", "title": " A ", "snippet": ""}, {"url": ""}, {"title": "no url"}, "junk",
+        {"url": "https://a.example", "title": "dupe"}, {"url": "https://b.example", "title": 5, "snippet": "S"}]})
+    assert answer == DeepAnswer("Text", (Citation("https://a.example", "A", None),
+                                         Citation("https://b.example", None, "S")))
+    assert DeepAnswer.from_json({"answer": "T", "citations": "nope"}) == DeepAnswer("T", ())
+
+
+def test_the_markdown() -> None:
+    answer = DeepAnswer("Die Antwort.\nZweite Zeile.", (
+        Citation("https://a.example", "Quelle A", "Ein\nAuszug"), Citation("https://b.example")))
+    assert deep_research_markdown("Deep dive: Trio", answer) == (
+        '# Deep Research: "Deep dive: Trio"\n\nDie Antwort.\nZweite Zeile.\n\n## Quellen\n\n'
+        "- [Quelle A](https://a.example) — Ein Auszug\n- [https://b.example](https://b.example)\n\n---\n"
+        "Nutze diese Quellen fuer deinen Plan. Verwende nur URLs die oben stehen; erfinde keine.")
+    assert "## Quellen\n\n(keine)\n" in deep_research_markdown("x", DeepAnswer("a", ()))
+    long = deep_research_markdown("x", DeepAnswer("y" * (MAX_ANSWER_CHARS + 10), ()))
+    assert "y" * MAX_ANSWER_CHARS + "…\n" in long and "y" * (MAX_ANSWER_CHARS + 1) not in long
+
+
+def test_the_input_is_the_references_web_research_input() -> None:
+    found = deep_research_input("o" * 80, "md")
+    assert (found.id, found.module, found.table, found.title, found.content) == (
+        "__web-research__", "news-research", "web", f'Deep Research: "{"o" * 60}"', "md")
+
+
+# --- the client -------------------------------------------------------------------------------
+
+def stand_in(poll: Any, submit: Any = None, status: int = 200) -> QuartTrio:
+    app = QuartTrio("stand-in")
+
+    @app.post("/api/v1/internal/research/async")
+    async def post() -> Any:
+        return (submit if isinstance(submit, Response) else jsonify(submit)), status
+
+    @app.get("/api/v1/internal/research/async/<path:task_id>")
+    async def get(task_id: str) -> Any:
+        return (poll if isinstance(poll, Response) else jsonify(poll)), status
+
+    return app
+
+
+async def _poll(app: QuartTrio) -> JobState | CallFailed:
+    async with serving(app) as url, open_deep_research_http_client() as http:
+        return await DeepResearchClient(http, base_url=url, service_key="k").poll("u-1", "t-1")
+
+
+async def _submit(app: QuartTrio) -> Submitted | CallFailed:
+    async with serving(app) as url, open_deep_research_http_client() as http:
+        return await DeepResearchClient(http, base_url=url, service_key="k").submit("u-1", "q")
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ({"status": "running"}, JobState("running")),
+    ({"status": "completed", "result": {"answer": {"answer": "A"}}}, JobState("completed", DeepAnswer("A", ()))),
+    ({"status": "completed", "result": "garbage"}, JobState("completed", None)),
+    ({"status": "completed"}, JobState("completed", None)),
+    ({"status": "failed", "error": "quota"}, JobState("failed")),
+    ({"status": "weird"}, CallFailed("poll-bad-response")),
+    (["not", "an", "object"], CallFailed("poll-bad-response")),
+])
+async def test_poll_answers_are_read_tolerantly(body: Any, expected: object) -> None:
+    assert await _poll(stand_in(body)) == expected
+
+
+async def test_poll_failures_are_values() -> None:
+    assert await _poll(stand_in({"error": "nope"}, status=404)) == CallFailed("poll-404", 404)
+    assert await _poll(stand_in(Response("{not json", content_type="application/json"))) == CallFailed(
+        "poll-bad-response", None, "JSONDecodeError")
+    async with open_deep_research_http_client() as http:
+        async with serving(stand_in({})) as url:
+            pass
+        failed = await DeepResearchClient(http, base_url=url, service_key="k").poll("u", "t")
+    assert isinstance(failed, CallFailed) and failed.reason == "poll-unreachable"
+
+
+async def test_submit_answers() -> None:
+    assert await _submit(stand_in({}, {"taskId": "t-1", "status": "queued", "providerId": "gemini-deep-research-max"})
+                         ) == Submitted("t-1", "gemini-deep-research-max")
+    # an odd providerId never becomes a metric label
+    assert await _submit(stand_in({}, {"taskId": "t-1", "providerId": "Spaß {x}"})) == Submitted(
+        "t-1", "gemini-deep-research-max")
+    assert await _submit(stand_in({}, {"status": "queued"})) == CallFailed("submit-bad-response")
+    assert await _submit(stand_in({}, {"error": "provider key missing"}, status=400)) == CallFailed("submit-400", 400)
