@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from planner.prompt import ResolvedInput
-from planner.research import RESEARCH_INPUT_ID
+from planner.research import RESEARCH_INPUT_ID, SOURCES_FOOTER, TITLE_CHARS
 
 __all__ = [
     "DEEP_RESEARCH_PROVIDER",
@@ -36,7 +36,6 @@ MAX_QUERY_CHARS = 4000  # mana-research refuses longer queries
 # thousands of characters; the planner needs its gist and sources, not every paragraph.
 MAX_ANSWER_CHARS = 32_000
 MAX_CITATIONS = 50
-_TITLE_CHARS = 60
 _SNIPPET_CHARS = 300
 
 # As RESEARCH_TRIGGER in planner/research.py: JS `\b` is ASCII-only and the `i` flag (without
@@ -46,8 +45,6 @@ DEEP_RESEARCH_TRIGGER = re.compile(
     r"\b(deep research|tiefe recherche|umfassende recherche|hintergrundrecherche|deep dive)\b",
     re.IGNORECASE | re.ASCII,
 )
-
-_FOOTER = "Nutze diese Quellen fuer deinen Plan. Verwende nur URLs die oben stehen; erfinde keine."
 
 
 def wants_deep_research(objective: str, concept: str) -> bool:
@@ -113,16 +110,16 @@ def _one_line(text: str, limit: int) -> str:
 def deep_research_markdown(objective: str, answer: DeepAnswer) -> str:
     """The input's markdown: a heading, the answer, the sources, the reference's instruction."""
     text = answer.text if len(answer.text) <= MAX_ANSWER_CHARS else answer.text[:MAX_ANSWER_CHARS] + "…"
-    lines = [f'# Deep Research: "{_one_line(objective, _TITLE_CHARS)}"', "", text, "", "## Quellen", ""]
+    lines = [f'# Deep Research: "{_one_line(objective, TITLE_CHARS)}"', "", text, "", "## Quellen", ""]
     for citation in answer.citations:
-        title = _one_line(citation.title, _TITLE_CHARS * 2) if citation.title else citation.url
+        title = _one_line(citation.title, TITLE_CHARS * 2) if citation.title else citation.url
         entry = f"- [{title}]({citation.url})"
         if citation.snippet:
             entry += f" — {_one_line(citation.snippet, _SNIPPET_CHARS)}"
         lines.append(entry)
     if not answer.citations:
         lines.append("(keine)")
-    lines += ["", "---", _FOOTER]
+    lines += ["", "---", SOURCES_FOOTER]
     return "\n".join(lines)
 
 
@@ -132,6 +129,6 @@ def deep_research_input(objective: str, markdown: str) -> ResolvedInput:
         id=RESEARCH_INPUT_ID,
         module="news-research",
         table="web",
-        title=f'Deep Research: "{objective[:_TITLE_CHARS]}"',
+        title=f'Deep Research: "{objective[:TITLE_CHARS]}"',
         content=markdown,
     )

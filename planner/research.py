@@ -19,6 +19,8 @@ __all__ = [
     "RESEARCH_LANGUAGE",
     "RESEARCH_TRIGGER",
     "SEARCH_LIMIT",
+    "SOURCES_FOOTER",
+    "TITLE_CHARS",
     "Article",
     "research_input",
     "research_markdown",
@@ -29,7 +31,7 @@ RESEARCH_LANGUAGE = "de"
 DISCOVER_LIMIT = 5
 SEARCH_LIMIT = 8
 RESEARCH_INPUT_ID = "__web-research__"
-_TITLE_CHARS = 60
+TITLE_CHARS = 60  # of the objective, in a research input's title
 
 # JS `\b` is ASCII-only and the `i` flag (without `u`) folds ASCII only: re.ASCII gives both.
 # No trailing `\b`: prefixes count ("newsletter", "Suchen", "findet").
@@ -38,7 +40,7 @@ RESEARCH_TRIGGER = re.compile(
     re.IGNORECASE | re.ASCII,
 )
 
-_FOOTER = "Nutze diese Quellen fuer deinen Plan. Verwende nur URLs die oben stehen; erfinde keine."
+SOURCES_FOOTER = "Nutze diese Quellen fuer deinen Plan. Verwende nur URLs die oben stehen; erfinde keine."
 
 
 def wants_research(objective: str, concept: str) -> bool:
@@ -96,7 +98,7 @@ def research_markdown(query: str, feed_count: int, articles: Sequence[Article]) 
         if article.published_at:
             lines.append(f"Datum: {article.published_at}")
         lines.append("")
-    lines += ["---", _FOOTER]
+    lines += ["---", SOURCES_FOOTER]
     return "\n".join(lines)
 
 
@@ -110,6 +112,6 @@ def research_input(objective: str, markdown: str) -> ResolvedInput:
         id=RESEARCH_INPUT_ID,
         module="news-research",
         table="web",
-        title=f'Web-Research: "{objective[:_TITLE_CHARS]}"',
+        title=f'Web-Research: "{objective[:TITLE_CHARS]}"',
         content=markdown,
     )
