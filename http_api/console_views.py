@@ -180,6 +180,7 @@ class HealthView:
     database: bool
     llm: Mapping[str, Any] | None  # /health's `llm` object; None when not reported
     notify: Mapping[str, Any]
+    sync_changes: Mapping[str, Any] | None  # /health's `syncChanges` (the generation found at start)
     last_cycle_age: str
     cycles_completed: int
     consecutive_failures: int
@@ -192,7 +193,7 @@ def health_view(body: Mapping[str, Any]) -> HealthView:
     """The console's reading of `/health`'s body (the same function computes both)."""
     checks = body["checks"]
     return HealthView(bool(body["ok"]), bool(checks["database"]), body.get("llm"), checks["notify"],
-                      age(checks["lastCycleAgeSeconds"]), checks["cyclesCompleted"],
+                      body.get("syncChanges"), age(checks["lastCycleAgeSeconds"]), checks["cyclesCompleted"],
                       checks["consecutiveCycleFailures"], checks["lastCycleError"], checks["cycleRunning"],
                       checks["agentActors"])
 

@@ -189,6 +189,8 @@ async def test_the_pages_show_what_the_daemon_knows(pool: asyncpg.Pool) -> None:
         assert "manual" in overview  # the seeding tick is in the cycles table
         assert 'data-testid="planned-chart"' in overview and "<title>this minute: 1 planned</title>" in overview
         assert 'data-testid="ledger-counts"' in overview
+        assert re.search(r'data-testid="sync-generation">v0\.6 <span class="muted">stamps in field_timestamps</span>',
+                         overview)
 
         page = await d.client.get("/ui/missions/u-1")
         missions = (await d.client.get("/internal/missions/u-1", headers=KEY)).json()["missions"]
