@@ -210,6 +210,7 @@ class RawRow:
     field_timestamps: str | None
     row_bytes: int
     created_at: datetime
+    stamps_column: str = "field_timestamps"  # what the table calls them (field_meta after mana-sync's overhaul)
 
 
 def check_row(row: RawRow, bounds: RowBounds, *, missions: bool) -> ChangeRow | Rejected:
@@ -224,7 +225,7 @@ def check_row(row: RawRow, bounds: RowBounds, *, missions: bool) -> ChangeRow | 
         return Rejected(data.reason, f"data: {data.detail}")
     stamps = decode_json(row.field_timestamps, bounds)
     if isinstance(stamps, Rejected):
-        return Rejected(stamps.reason, f"field_timestamps: {stamps.detail}")
+        return Rejected(stamps.reason, f"{row.stamps_column}: {stamps.detail}")
     if isinstance(data, Mapping):
         problem = _field_problem(data, bounds, missions=missions)
         if problem is not None:

@@ -134,9 +134,9 @@ def refold(
     return stable, effective
 
 
-def _raw_row(row: Mapping[str, Any]) -> RawRow:
+def _raw_row(row: Mapping[str, Any], sync: SyncSchema) -> RawRow:
     return RawRow(row["user_id"], row["record_id"], row["op"], row["data"], row["field_timestamps"],
-                  row["row_bytes"], row["created_at"])
+                  row["row_bytes"], row["created_at"], sync.stamps_column)
 
 
 def _rejection(stream: Stream, row: Mapping[str, Any], rejected: Rejected, bounds: RowBounds) -> Rejection:
@@ -209,6 +209,7 @@ async def _record_rejections(conn: asyncpg.Connection, rejections: list[Rejectio
 async def _fold_and_write(
     conn: asyncpg.Connection, stream: Stream, stable_rows: Sequence[Mapping[str, Any]],
     tail_rows: Sequence[Mapping[str, Any]], stats: RefreshStats, bounds: RowBounds, advance_to: Position | None,
+    sync: SyncSchema,
 ) -> None:
     """Fold the rows into their snapshots and write them; with `advance_to` (stable rows), the
     cursor moves there in the same transaction."""
@@ -216,7 +217,7 @@ async def _fold_and_write(
     rejections: list[Rejection] = []
     for rows, is_tail in ((stable_rows, False), (tail_rows, True)):
         for row in rows:
-            checked = check_row(_raw_row(row), bounds, missions=stream is not AGENTS)
+            checked = check_row(_raw_row(row, sync), bounds, missions=stream is not AGENTS)
             if isinstance(checked, Rejected) and not is_tail:  # tail rows are judged again once stable
                 rejections.append(_rejection(stream, row, checked, bounds))
             key = (row["user_id"], row["record_id"])
@@ -288,7 +289,7 @@ async def _fold_from(conn: asyncpg.Connection, stream: Stream, cursor: asyncpg.R
         if stable:
             # stable rows of this page are final: fold them now, keeping memory bounded
             last = stable[-1]
-            await _fold_and_write(conn, stream, stable, [], stats, bounds, advance_to=(last["created_at"], last["id"]))
+            await _fold_and_write(conn, stream, stable, [], stats, bounds, (last["created_at"], last["id"]), sync)
             stats.rows_stabilised += len(stable)
         if len(page) < limit:
             break
@@ -297,7 +298,7 @@ async def _fold_from(conn: asyncpg.Connection, stream: Stream, cursor: asyncpg.R
         limit = page_size
         page = await conn.fetch(sync.sql("read_stream_page"), stream.table_name, *position, limit, bounds.max_row_bytes)
     if tail:
-        await _fold_and_write(conn, stream, [], tail, stats, bounds, advance_to=None)
+        await _fold_and_write(conn, stream, [], tail, stats, bounds, None, sync)
     return None
 
 

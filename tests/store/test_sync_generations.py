@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta, timezone
@@ -228,3 +229,22 @@ async def test_a_table_with_neither_stamps_column_stops_the_start(aio_loop: obje
                "schema_version int, actor jsonb, origin text)", name)
         with pytest.raises(SchemaMismatch, match=r"lacks column\(s\) field_meta \(or field_timestamps\)"):
             await _migrated(dsn, create_sync_changes=True)  # an existing table is never replaced
+
+
+@pytest.mark.parametrize("generation_dsn", [V06, FIELD_META], indirect=True)
+async def test_a_rejected_rows_stamps_are_named_as_the_table_names_them(
+        generation_pool: tuple[str, asyncpg.Pool]) -> None:
+    _, pool = generation_pool
+    sync = await read_sync_schema(pool)
+    deep: Any = "x"
+    for _ in range(70):  # deeper than MANA_AI_MAX_JSON_DEPTH (64)
+        deep = [deep]
+    await insert_rows(pool, {**mission("ok"), "created_at": PAST},
+                      {**update("aiMissions", "poison", {"title": "t"}, NOW_ISO), "created_at": PAST})
+    await fetch(pool, f"UPDATE sync_changes SET {sync.stamps_column} = $1::text::jsonb WHERE record_id = 'poison'",
+                json.dumps({"title": deep}))
+    await SnapshotActor(pool, daemon_settings(), Metrics(), sync=sync).run_cycle()
+    [rejected] = await fetch(pool, "SELECT reason, detail FROM mana_ai.rejected_rows")
+    assert rejected["reason"] == "too-deep" and rejected["detail"].startswith(f"{sync.stamps_column}: ")
+    [snap] = await fetch(pool, "SELECT mission_id FROM mana_ai.mission_snapshots")
+    assert snap["mission_id"] == "ok"
