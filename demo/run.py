@@ -114,7 +114,7 @@ async def run_demo(settings: Settings, dsn: str) -> None:
         settings = dataclasses.replace(settings, mana_llm_url=llm_url, tick_enabled=False, snapshot_lag_ms=0,
                                        private_key_pem=pem)
         async with open_pool(dsn, 4, 10) as pool:
-            await migrate(pool, create_sync_changes=True)
+            await migrate(pool, create_sync_changes=True, embedded_generation=settings.embedded_sync_schema)
             await aio_as_trio(_seed)(pool, now, grant)
             _say(f"Seeded {len(_agents())} agents, {len(_missions(now, grant))} missions and 2 encrypted notes"
                  f" for {USER} into sync_changes; 'Wochenreview' holds a key grant for the first note.")
