@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from planner.prompt import ResolvedInput
-from planner.research import RESEARCH_INPUT_ID, SOURCES_FOOTER, TITLE_CHARS
+from planner.research import SOURCES_FOOTER, TITLE_CHARS, research_input
 
 __all__ = [
     "DEEP_RESEARCH_PROVIDER",
@@ -125,10 +125,4 @@ def deep_research_markdown(objective: str, answer: DeepAnswer) -> str:
 
 def deep_research_input(objective: str, markdown: str) -> ResolvedInput:
     """The ``__web-research__`` input, as the reference names it; the caller wraps its content."""
-    return ResolvedInput(
-        id=RESEARCH_INPUT_ID,
-        module="news-research",
-        table="web",
-        title=f'Deep Research: "{objective[:TITLE_CHARS]}"',
-        content=markdown,
-    )
+    return research_input(objective, markdown, label="Deep Research")

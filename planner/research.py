@@ -102,8 +102,9 @@ def research_markdown(query: str, feed_count: int, articles: Sequence[Article]) 
     return "\n".join(lines)
 
 
-def research_input(objective: str, markdown: str) -> ResolvedInput:
-    """The ``__web-research__`` input; its title quotes the objective's first 60 characters.
+def research_input(objective: str, markdown: str, *, label: str = "Web-Research") -> ResolvedInput:
+    """The ``__web-research__`` input; its title is `label` and the objective's first 60 characters
+    in quotes (the deep research's input differs only by its label).
 
     JS ``slice(0, 60)`` counts UTF-16 units, we count code points: the titles differ only when
     the first 60 characters hold an astral character (emoji), where JS may also cut a pair.
@@ -112,6 +113,6 @@ def research_input(objective: str, markdown: str) -> ResolvedInput:
         id=RESEARCH_INPUT_ID,
         module="news-research",
         table="web",
-        title=f'Web-Research: "{objective[:TITLE_CHARS]}"',
+        title=f'{label}: "{objective[:TITLE_CHARS]}"',
         content=markdown,
     )
