@@ -14,9 +14,12 @@ for every other outbound call.
 What it does, and no more: POST with a body, a keep-alive pool bounded to ``max_connections``
 (idle connections reused last-in first-out, per origin), a connect timeout and a read timeout
 (the longest wait on the socket, either way); the caller's ``trio.fail_after`` bounds the
-whole exchange. A pooled connection that the server closed while idle is noticed before use
-(readable while idle) or, if the close races the request, retried once on a fresh connection,
-but only when not one byte of the response had arrived. A connection is reused only after a
+whole exchange. A request is sent once: a pooled connection is replaced for free only when it is
+known dead before a byte of the request is written (the server closed it while idle, so the
+socket is readable: a zero-timeout check just before the write). Once the request is written,
+any failure is the caller's error, even on a pooled connection that the server dropped before
+answering: the server may have read the request and be doing the work, so only the caller may
+decide to send it again (LlmClient counts that as a try). A connection is reused only after a
 complete exchange: on an error, a cancellation, a body not read to the end or
 ``Connection: close`` it is closed. gzip and deflate bodies are decoded (the cap applies to the
 decoded bytes). https goes through ``trio.SSLStream`` on the same path, trusting what httpx
@@ -188,24 +191,29 @@ class H11Client:
 
     # --- the pool ---------------------------------------------------------------------------
 
-    async def _acquire(self, endpoint: Endpoint, *, fresh: bool) -> tuple[_Connection, bool]:
-        """A connection to the endpoint's origin and whether it was pooled (else: just opened)."""
+    async def _acquire(self, endpoint: Endpoint) -> _Connection:
+        """A connection to the endpoint's origin: a pooled one still alive, else a new one.
+
+        No checkpoint lies between the checks of a pooled connection here and the write of the
+        request, so "not readable" is as fresh as it can be: the server's close that came while
+        idle is seen, only one that crosses the request is not (and then that try counts).
+        """
         origin = endpoint.origin
         while True:
             if self._closed:
                 raise RuntimeError("Cannot send a request, as the client has been closed.")
             idle = self._idle.get(origin)
-            if idle and not fresh:
+            if idle:
                 now = trio.current_time()
                 while idle:
                     conn = idle.pop()                                 # the most recently used
                     if now - conn.idle_since < self._keepalive_s and not conn.socket.is_readable():
-                        return conn, True
+                        return conn
                     self._discard(conn)                               # expired, or closed by the server
             if self._open < self._max:
                 self._open += 1
                 try:
-                    return await self._connect(endpoint), False
+                    return await self._connect(endpoint)
                 except BaseException:
                     self._open -= 1
                     self._waiters.unpark()
@@ -264,10 +272,6 @@ class H11Client:
         return self._ssl_context
 
 
-class _Stale(Exception):
-    """A pooled connection failed before one byte of the response arrived."""
-
-
 class _Exchange:
     """One request: ``__aenter__`` sends it and reads the status line and headers."""
 
@@ -282,23 +286,18 @@ class _Exchange:
         self._response: H11Response | None = None
 
     async def __aenter__(self) -> H11Response:
+        """Sent once, never again: see the module doc."""
         client = self._client
-        fresh = False
-        while True:
-            conn, pooled = await client._acquire(self._endpoint, fresh=fresh)
-            response = H11Response(conn, self._read_s)
-            try:
-                await response._send(self._endpoint.target, self._headers, self._body, pooled=pooled)
-                await response._read_head(pooled=pooled)
-            except _Stale:
-                client._release(conn, reusable=False)
-                fresh = True                                          # once more, on a new connection
-                continue
-            except BaseException:
-                client._release(conn, reusable=False)
-                raise
-            self._response = response
-            return response
+        conn = await client._acquire(self._endpoint)
+        response = H11Response(conn, self._read_s)
+        try:
+            await response._send(self._endpoint.target, self._headers, self._body)
+            await response._read_head()
+        except BaseException:
+            client._release(conn, reusable=False)
+            raise
+        self._response = response
+        return response
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
@@ -359,7 +358,7 @@ class H11Response:
 
     # --- the wire ---------------------------------------------------------------------------
 
-    async def _send(self, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes, *, pooled: bool) -> None:
+    async def _send(self, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         h = self._conn.h11
         head = h.send(h11.Request(method=b"POST", target=target, headers=headers))
         data = h.send(h11.Data(data=body))
@@ -368,18 +367,11 @@ class H11Response:
         try:
             await self._send_all(head + data + end)
         except _STREAM_ERRORS as exc:
-            if pooled:
-                raise _Stale from exc
             raise httpx.WriteError(_describe(exc)) from exc
 
-    async def _read_head(self, *, pooled: bool) -> None:
+    async def _read_head(self) -> None:
         while True:
-            try:
-                event = await self._next_event()
-            except (httpx.ReadError, httpx.RemoteProtocolError) as exc:
-                if pooled and self._received == 0:
-                    raise _Stale from exc
-                raise
+            event = await self._next_event()
             if type(event) is h11.Response:
                 self.status = event.status_code
                 self.headers = list(event.headers)

@@ -201,21 +201,27 @@ async def test_sequential_calls_share_one_connection(http: H11Client) -> None:
     assert http.statistics() == H11ClientStatistics(connections=1, idle=1, connects=1)
 
 
-async def test_a_connection_closed_while_idle_is_replaced_without_a_failure(http: H11Client) -> None:
-    """The server closes after answering (no `Connection: close`): the pooled socket turns
-    readable (EOF) while idle, and the next call opens a new one without a retry."""
+@pytest.mark.parametrize("how", ["close", "reset"])
+async def test_a_connection_closed_while_idle_is_replaced_without_a_failure(http: H11Client, how: str) -> None:
+    """The server closes after answering (no `Connection: close`), as a keep-alive timeout
+    does, with a FIN or an RST: the pooled socket turns readable while idle, so it is known
+    dead before the next request is written. That call opens a new connection for free: no
+    try is counted and the request arrives exactly once."""
     async def answer_then_close(peer: Peer) -> None:
         await peer.read_request()
         await peer.respond()
+        if how == "reset":
+            peer.reset()
 
     seen = Seen()
     with trio.fail_after(10):
         async with raw_server(answer_then_close) as server:
             client = llm(http, server.url, seen)
             assert (await client.complete("s", "u")).attempts == 1
-            await server.closed.wait()
-            await trio.testing.wait_all_tasks_blocked()
+            (pooled,) = http._idle[endpoint(server).origin]  # white box: until the close reached it
+            await trio.lowlevel.wait_readable(pooled.socket)
             assert (await client.complete("s", "u")).attempts == 1
+            assert [peer.served for peer in server.peers] == [1, 1]   # each request arrived once
     assert server.accepted == 2 and server.requests == 2 and seen.retries == []
     assert client.health().ok and client.health().consecutive_failures == 0
 
@@ -277,11 +283,12 @@ async def test_idle_connections_expire_after_keepalive_s(mock_clock: trio.testin
 
 
 @pytest.mark.parametrize("how", ["close", "reset"])
-async def test_a_pooled_connection_dropped_with_the_request_is_retried_once_on_a_new_one(
+async def test_a_pooled_connection_dropped_after_the_request_is_a_try_that_counts(
         http: H11Client, how: str) -> None:
-    """The idle close races the request: the server reads it and drops the connection before
-    sending one byte. That request had no response, so it is sent once more, on a new
-    connection, and the call neither fails nor counts a retry."""
+    """The server reads the request on a pooled connection and drops it before one byte of
+    an answer (a proxy's idle timeout shorter than the generation, or a close racing the
+    request). The LLM may be doing the work: the transport does not send it again on its
+    own. LlmClient's retry sends it once more, counted as a try like any other."""
     async def answer_once_then_drop(peer: Peer) -> None:
         if peer.index == 0:
             await peer.read_request()
@@ -298,8 +305,51 @@ async def test_a_pooled_connection_dropped_with_the_request_is_retried_once_on_a
             client = llm(http, server.url, seen)
             await client.complete("s", "u")
             result = await client.complete("s", "u")
-    assert result.attempts == 1 and seen.retries == [] and client.health().ok
-    assert server.accepted == 2 and server.requests == 3   # the dropped request was sent again
+    assert result.attempts == 2 and seen.retries == ["connect"] and client.health().ok
+    assert server.accepted == 2 and server.requests == 3   # the dropped request and its counted retry
+
+
+async def test_an_upstream_that_resets_after_reading_gets_exactly_tries_requests_per_attempt(
+        http: H11Client) -> None:
+    """The upstream answers at first, so the pool holds four keep-alive connections; then it
+    reads every request to the end and resets the connection (RST) without a byte of answer.
+    Each call (an attempt of a mission) makes exactly ``1 + retries`` tries, and each try is
+    exactly one request at the upstream: none is resent for free on a pooled connection."""
+    resetting = False
+    arrived = 0
+    all_in = trio.Event()
+
+    async def answer_then_reset(peer: Peer) -> None:
+        nonlocal arrived
+        while await peer.read_request() is not None:
+            if resetting:
+                peer.reset()
+                return
+            arrived += 1
+            if arrived == 4:
+                all_in.set()
+            await all_in.wait()                                  # four calls in flight: four connections
+            await peer.respond()
+
+    seen = Seen()
+    with trio.fail_after(10):
+        async with raw_server(answer_then_reset) as server:
+            client = llm(http, server.url, seen, retries=2)
+            async with trio.open_nursery() as nursery:
+                for _ in range(4):
+                    nursery.start_soon(client.complete, "s", "u")
+            assert http.statistics() == H11ClientStatistics(connections=4, idle=4, connects=4)
+            resetting = True
+            per_attempt = []
+            for _ in range(3):
+                before = server.requests
+                with pytest.raises(LlmUnavailable):
+                    await client.complete("s", "u")
+                per_attempt.append(server.requests - before)
+    assert per_attempt == [3, 3, 3]
+    assert seen.retries == ["connect", "connect"] * 3
+    assert server.requests == 4 + 9
+    assert http.statistics().connections == 0
 
 
 async def test_a_fresh_connection_dropped_with_the_request_is_not_resent_by_the_pool(http: H11Client) -> None:
