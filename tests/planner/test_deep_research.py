@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
+import trio
 from quart import Response, jsonify
 from quart_trio import QuartTrio
 
@@ -20,6 +22,7 @@ from planner.deep_research import (
     wants_deep_research,
 )
 from planner.deep_research_client import CallFailed, DeepResearchClient, JobState, Submitted, open_deep_research_http_client
+from raw_http import Peer, raw_server
 
 
 @pytest.mark.parametrize("text", [
@@ -145,3 +148,21 @@ async def test_submit_answers() -> None:
         "t-1", "gemini-deep-research-max")
     assert await _submit(stand_in({}, {"status": "queued"})) == CallFailed("submit-bad-response")
     assert await _submit(stand_in({}, {"error": "provider key missing"}, status=400)) == CallFailed("submit-400", 400)
+
+
+async def test_a_submit_the_server_read_and_reset_is_not_sent_again() -> None:
+    """A poll leaves a keep-alive connection; the submit POST goes out on it, mana-research
+    reads it to the end and resets (RST). The job may have started: it is not sent again."""
+    async def poll_then_reset(peer: Peer) -> None:
+        await peer.read_request()
+        await peer.respond(body=json.dumps({"status": "running"}).encode())
+        await peer.read_request()
+        peer.reset()
+
+    with trio.fail_after(10):
+        async with raw_server(poll_then_reset) as server, open_deep_research_http_client() as http:
+            deep = DeepResearchClient(http, base_url=server.url, service_key="k")
+            assert await deep.poll("u-1", "t-1") == JobState("running")
+            failed = await deep.submit("u-1", "q")
+    assert isinstance(failed, CallFailed) and failed.reason == "submit-unreachable"
+    assert server.accepted == 1 and server.requests == 2

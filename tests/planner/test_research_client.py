@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+import trio.testing
 from quart import Response, request
 from quart_trio import QuartTrio
 
@@ -26,6 +27,7 @@ from planner.research_client import (
     ResearchResult,
     open_research_http_client,
 )
+from raw_http import Peer, raw_server
 
 TOKEN = "service-jwt"
 QUERY = "Aktuelle KI-News Ä"
@@ -345,3 +347,45 @@ async def test_rejects_bad_settings(http: httpx.AsyncClient, overrides: dict[str
 
 async def test_http_client_has_explicit_limits_and_timeouts(http: httpx.AsyncClient) -> None:
     assert http.timeout.connect == 5.0 and http.timeout.read == 30.0
+
+
+# --- the transport never sends a POST twice ------------------------------------------------
+
+
+async def test_a_search_the_server_read_and_reset_is_not_sent_again(http: httpx.AsyncClient) -> None:
+    """discover is answered on a keep-alive connection; the search POST goes out on that
+    pooled connection, the server reads it to the end and resets (RST). httpx (httpcore)
+    re-sends only what was never written (a connection found busy or closed before the
+    request), so mana-api sees the search exactly once."""
+    async def discover_then_reset(peer: Peer) -> None:
+        await peer.read_request()
+        await peer.respond(body=json.dumps({"feeds": FEEDS}).encode())
+        await peer.read_request()
+        peer.reset()
+
+    with trio.fail_after(10):
+        async with raw_server(discover_then_reset) as server:
+            result = await client(http, server.url).research(QUERY)
+    assert result == ResearchFailed("search-unreachable")
+    assert server.accepted == 1 and server.requests == 2
+
+
+async def test_a_connection_closed_while_idle_is_replaced_and_each_request_sent_once(
+        http: httpx.AsyncClient) -> None:
+    """The server closes the keep-alive connection after a research (its idle timeout): the
+    next research opens a new one, and each of its requests arrives once."""
+    async def answer_twice_then_close(peer: Peer) -> None:
+        await peer.read_request()
+        await peer.respond(body=json.dumps({"feeds": FEEDS}).encode())
+        await peer.read_request()
+        await peer.respond(body=json.dumps({"articles": ARTICLES}).encode())
+
+    expected = ResearchResult(feed_count=2, articles=EXPECTED_ARTICLES)
+    with trio.fail_after(10):
+        async with raw_server(answer_twice_then_close) as server:
+            research_client = client(http, server.url)
+            assert await research_client.research(QUERY) == expected
+            await server.closed.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            assert await research_client.research(QUERY) == expected
+    assert server.accepted == 2 and [peer.served for peer in server.peers] == [2, 2]
