@@ -5,7 +5,9 @@
 tool-calling planner and returns an ``AssistantTurn``, with the same retries and bounds.
 Unlike the reference (§14 item 15: no timeout, no retry), every attempt runs under
 ``trio.fail_after(timeout_s)`` and a bounded number of retries covers connect failures, 429
-and 5xx. The HTTP goes over the lean h11 client (planner/h11_client.py), not httpx: this
+and 5xx. Every request sent is one try (``1 + retries`` at most): the h11 client never sends
+one again on its own, so a connection dropped after the request went out and before any
+answer is a counted ``connect`` retry here (the LLM may be working on the first). The HTTP goes over the lean h11 client (planner/h11_client.py), not httpx: this
 call is the daemon's hot path. Its transport errors are httpx's types, mapped as below. Errors::
 
     LlmError                 base: mana-llm gave no usable answer
