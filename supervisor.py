@@ -31,6 +31,7 @@ import httpx
 import trio
 
 from actors.groups import single_leaf
+from actors.hand_back import hand_back, mission_context
 from actors.inputs import InputResolver
 from actors.leases import LeaseKeeper
 from actors.messages import MissionDue
@@ -59,7 +60,7 @@ from store.migrate import migrate, read_sync_schema
 from store.sync_schema import SyncSchema
 from store.listen import ChangeListener, set_notify_trigger
 from store.pool import open_pool
-from store.runs import release_claim, renew_leases
+from store.runs import renew_leases
 
 log = logging.getLogger("mana_ai")
 
@@ -151,8 +152,9 @@ async def open_runtime(settings: Settings, pool: asyncpg.Pool, metrics: Metrics,
                                writer=writer, sync=sync)
 
         async def release(due: MissionDue, reason: str) -> None:
+            leases.settling(due.claim)
             try:
-                await release_claim(pool, due.claim, reason)
+                await hand_back(pool, metrics, due.claim, reason, mission_context(due))
             finally:
                 leases.let_go(due.claim)
 
