@@ -391,9 +391,11 @@ SELECT
   now() AS db_now;
 
 -- name: insert_used_tokens
--- Usage of a run that held no reservation (no budget to check): recorded as used at once.
+-- Usage of a run that held no reservation (no budget to check): recorded as used at once. Once
+-- per iteration: a row for it already written (with its write-back) is kept as it is.
 INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, iteration_id, status, prompt_tokens, completion_tokens)
-VALUES ($1, $2, $3, $4, 'used', $5, $6);
+VALUES ($1, $2, $3, $4, 'used', $5, $6)
+ON CONFLICT (user_id, iteration_id) WHERE iteration_id IS NOT NULL DO NOTHING;
 
 -- name: hold_claim_as_user
 -- Fencing and withUser in one round trip: lock this run's ledger row only while this claim

@@ -108,3 +108,24 @@ async def test_a_cycle_that_fails_after_claiming_hands_its_claims_back_at_once(
         assert stats.plans_written_back == 2 and stats.errors == []
         assert len(llm.requests) == 2
         assert [await slot(pool, m) for m in ("m1", "m2")] == [("planned", 1, False)] * 2
+
+
+async def test_a_lost_acknowledgement_of_a_committed_write_back_records_the_usage_once(
+        aio_loop: object, db_dsn: str) -> None:
+    """The write-back commits (plan, planned slot and usage row in one statement), and its answer
+    is lost with the connection. The run cannot tell it was written and records the usage of its
+    LLM call on its own: before, a second row (the tokens counted twice against the budget)."""
+    async with proxied_pool(db_dsn) as (proxy, pool):
+        await insert_rows(pool, {**mission("m1"), "created_at": PAST})
+        async with running_fake_llm(plan_reply([CREATE_TASK], prompt_tokens=11, completion_tokens=7)) as llm:
+            async with planning_runtime(pool, llm) as runtime:
+                proxy.drop_reply = b"written"  # the fast path's verdict for the item
+                with trio.fail_after(20):
+                    await runtime.snapshots.run_cycle()
+                proxy.drop_reply = None
+        assert proxy.dropped == 1 and len(llm.requests) == 1
+        assert [r["record_id"] for r in await written_rows(pool)] == ["m1"]
+        assert (await slot(pool, "m1"))[0] == "planned"
+        usage = await fetch(pool, "SELECT status, prompt_tokens, completion_tokens FROM mana_ai.token_usage "
+                                  "WHERE mission_id = 'm1'")
+        assert [tuple(r) for r in usage] == [("used", 11, 7)]
