@@ -167,9 +167,12 @@ async def open_runtime(settings: Settings, pool: asyncpg.Pool, metrics: Metrics,
                                 max_age_s=settings.deep_research_max_age_min * 60.0,
                                 poll_interval_s=settings.deep_research_poll_s)
             await nursery.start(desk.run)
+        snapshots = SnapshotActor(pool, settings, metrics, dispatcher=desk or registry, leases=leases, sync=sync)
+        runner.due_again = snapshots.due_again  # retries and hand-backs after a cycle reach its due timer
+        if desk is not None:
+            desk.due_again = snapshots.due_again  # and parked slots
         try:
-            yield Runtime(SnapshotActor(pool, settings, metrics, dispatcher=desk or registry, leases=leases,
-                                        sync=sync), registry, llm, sync, desk)
+            yield Runtime(snapshots, registry, llm, sync, desk)
         finally:
             with trio.CancelScope(shield=True):
                 await stop_dispatching(registry, desk, settings.grace_s)

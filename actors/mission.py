@@ -117,6 +117,9 @@ class MissionRunner:
         self._clock = clock
         self._retry = retry
         self._jitter = jitter
+        # told when a slot is due again after a retry's back-off or a hand-back (the snapshot
+        # actor's due timer, computed without it; set by the runtime)
+        self.due_again: Callable[[float], None] = _unscheduled
 
     async def run(self, due: MissionDue) -> MissionOutcome:
         """Plan `due.mission` under its claim, in a span of its own (ids only, no user content)."""
@@ -157,7 +160,8 @@ class MissionRunner:
         finally:
             if not settled:  # cancelled (shutdown, actor crash): give the slot back at once
                 with trio.CancelScope(shield=True), trio.move_on_after(5):
-                    await self._release(due, "cancelled")
+                    if await self._release(due, "cancelled"):
+                        self.due_again(0.0)
             self._leases.let_go(due.claim)
             log.debug("mission.finished", extra=self._context(due))
 
@@ -493,6 +497,8 @@ class MissionRunner:
             self._metrics.ledger_write_failures.labels(write="fail").inc()
             log.error("mission.ledger_write_failed", extra={**self._context(due), "error": str(exc)})
         status = result.status if result else "unknown"
+        if status == "retry":
+            self.due_again(delay)
         log.warning("mission.failed", extra={**self._context(due), "outcome": kind, "error": error,
                                              "attempt": due.claim.attempt, "ledger": status})
         return MissionOutcome(due.mission.id, kind, error=error, plan_produced=plan_produced,
@@ -511,6 +517,10 @@ class MissionRunner:
         return {"mission": due.mission.id, "user": due.mission.user_id,
                 "agent": agent.id if agent else "legacy", "slot": due.claim.due_slot,
                 "duration_ms": round((time.perf_counter() - _RUN_STARTED.get(time.perf_counter())) * 1000, 1)}
+
+
+def _unscheduled(delay_s: float) -> None:
+    """No due timer to tell (no scheduler, tests)."""
 
 
 def _wrapped(found: ResolvedInput) -> ResolvedInput:
