@@ -31,6 +31,7 @@ import httpx
 import trio
 
 from actors.groups import single_leaf
+from actors.hand_back import hand_back, mission_context
 from actors.inputs import InputResolver
 from actors.leases import LeaseKeeper
 from actors.messages import MissionDue
@@ -59,7 +60,7 @@ from store.migrate import migrate, read_sync_schema
 from store.sync_schema import SyncSchema
 from store.listen import ChangeListener, set_notify_trigger
 from store.pool import open_pool
-from store.runs import release_claim, renew_leases
+from store.runs import renew_leases
 
 log = logging.getLogger("mana_ai")
 
@@ -151,8 +152,9 @@ async def open_runtime(settings: Settings, pool: asyncpg.Pool, metrics: Metrics,
                                writer=writer, sync=sync)
 
         async def release(due: MissionDue, reason: str) -> None:
+            leases.settling(due.claim)
             try:
-                await release_claim(pool, due.claim, reason)
+                await hand_back(pool, metrics, due.claim, reason, mission_context(due))
             finally:
                 leases.let_go(due.claim)
 
@@ -165,9 +167,12 @@ async def open_runtime(settings: Settings, pool: asyncpg.Pool, metrics: Metrics,
                                 max_age_s=settings.deep_research_max_age_min * 60.0,
                                 poll_interval_s=settings.deep_research_poll_s)
             await nursery.start(desk.run)
+        snapshots = SnapshotActor(pool, settings, metrics, dispatcher=desk or registry, leases=leases, sync=sync)
+        runner.due_again = snapshots.due_again  # retries and hand-backs after a cycle reach its due timer
+        if desk is not None:
+            desk.due_again = snapshots.due_again  # and parked slots
         try:
-            yield Runtime(SnapshotActor(pool, settings, metrics, dispatcher=desk or registry, leases=leases,
-                                        sync=sync), registry, llm, sync, desk)
+            yield Runtime(snapshots, registry, llm, sync, desk)
         finally:
             with trio.CancelScope(shield=True):
                 await stop_dispatching(registry, desk, settings.grace_s)

@@ -23,6 +23,7 @@ import trio
 
 from actors.clock import Clock, utc_now
 from actors.groups import single_leaf
+from actors.hand_back import hand_back
 from actors.inputs import InputResolver, Inputs
 from actors.leases import LeaseKeeper
 from actors.messages import (
@@ -69,7 +70,7 @@ from settings import Settings
 from store.errors import DATABASE_ERRORS, LeaseLost
 from store.records import Agent
 from store.research_jobs import forget_settled
-from store.runs import backoff_s, fail_run, release_claim
+from store.runs import backoff_s, fail_run
 from store.usage import Reservation, TokenUsage, record_usage, release_tokens, reserve_tokens, usage_24h
 from store.group_commit import GroupCommit
 from store.sync_schema import V0_6_SCHEMA, SyncSchema
@@ -116,6 +117,9 @@ class MissionRunner:
         self._clock = clock
         self._retry = retry
         self._jitter = jitter
+        # told when a slot is due again after a retry's back-off or a hand-back (the snapshot
+        # actor's due timer, computed without it; set by the runtime)
+        self.due_again: Callable[[float], None] = _unscheduled
 
     async def run(self, due: MissionDue) -> MissionOutcome:
         """Plan `due.mission` under its claim, in a span of its own (ids only, no user content)."""
@@ -156,17 +160,16 @@ class MissionRunner:
         finally:
             if not settled:  # cancelled (shutdown, actor crash): give the slot back at once
                 with trio.CancelScope(shield=True), trio.move_on_after(5):
-                    await self._release(due, "cancelled")
+                    if await self._release(due, "cancelled"):
+                        self.due_again(0.0)
             self._leases.let_go(due.claim)
             log.debug("mission.finished", extra=self._context(due))
 
-    async def _release(self, due: MissionDue, reason: str) -> None:
-        """Hand the claim back (fenced); when the database is away the lease expires on its own."""
+    async def _release(self, due: MissionDue, reason: str) -> bool:
+        """Hand the claim back (fenced, retried); when the database stays away the lease expires
+        on its own. False then (logged and counted)."""
         self._leases.settling(due.claim)
-        try:
-            await release_claim(self._pool, due.claim, reason)
-        except _DB_ERRORS as exc:
-            log.error("mission.ledger_write_failed", extra={**self._context(due), "error": str(exc)})
+        return await hand_back(self._pool, self._metrics, due.claim, reason, self._context(due))
 
     async def _plan(self, due: MissionDue) -> MissionOutcome:
         mission, agent = due.mission, due.agent
@@ -262,13 +265,24 @@ class MissionRunner:
             if isinstance(exc, LlmTimeout):
                 self._metrics.llm_timeouts.inc()
             if reservation_id is not None:
-                await release_tokens(self._pool, reservation_id)
+                await self._release_tokens(reservation_id)
             return exc
         except BaseException:  # cancelled (shutdown) or a bug
             if reservation_id is not None:
                 with trio.CancelScope(shield=True), trio.move_on_after(5):
-                    await release_tokens(self._pool, reservation_id)
+                    await self._release_tokens(reservation_id)
             raise
+
+    async def _release_tokens(self, reservation_id: int) -> None:
+        """Give a reservation back; best effort: one the database did not take stops counting
+        against the budget once it is stale (an hour)."""
+        try:
+            with trio.fail_after(5):
+                await release_tokens(self._pool, reservation_id)
+        except _DB_ERRORS_OR_TIMEOUT as exc:
+            self._metrics.ledger_write_failures.labels(write="usage").inc()
+            log.warning("mission.reservation_not_released", extra={"reservation": reservation_id,
+                                                                   "error": str(exc)})
 
     async def _record_usage(self, due: MissionDue, usage: TokenUsage) -> None:
         """Usage of a run whose plan is not written back; best effort (a stale row is harmless)."""
@@ -276,6 +290,7 @@ class MissionRunner:
             with trio.fail_after(5):
                 await record_usage(self._pool, usage)
         except _DB_ERRORS_OR_TIMEOUT as exc:
+            self._metrics.ledger_write_failures.labels(write="usage").inc()
             log.warning("mission.usage_not_recorded", extra={**self._context(due), "error": str(exc)})
 
     async def _forget_research(self, due: MissionDue) -> None:
@@ -358,7 +373,7 @@ class MissionRunner:
         except BaseException:  # cancelled (shutdown), the database gone mid-loop, or a bug
             if reservation_id is not None:
                 with trio.CancelScope(shield=True), trio.move_on_after(5):
-                    await release_tokens(self._pool, reservation_id)
+                    await self._release_tokens(reservation_id)
             raise
         self._count_loop(due, result)
         plan = result.plan
@@ -372,7 +387,7 @@ class MissionRunner:
             if result.tokens > 0:
                 await self._record_usage(due, usage)  # earlier rounds spent them all the same
             elif reservation_id is not None:
-                await release_tokens(self._pool, reservation_id)
+                await self._release_tokens(reservation_id)
             if isinstance(result.error, LlmClosed):
                 return await self._hand_back(due, SKIPPED_SHUTDOWN)
             return await self._fail(due, ERROR, str(result.error),
@@ -460,8 +475,7 @@ class MissionRunner:
         """The slot goes back without using up an attempt (over budget, shutting down)."""
         if decision == SKIPPED_SHUTDOWN:
             log.info("mission.skipped", extra={**self._context(due), "decision": decision})
-        self._leases.settling(due.claim)
-        await release_claim(self._pool, due.claim, decision)
+        await self._release(due, decision)
         return MissionOutcome(due.mission.id, decision)
 
     async def _fail(self, due: MissionDue, kind: str, error: str, *, completion: Completion | None = None,
@@ -480,8 +494,11 @@ class MissionRunner:
                                         max_attempts=self._settings.max_attempts, backoff_s=delay)
         except _DB_ERRORS_OR_TIMEOUT as exc:
             # the lease expires on its own and the slot is retried then
+            self._metrics.ledger_write_failures.labels(write="fail").inc()
             log.error("mission.ledger_write_failed", extra={**self._context(due), "error": str(exc)})
         status = result.status if result else "unknown"
+        if status == "retry":
+            self.due_again(delay)
         log.warning("mission.failed", extra={**self._context(due), "outcome": kind, "error": error,
                                              "attempt": due.claim.attempt, "ledger": status})
         return MissionOutcome(due.mission.id, kind, error=error, plan_produced=plan_produced,
@@ -500,6 +517,10 @@ class MissionRunner:
         return {"mission": due.mission.id, "user": due.mission.user_id,
                 "agent": agent.id if agent else "legacy", "slot": due.claim.due_slot,
                 "duration_ms": round((time.perf_counter() - _RUN_STARTED.get(time.perf_counter())) * 1000, 1)}
+
+
+def _unscheduled(delay_s: float) -> None:
+    """No due timer to tell (no scheduler, tests)."""
 
 
 def _wrapped(found: ResolvedInput) -> ResolvedInput:

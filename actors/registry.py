@@ -19,6 +19,7 @@ from observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+# Hands a claim back; contains database trouble itself (actors/hand_back.py): never raises for it.
 Releaser = Callable[[MissionDue, str], Awaitable[None]]
 
 
@@ -80,6 +81,9 @@ class AgentRegistry:
         try:
             with trio.move_on_after(10):
                 await self._release(due, decision)
+        except Exception:  # noqa: BLE001 - the releaser contains database trouble; a bug must not end the actor
+            log.error("mission.hand_back_crashed", exc_info=True,
+                      extra={"mission": due.mission.id, "user": due.mission.user_id})
         finally:
             due.batch.report(outcome)
             entry = self._entries.get((due.mission.user_id, due.agent.id if due.agent else None))

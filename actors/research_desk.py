@@ -92,6 +92,8 @@ class ResearchDesk:
         self._stopping = False
         self._stop_deadline: float | None = None
         self._drained = trio.Event()
+        # told when a parked slot is due again (the snapshot actor's due timer; set by the runtime)
+        self.due_again: Callable[[float], None] = _unscheduled
 
     # -- the Dispatcher protocol ----------------------------------------------------------
 
@@ -251,6 +253,8 @@ class ResearchDesk:
                 await step()
         except _DB_ERRORS_OR_TIMEOUT as exc:  # the lease expires on its own; the slot is due again then
             self._store_failed(due, "park", exc)
+        else:
+            self.due_again(self._poll_interval_s)
         finally:
             self._leases.let_go(due.claim)
             due.batch.report(MissionOutcome(due.mission.id, SKIPPED_RESEARCH_PENDING))
@@ -315,6 +319,10 @@ class ResearchDesk:
             return
         if deleted:
             log.info("research_jobs.pruned", extra={"rows": deleted})
+
+
+def _unscheduled(delay_s: float) -> None:
+    """No due timer to tell (no scheduler, tests)."""
 
 
 def _context(due: MissionDue) -> dict[str, object]:

@@ -25,12 +25,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
+from uuid import UUID
 
 import asyncpg
 import trio
 
 from actors.clock import Clock, utc_now
 from actors.groups import leaves, single_leaf
+from actors.hand_back import hand_back_all
 from actors.leases import LeaseKeeper
 from actors.messages import Cycle, MissionDue, TickBatch, TickStats
 from observability.metrics import Metrics
@@ -141,6 +143,8 @@ class SnapshotActor:
         self._last_pruned: float | None = None
         self._hinted = False
         self._due_at = math.inf  # trio time when the next mission becomes due
+        self._sleep: trio.CancelScope | None = None  # the schedule's wait, while it waits
+        self._again_at = math.inf  # earliest `due_again` since the last wake-up query began
         self._jitter = jitter
         self._redact = Redactor(settings.secrets())
         self._failures = 0  # cycles failed in a row
@@ -170,6 +174,16 @@ class SnapshotActor:
             self._hinted = True
             self._wake.set()
             log.debug("cycle.hinted", extra={"reason": reason})
+
+    def due_again(self, delay_s: float) -> None:
+        """A slot was handed back, retried or parked: it is due again in `delay_s`. The due timer,
+        computed at the end of the last cycle without it, fires then if that is earlier."""
+        at = trio.current_time() + max(0.0, delay_s) + 0.01  # after the instant, as in start_cycle
+        self._again_at = min(self._again_at, at)
+        if at < self._due_at:
+            self._due_at = at
+            if self._sleep is not None and not self._failures and self._settings.tick_enabled:
+                self._sleep.deadline = min(self._sleep.deadline, at)  # a back-off is not cut short
 
     def state(self) -> SnapshotActorState:
         return SnapshotActorState(self._alive, self._cycles_completed, self._last_completed_at,
@@ -205,7 +219,7 @@ class SnapshotActor:
                         # after a failure the schedule is the back-off: the due state is unknown
                         wake_at = ((self._retry_at if self._failures else min(next_at, self._due_at))
                                    if scheduled else math.inf)
-                        with trio.move_on_at(wake_at):
+                        with trio.move_on_at(wake_at) as self._sleep:
                             await self._wake.wait()
                     self._wake = trio.Event()
                     if self._stopping:
@@ -260,9 +274,11 @@ class SnapshotActor:
                     with self._metrics.stage("housekeeping"):
                         await self._housekeeping()
                         await self._observe_ledger()
+                        self._again_at = math.inf
                         wake = await next_wake(self._pool, self._clock())
                     # a little after the instant, so the due query's `<=` sees it
                     self._due_at = math.inf if wake.seconds is None else trio.current_time() + wake.seconds + 0.01
+                    self._due_at = min(self._due_at, self._again_at)  # the query may have missed those
             except* _CYCLE_ERRORS as group:
                 failed = True
                 for exc in leaves(group):
@@ -379,25 +395,47 @@ class SnapshotActor:
         claimed_at = trio.current_time()
         claims: list[Claim] = []
         agents: dict[AgentKey, Agent] = {}
+        load_failed: list[Exception] = []
+        delivered: set[UUID] = set()
 
         async def claim() -> None:
             claims.extend(await claim_runs(self._pool, due, instance_id=self._settings.instance_id,
                                            lease_s=self._settings.lease_s))
 
         async def load() -> None:  # alongside the claim: the agents of every user with a due mission
-            agents.update(await load_agents(self._pool, sorted({d.mission.user_id for d in due})))
+            try:
+                agents.update(await load_agents(self._pool, sorted({d.mission.user_id for d in due})))
+            except Exception as exc:  # noqa: BLE001 - raised below, once the claim has answered
+                load_failed.append(exc)
 
-        with self._metrics.stage("claim"):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(claim)
-                nursery.start_soon(load)
-        by_key = {(d.mission.user_id, d.mission.id): d for d in due}
-        passes.agents.update(agents)
-        with self._metrics.stage("dispatch"):
-            await self._deliver(claims, by_key, agents, batch, claimed_at)
+        try:
+            with self._metrics.stage("claim"):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(claim)
+                    nursery.start_soon(load)
+            if load_failed:
+                raise load_failed[0]
+            by_key = {(d.mission.user_id, d.mission.id): d for d in due}
+            passes.agents.update(agents)
+            with self._metrics.stage("dispatch"):
+                await self._deliver(claims, by_key, agents, batch, claimed_at, delivered)
+        except BaseException:
+            # the cycle fails after claiming: what it did not hand over goes back at once
+            # instead of waiting a whole lease (a claim whose statement never answered is unknown
+            # here, and left to its lease)
+            await self._release_undelivered([c for c in claims if c.token not in delivered])
+            raise
+
+    async def _release_undelivered(self, claims: list[Claim]) -> None:
+        if not claims:
+            return
+        with trio.CancelScope(shield=True), trio.move_on_after(10):
+            if await hand_back_all(self._pool, self._metrics, claims, "cycle-failed"):
+                log.warning("cycle.claims_handed_back", extra={"claims": len(claims)})
 
     async def _deliver(self, claims: list[Claim], by_key: dict[tuple[str, str], DueMission],
-                       agents: dict[tuple[str, str], Agent], batch: TickBatch, claimed_at: float) -> None:
+                       agents: dict[tuple[str, str], Agent], batch: TickBatch, claimed_at: float,
+                       delivered: set[UUID]) -> None:
         assert self._dispatcher is not None and self._leases is not None
         for claim in claims:
             item = by_key[(claim.user_id, claim.mission_id)]
@@ -405,8 +443,10 @@ class SnapshotActor:
             agent = agents.get((claim.user_id, agent_id)) if agent_id else None
             batch.expect()
             # held from hand-over until settled (the lease counted from the claim); a claim never
-            # handed over (load_agents failed, shutdown) is not held and expires as it would
+            # handed over (load_agents failed, the cycle timed out) is not held: `_dispatch`
+            # hands it back
             self._leases.hold([claim], claimed_at=claimed_at)
+            delivered.add(claim.token)  # from here on the dispatcher settles it, whatever happens
             await self._dispatcher.deliver(MissionDue(item.mission, agent, claim, item.snapshot_cursor, batch))
 
     async def _housekeeping(self) -> None:

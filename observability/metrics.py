@@ -35,6 +35,7 @@ DECISIONS = ("ran", "skipped-paused", "skipped-archived", "skipped-concurrency",
 AGENT_STATES = ("active", "paused", "archived", "legacy")
 GRANT_SKIP_REASONS = ("not-configured", "expired", "malformed", "wrap-rejected")
 # store/bounds.py REASONS (a test keeps them equal)
+LEDGER_WRITES = ("release", "cycle-release", "fail", "usage")
 ROW_REJECT_REASONS = ("row-too-large", "too-deep", "string-too-long", "number-out-of-range", "bad-unicode",
                       "invalid-json", "id-too-long", "slot-too-long")
 
@@ -145,6 +146,12 @@ class Metrics:
         self.lease_renewal_failures = Counter("mana_ai_lease_renewal_failures_total",
                                               "Lease renewals that failed (database or connection trouble)",
                                               registry=r)
+        self.ledger_write_failures = Counter(
+            "mana_ai_ledger_write_failures_total",
+            "Run-ledger and token-ledger writes given up after database trouble (release: a claim "
+            "handed back; cycle-release: a failed cycle's claims; fail: a failed attempt; usage: a "
+            "usage row or a reservation's release); the lease or the reservation's age settles them",
+            ["write"], registry=r)
         self.llm_up = Gauge("mana_ai_llm_up", "1 while the last LLM call succeeded (or none was made yet)",
                             registry=r)
         self.llm_up.set(1)
@@ -183,6 +190,8 @@ class Metrics:
             self.grant_skips.labels(reason=reason)
         for reason in ROW_REJECT_REASONS:
             self.rows_rejected.labels(reason=reason)
+        for write in LEDGER_WRITES:
+            self.ledger_write_failures.labels(write=write)
         for state in AGENT_STATES:
             self.mailbox_depth.labels(agent_state=state)
 

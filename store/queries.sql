@@ -170,11 +170,15 @@ LIMIT $2;
 -- name: claim_runs
 -- Claim due slots for this instance in one statement; only rows actually claimed come back.
 -- Another instance's live lease, a planned or dead slot, or a retry still backing off is left alone.
+-- Rows are taken (and existing ones locked) in primary-key order, byte-wise: the one lock order of
+-- every statement that locks several mission_runs rows (renew_leases, release_claims, the
+-- write-back batch), so that two of them never deadlock.
 INSERT INTO mana_ai.mission_runs AS r
   (user_id, mission_id, due_slot, status, attempts, lease_owner, lease_token, lease_expires_at)
 SELECT x.user_id, x.mission_id, x.due_slot, 'running', 1, $4, gen_random_uuid(),
        now() + make_interval(secs => $5::float8)
 FROM unnest($1::text[], $2::text[], $3::text[]) AS x(user_id, mission_id, due_slot)
+ORDER BY x.user_id COLLATE "C", x.mission_id COLLATE "C", x.due_slot COLLATE "C"
 ON CONFLICT (user_id, mission_id, due_slot) DO UPDATE SET
   status = 'running',
   attempts = r.attempts + 1,
@@ -189,12 +193,22 @@ RETURNING r.user_id, r.mission_id, r.due_slot, r.lease_token, r.attempts;
 -- name: renew_leases
 -- Extend the leases of every claim this instance holds, in one statement (the lease keeper, every
 -- third of a lease). The tokens that come back are still held; any other was lost (taken over
--- after it expired) or settled meanwhile. Rows are found by primary key, tokens fence them.
+-- after it expired) or settled meanwhile. Rows are found by primary key, tokens fence them, and
+-- they are locked first, in primary-key order (see claim_runs), before any is updated.
+WITH mine AS MATERIALIZED (
+  SELECT r.user_id, r.mission_id, r.due_slot
+  FROM mana_ai.mission_runs r
+  JOIN unnest($1::text[], $2::text[], $3::text[], $4::uuid[]) AS x(user_id, mission_id, due_slot, lease_token)
+    ON r.user_id = x.user_id AND r.mission_id = x.mission_id AND r.due_slot = x.due_slot
+   AND r.lease_token = x.lease_token
+  WHERE r.status = 'running'
+  ORDER BY r.user_id COLLATE "C", r.mission_id COLLATE "C", r.due_slot COLLATE "C"
+  FOR UPDATE OF r
+)
 UPDATE mana_ai.mission_runs AS r
 SET lease_expires_at = now() + make_interval(secs => $5::float8), updated_at = now()
-FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[]) AS x(user_id, mission_id, due_slot, lease_token)
-WHERE r.user_id = x.user_id AND r.mission_id = x.mission_id AND r.due_slot = x.due_slot
-  AND r.lease_token = x.lease_token AND r.status = 'running'
+FROM mine
+WHERE r.user_id = mine.user_id AND r.mission_id = mine.mission_id AND r.due_slot = mine.due_slot
 RETURNING r.lease_token;
 
 -- name: release_claim
@@ -377,9 +391,11 @@ SELECT
   now() AS db_now;
 
 -- name: insert_used_tokens
--- Usage of a run that held no reservation (no budget to check): recorded as used at once.
+-- Usage of a run that held no reservation (no budget to check): recorded as used at once. Once
+-- per iteration: a row for it already written (with its write-back) is kept as it is.
 INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, iteration_id, status, prompt_tokens, completion_tokens)
-VALUES ($1, $2, $3, $4, 'used', $5, $6);
+VALUES ($1, $2, $3, $4, 'used', $5, $6)
+ON CONFLICT (user_id, iteration_id) WHERE iteration_id IS NOT NULL DO NOTHING;
 
 -- name: hold_claim_as_user
 -- Fencing and withUser in one round trip: lock this run's ledger row only while this claim
@@ -587,3 +603,24 @@ WHERE COALESCE(settled_at, submitted_at) < now() - make_interval(secs => $1::flo
 SELECT mission_id, task_id, provider_id, status, due_slot, pending_skips, last_error,
        submitted_at, last_polled_at, settled_at, extract(epoch FROM now() - submitted_at)::float8 AS age_s
 FROM mana_ai.mission_research_jobs WHERE user_id = $1;
+
+-- name: release_claims
+-- release_claim for several claims at once (a cycle that failed after claiming hands back what
+-- it did not deliver). Rows are locked in primary-key order, as every statement locking several
+-- mission_runs rows does, so that two such statements never deadlock.
+WITH mine AS MATERIALIZED (
+  SELECT r.user_id, r.mission_id, r.due_slot
+  FROM mana_ai.mission_runs r
+  JOIN unnest($1::text[], $2::text[], $3::text[], $4::uuid[]) AS x(user_id, mission_id, due_slot, lease_token)
+    ON r.user_id = x.user_id AND r.mission_id = x.mission_id AND r.due_slot = x.due_slot
+   AND r.lease_token = x.lease_token
+  WHERE r.status = 'running'
+  ORDER BY r.user_id COLLATE "C", r.mission_id COLLATE "C", r.due_slot COLLATE "C"
+  FOR UPDATE OF r
+)
+UPDATE mana_ai.mission_runs r
+SET status = 'retry', attempts = GREATEST(r.attempts - 1, 0), next_attempt_at = now(),
+    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, outcome = $5, updated_at = now()
+FROM mine
+WHERE r.user_id = mine.user_id AND r.mission_id = mine.mission_id AND r.due_slot = mine.due_slot
+RETURNING r.mission_id;

@@ -73,6 +73,16 @@ async def release_claim(pool: asyncpg.Pool, claim: Claim, reason: str) -> None:
     await aio_as_trio(_execute)(pool, Q["release_claim"], (*claim.key(), reason))
 
 
+async def release_claims(pool: asyncpg.Pool, claims: Sequence[Claim], reason: str) -> int:
+    """`release_claim` for several claims in one statement; returns how many were still held."""
+    if not claims:
+        return 0
+    rows = await aio_as_trio(_execute)(pool, Q["release_claims"], (
+        [c.user_id for c in claims], [c.mission_id for c in claims], [c.due_slot for c in claims],
+        [c.token for c in claims], reason))
+    return len(rows)
+
+
 async def fail_run(pool: asyncpg.Pool, claim: Claim, *, outcome: str, error: str, max_attempts: int,
                    backoff_s: float) -> FailResult | None:
     """Record a failed attempt: retry after `backoff_s`, or dead after `max_attempts`.

@@ -5,6 +5,9 @@
         proxy.cut()          # drop every open connection, as a Postgres restart does
         proxy.refusing = True  # accept new connections and close them at once (no server yet)
         proxy.stalled = True   # open connections stay open, nothing gets through
+        proxy.drop_sent = b"x"   # cut a connection as it sends bytes holding b"x" (they never arrive)
+        proxy.drop_reply = b"x"  # cut a connection as the server answers with b"x" (the statement
+                                 # ran; its answer, the acknowledgement, is lost)
 
 Over TCP asyncpg first asks for SSL (sslmode=prefer); a connection closed at that moment is
 the "unexpected connection_lost() call" path that a real failover takes.
@@ -27,6 +30,9 @@ class PgProxy:
     refusing: bool = False
     stalled: bool = False  # hold every byte in both directions (a hung network or server)
     accepted: int = 0
+    drop_sent: bytes | None = None
+    drop_reply: bytes | None = None
+    dropped: int = 0  # connections cut by `drop_sent` / `drop_reply`
     _live: set[trio.CancelScope] = field(default_factory=set)
 
     def cut(self) -> None:
@@ -34,10 +40,15 @@ class PgProxy:
             scope.cancel()
 
 
-async def _pump(proxy: PgProxy, source: trio.abc.ReceiveStream, sink: trio.abc.SendStream) -> None:
+async def _pump(proxy: PgProxy, source: trio.abc.ReceiveStream, sink: trio.abc.SendStream, *,
+                replies: bool) -> None:
     async for chunk in source:
         while proxy.stalled:
             await trio.sleep(0.01)
+        marker = proxy.drop_reply if replies else proxy.drop_sent
+        if marker is not None and marker in chunk:
+            proxy.dropped += 1
+            raise trio.BrokenResourceError("cut by the test proxy")
         await sink.send_all(chunk)
 
 
@@ -50,8 +61,8 @@ async def _handle(proxy: PgProxy, socket_path: str, client: trio.SocketStream) -
             proxy._live.add(scope)
             try:
                 async with await trio.open_unix_socket(socket_path) as server, trio.open_nursery() as n:
-                    n.start_soon(_pump, proxy, client, server)
-                    await _pump(proxy, server, client)
+                    n.start_soon(partial(_pump, proxy, client, server, replies=False))
+                    await _pump(proxy, server, client, replies=True)
                     n.cancel_scope.cancel()
             except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 pass  # either side went away: so does the other

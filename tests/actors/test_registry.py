@@ -111,3 +111,34 @@ async def test_stop_hands_queued_missions_back_and_cancels_in_flight_after_grace
     batch.seal()
     assert batch.done and batch.stats.errors == ["mission=running: cancelled before it finished"]
     assert ERROR == "error"
+
+
+async def test_a_hand_back_that_fails_never_ends_the_actor_or_its_missions_in_flight() -> None:
+    """The releaser contains database trouble itself; whatever else it raises stays in `skip`:
+    the actor goes on and its mission in flight finishes (before, the error ended the actor's
+    loop and cancelled that mission)."""
+    finish = trio.Event()
+
+    async def run_mission(item: MissionDue) -> MissionOutcome:
+        await finish.wait()
+        return MissionOutcome(item.mission.id, PLANNED, plan_produced=True)
+
+    async def release(item: MissionDue, reason: str) -> None:
+        raise RuntimeError("a bug while handing back")
+
+    metrics = Metrics()
+    registry = AgentRegistry(run_mission, release, metrics, mailbox_size=4, legacy_limit=4, restart_delay_s=0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(registry.run)
+        batch = TickBatch(TickStats("now"))
+        await registry.deliver(due("running", batch, agent("a1", maxConcurrentMissions=2)))
+        await trio.testing.wait_all_tasks_blocked()
+        await registry.deliver(due("paused", batch, agent("a1", state="paused")))
+        await trio.testing.wait_all_tasks_blocked()
+        finish.set()
+        batch.seal()
+        with trio.fail_after(5):
+            stats = await batch.wait()
+        await registry.stop(grace_s=1)
+    assert stats.errors == [] and stats.plans_written_back == 1
+    assert metrics.registry.get_sample_value("mana_ai_agent_actor_restarts_total", {"service": "mana-ai"}) == 0

@@ -331,3 +331,30 @@ async def test_shutdown_hands_back_a_mission_whose_job_is_being_submitted(pool: 
     [run] = await ledger(pool, "m1")
     assert (run["status"], run["attempts"], run["outcome"]) == ("retry", 0, "skipped-shutdown")
     assert await jobs(pool) == [] and llm.requests == []
+
+
+async def test_a_mission_parked_after_the_cycle_computed_its_wake_up_is_polled_at_its_own_time(
+        pool: asyncpg.Pool) -> None:
+    """The job's submit answers only once the cycle has computed its due timer, so the mission is
+    parked after it (due again after the 1 s poll interval). Before, the timer did not know and
+    the poll waited for the 60 s interval; now the park tells it."""
+    await insert_rows(pool, {**mission("m1", objective="Deep Dive: Trio oder asyncio?"), "created_at": PAST})
+    stand_in, metrics = StandIn(submit_gate=trio.Event()), Metrics()
+    async with serving(research_app(stand_in)) as url, running_fake_llm(plan_reply([CREATE_TASK])) as llm:
+        async with planning_runtime(pool, llm, metrics, mana_research_url=url, tick_enabled=True,
+                                    tick_interval_ms=60_000, **deep(deep_research_poll_s=1.0)) as runtime:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(runtime.snapshots.run)
+                with trio.fail_after(10):  # the first cycle's wake-up query (housekeeping) is done
+                    while not sample(metrics, "mana_ai_stage_duration_seconds_count", stage="housekeeping"):
+                        await trio.sleep(0.01)
+                assert stand_in.submit_gate is not None
+                stand_in.submit_gate.set()
+                with trio.fail_after(10):
+                    while not stand_in.polls:
+                        await trio.sleep(0.02)
+                nursery.cancel_scope.cancel()
+    [run] = await ledger(pool, "m1")
+    assert run["outcome"] == "skipped-research-pending" and len(stand_in.submits) == 1
+    assert sample(metrics, "mana_ai_cycles_total", reason="due-timer") >= 1
+    assert sample(metrics, "mana_ai_cycles_total", reason="interval") == 1

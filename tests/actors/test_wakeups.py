@@ -9,7 +9,7 @@ import trio
 
 from actors.snapshot import SnapshotActor
 from daemon import daemon_settings
-from fake_llm import plan_reply, running_fake_llm
+from fake_llm import Reply, plan_reply, running_fake_llm
 from observability.metrics import Metrics
 from planner import iso_ms
 from planning import CREATE_TASK, planning_runtime, written_rows
@@ -60,3 +60,23 @@ async def test_hints_wake_the_actor_only_with_the_scheduler_on(pool: asyncpg.Poo
                 await trio.sleep(0.02)
         nursery.cancel_scope.cancel()
     assert cycles(metrics, "notify") == 1
+
+
+async def test_a_retry_after_the_cycle_computed_its_wake_up_runs_at_its_own_time(pool: asyncpg.Pool) -> None:
+    """The first cycle's wake-up is computed while the mission's LLM call is still in flight (its
+    lease then is the earliest thing ahead); the call fails after that, and the slot's retry is
+    due about a second later. Before, the due timer did not know: the retry waited for the
+    60 s interval (or the lease). Now the failed run tells the timer."""
+    await insert_rows(pool, {**mission("m1"), "created_at": PAST})
+    metrics = Metrics()
+    async with running_fake_llm(Reply(status=500, delay_s=1.0), plan_reply([CREATE_TASK])) as llm:
+        async with planning_runtime(pool, llm, metrics, tick_enabled=True, tick_interval_ms=60_000,
+                                    llm_retries=0, retry_base_s=1.0) as runtime:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(runtime.snapshots.run)
+                with trio.fail_after(15):
+                    while not await written_rows(pool):
+                        await trio.sleep(0.05)
+                nursery.cancel_scope.cancel()
+    assert len(llm.requests) == 2
+    assert cycles(metrics, "interval") == 1 and cycles(metrics, "due-timer") >= 1
