@@ -86,7 +86,8 @@ def janitor(pool: asyncpg.Pool, metrics: Metrics | None = None, retention: Reten
 async def test_settled_run_rows_past_their_retention_are_pruned_and_every_row_that_matters_stays(
         pool: asyncpg.Pool) -> None:
     # pruned: settled long ago, and no longer any mission's current slot
-    await seed_snapshot(pool, "moved-on", next_run_at="2026-02-01T00:00:00.000Z", settled_slot="2026-02-01T00:00:00.000Z")
+    await seed_snapshot(pool, "moved-on", next_run_at="2026-02-01T00:00:00.000Z",
+                        settled_slot="2026-02-01T00:00:00.000Z")
     await seed_run(pool, "moved-on", "planned", age_days=31)
     await seed_run(pool, "deleted", "planned", age_days=31)               # no snapshot any more
     await seed_snapshot(pool, "tombstoned", next_run_at="2026-02-01T00:00:00.000Z", tombstone=True)
@@ -112,8 +113,9 @@ async def test_settled_run_rows_past_their_retention_are_pruned_and_every_row_th
     assert await mission_ids(pool) == {
         "planned-recently", "current-by-next-run-at", "current-by-settled-slot", "running", "retry",
         "dead-not-discarded", "dead-current", "discarded-recently"}
-    # a current slot kept is what stops it being planned twice
-    assert await list_due_missions(pool, "2999-01-01T00:00:00.000Z") == []
+    # the kept row of a current slot is what stops that slot being planned twice
+    due = {d.mission.id for d in await list_due_missions(pool, "2999-01-01T00:00:00.000Z")}
+    assert "current-by-next-run-at" not in due and "dead-current" not in due
 
 
 async def test_audit_and_rejected_rows_past_their_retention_are_pruned(pool: asyncpg.Pool) -> None:
@@ -213,3 +215,10 @@ async def test_a_database_error_ends_the_round_for_that_table_not_the_janitor(
     pruned_lines = [r for r in caplog.records if r.getMessage() == "retention.pruned"]
     assert {(r.table, r.rows) for r in pruned_lines} == {  # type: ignore[attr-defined]
         ("rejected_rows", 2), ("decrypt_audit", 3)}
+
+
+def test_the_metrics_know_every_table_with_a_retention() -> None:
+    from observability.metrics import RETENTION_TABLES as METRIC_TABLES
+    from store.retention import RETENTION_TABLES
+
+    assert METRIC_TABLES == RETENTION_TABLES
