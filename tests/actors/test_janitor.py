@@ -217,6 +217,33 @@ async def test_a_database_error_ends_the_round_for_that_table_not_the_janitor(
         ("rejected_rows", 2), ("decrypt_audit", 3)}
 
 
+@asynccontextmanager
+async def row_locked(pool: asyncpg.Pool, mission_id: str) -> AsyncIterator[None]:
+    """Another session holds the ledger rows of `mission_id` (FOR UPDATE) until the block ends."""
+    conn = await aio_as_trio(pool.acquire)()
+    tx = conn.transaction()
+    try:
+        await aio_as_trio(tx.start)()
+        await aio_as_trio(conn.execute)("SELECT 1 FROM mana_ai.mission_runs WHERE mission_id = $1 FOR UPDATE",
+                                        mission_id)
+        yield
+    finally:
+        await aio_as_trio(tx.rollback)()
+        await aio_as_trio(pool.release)(conn)
+
+
+async def test_rows_another_session_holds_are_skipped_never_waited_for(pool: asyncpg.Pool) -> None:
+    await seed_run(pool, "held", "planned", age_days=40)
+    await seed_run(pool, "free", "planned", age_days=40)
+    sweeper = janitor(pool, timeout_s=10)
+    async with row_locked(pool, "held"):
+        with trio.fail_after(5):  # far below the statement's own timeout: it did not wait
+            assert (await sweeper.prune_once())["mission_runs"] == 1
+    assert await mission_ids(pool) == {"held"}
+    assert (await sweeper.prune_once())["mission_runs"] == 1  # its turn comes in a later round
+    assert await mission_ids(pool) == set()
+
+
 def test_the_metrics_know_every_table_with_a_retention() -> None:
     from observability.metrics import RETENTION_TABLES as METRIC_TABLES
     from store.retention import RETENTION_TABLES
