@@ -45,7 +45,7 @@ async def test_the_daemon_prunes_what_is_past_its_retention_and_keeps_the_rest(
     database = urlsplit(db_dsn).path[1:]
     pg.sql(SEED, database)
     env = daemon_env(PORT=str(free_port()), SYNC_DATABASE_URL=db_dsn, MANA_AI_HOST="127.0.0.1",
-                     MANA_SERVICE_KEY="a-service-key-for-tests", TICK_ENABLED="false")
+                     MANA_SERVICE_KEY="retention-test-service-key-0123456789abcdef", TICK_ENABLED="false")
     daemon = Daemon(tmp_path, [], env)
     process = await daemon.start()
     try:
