@@ -33,6 +33,7 @@ import trio
 from actors.groups import single_leaf
 from actors.hand_back import hand_back, mission_context
 from actors.inputs import InputResolver
+from actors.janitor import Janitor, retention_of
 from actors.leases import LeaseKeeper
 from actors.messages import MissionDue
 from actors.mission import MissionRunner, RetryPolicy
@@ -228,6 +229,8 @@ async def run_daemon(settings: Settings, pool: asyncpg.Pool, metrics: Metrics, s
             await scanning.start(runtime.snapshots.run)
             if listener is not None:
                 await scanning.start(listener.run)
+            # retention: small batches, a round at start and then hourly; stopped with the scanning
+            await scanning.start(Janitor(pool, retention_of(settings), metrics).run)
             async with trio.open_nursery() as front:
                 binds = await front.start(partial(serve_http, app, config, shutdown.wait, metrics=metrics))
                 log.info("daemon.listening", extra={"binds": ",".join(binds),

@@ -36,6 +36,8 @@ AGENT_STATES = ("active", "paused", "archived", "legacy")
 GRANT_SKIP_REASONS = ("not-configured", "expired", "malformed", "wrap-rejected")
 # store/bounds.py REASONS (a test keeps them equal)
 LEDGER_WRITES = ("release", "cycle-release", "fail", "usage")
+# store/retention.py RETENTION_TABLES (a test keeps them equal)
+RETENTION_TABLES = ("mission_runs", "decrypt_audit", "rejected_rows")
 ROW_REJECT_REASONS = ("row-too-large", "too-deep", "string-too-long", "number-out-of-range", "bad-unicode",
                       "invalid-json", "id-too-long", "slot-too-long")
 
@@ -184,6 +186,15 @@ class Metrics:
         self.research_job_errors = Counter("mana_ai_research_job_errors_total",
                                            "Deep-research submits, polls or database steps that failed, by reason",
                                            ["reason"], registry=r)
+        # ours: retention (actors/janitor.py); table is one of RETENTION_TABLES
+        self.retention_pruned = Counter("mana_ai_retention_pruned_total",
+                                        "Rows deleted because they were past their retention", ["table"], registry=r)
+        self.retention_errors = Counter("mana_ai_retention_errors_total",
+                                        "Retention rounds of a table that failed (database error or timeout)",
+                                        ["table"], registry=r)
+        for table in RETENTION_TABLES:
+            self.retention_pruned.labels(table=table)
+            self.retention_errors.labels(table=table)
         for decision in DECISIONS:
             self.agent_decisions.labels(decision=decision)
         for reason in GRANT_SKIP_REASONS:

@@ -57,6 +57,11 @@ class Settings:
     mailbox_size: int = 32
     dispatch_limit: int = 1000
     usage_retention_h: int = 48
+    # retention in days (docs/operations.md "Retention"); 0 keeps forever
+    runs_retention_days: int = 30        # planned and discarded run-ledger slots
+    dead_runs_retention_days: int = 180  # dead slots never discarded (the console offers Retry)
+    audit_retention_days: int = 400      # a user's own decrypt-audit trail: over a year
+    rejected_retention_days: int = 30    # records of skipped sync_changes rows
     research_token: str | None = None  # MANA_AI_RESEARCH_TOKEN: web research only when set
     # deep research (docs/operations.md "Deep research"): mana-research's URL and its own key
     deep_research: bool = False  # MANA_AI_DEEP_RESEARCH: submit new jobs
@@ -218,6 +223,7 @@ def _tick_enabled(raw: str) -> bool:
 
 
 _URL = "an http:// or https:// URL"
+_DAYS = "a number of days >= 0 and <= 36500 (0 keeps forever)"
 _SPEC: dict[str, _Var] = {
     "PORT": _Var("port", _int(1, 65535), _int_expected(1, 65535)),
     "SYNC_DATABASE_URL": _Var("sync_database_url", _prefixed("postgres://", "postgresql://"),
@@ -260,6 +266,10 @@ _SPEC: dict[str, _Var] = {
     "OTEL_EXPORTER_OTLP_ENDPOINT": _Var("otlp_endpoint", _http_url("set them in OTEL_EXPORTER_OTLP_HEADERS"), _URL),
     "MANA_AI_NOTIFY": _Var("notify_setting", _bool, "true|false"),
     "MANA_AI_USAGE_RETENTION_H": _Var("usage_retention_h", _int(25, 24 * 365), _int_expected(25, 24 * 365)),
+    "MANA_AI_RUNS_RETENTION_DAYS": _Var("runs_retention_days", _int(0, 36_500), _DAYS),
+    "MANA_AI_DEAD_RUNS_RETENTION_DAYS": _Var("dead_runs_retention_days", _int(0, 36_500), _DAYS),
+    "MANA_AI_AUDIT_RETENTION_DAYS": _Var("audit_retention_days", _int(0, 36_500), _DAYS),
+    "MANA_AI_REJECTED_RETENTION_DAYS": _Var("rejected_retention_days", _int(0, 36_500), _DAYS),
     "MANA_AI_DISPATCH_LIMIT": _Var("dispatch_limit", _int(1, 100_000), _int_expected(1, 100_000)),
     "MANA_AI_MAILBOX_SIZE": _Var("mailbox_size", _int(1, 10_000), _int_expected(1, 10_000)),
     "MANA_AI_RETRY_BASE_S": _Var("retry_base_s", _float(0), "a number of seconds >= 0"),

@@ -624,3 +624,44 @@ SET status = 'retry', attempts = GREATEST(r.attempts - 1, 0), next_attempt_at = 
 FROM mine
 WHERE r.user_id = mine.user_id AND r.mission_id = mine.mission_id AND r.due_slot = mine.due_slot
 RETURNING r.mission_id;
+-- name: prune_timeouts
+-- Bounds of one retention batch (store/retention.py), for the rest of its transaction: the
+-- statement's run time ($1) and any wait for a table lock ($2), e.g. behind a migration.
+SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $2, true);
+
+-- name: prune_mission_runs
+-- One batch (at most $3) of settled run-ledger rows past their retention: planned, or dead and
+-- discarded, more than $1 days ago; dead and never discarded more than $2 days ago (NULL days:
+-- kept forever). Never a mission's current slot (its nextRunAt or its settled slot): that row
+-- is what stops the slot being planned twice. Rows another session holds are skipped (SKIP
+-- LOCKED never waits, so the prune takes no part in lock-order cycles).
+DELETE FROM mana_ai.mission_runs
+WHERE ctid = ANY (ARRAY(
+  SELECT r.ctid FROM mana_ai.mission_runs r
+  WHERE ((r.status = 'planned' AND r.finished_at < now() - make_interval(days => $1::int))
+         OR (r.status = 'dead' AND r.discarded_at < now() - make_interval(days => $1::int))
+         OR (r.status = 'dead' AND r.discarded_at IS NULL
+             AND COALESCE(r.finished_at, r.updated_at) < now() - make_interval(days => $2::int)))
+    AND NOT EXISTS (
+      SELECT 1 FROM mana_ai.mission_snapshots s
+      WHERE s.user_id = r.user_id AND s.mission_id = r.mission_id
+        AND (s.settled_slot = r.due_slot OR s.record->>'nextRunAt' = r.due_slot))
+  LIMIT $3
+  FOR UPDATE OF r SKIP LOCKED));
+
+-- name: prune_decrypt_audit
+-- One batch (at most $2) of decrypt-audit rows older than $1 days (idx_decrypt_audit_ts).
+DELETE FROM mana_ai.decrypt_audit
+WHERE ctid = ANY (ARRAY(
+  SELECT ctid FROM mana_ai.decrypt_audit WHERE ts < now() - make_interval(days => $1::int)
+  LIMIT $2
+  FOR UPDATE SKIP LOCKED));
+
+-- name: prune_rejected_rows
+-- One batch (at most $2) of rejected-row records made more than $1 days ago
+-- (idx_rejected_rows_rejected_at).
+DELETE FROM mana_ai.rejected_rows
+WHERE ctid = ANY (ARRAY(
+  SELECT ctid FROM mana_ai.rejected_rows WHERE rejected_at < now() - make_interval(days => $1::int)
+  LIMIT $2
+  FOR UPDATE SKIP LOCKED));

@@ -166,3 +166,25 @@ def test_deep_research_settings_are_checked(env: dict[str, str], message: str) -
 def test_the_references_switch_name_is_accepted() -> None:
     assert load_settings({"MANA_AI_DEEP_RESEARCH_ENABLED": "true"}).deep_research
     assert load_settings({"MANA_AI_DEEP_RESEARCH_ENABLED": "true", "MANA_AI_DEEP_RESEARCH": "true"}).deep_research
+
+
+def test_retention_defaults_and_zero_keeps_forever() -> None:
+    s = load_settings({})
+    assert (s.runs_retention_days, s.dead_runs_retention_days, s.audit_retention_days,
+            s.rejected_retention_days) == (30, 180, 400, 30)
+    assert s.audit_retention_days > 365  # a user's audit trail covers at least a whole year
+    s = load_settings({"MANA_AI_RUNS_RETENTION_DAYS": "7", "MANA_AI_DEAD_RUNS_RETENTION_DAYS": "0",
+                       "MANA_AI_AUDIT_RETENTION_DAYS": "730", "MANA_AI_REJECTED_RETENTION_DAYS": " 1 "})
+    assert (s.runs_retention_days, s.dead_runs_retention_days, s.audit_retention_days,
+            s.rejected_retention_days) == (7, 0, 730, 1)
+    assert load_settings({"MANA_AI_AUDIT_RETENTION_DAYS": ""}).audit_retention_days == 400  # empty: unset
+
+
+@pytest.mark.parametrize("name", ["MANA_AI_RUNS_RETENTION_DAYS", "MANA_AI_DEAD_RUNS_RETENTION_DAYS",
+                                  "MANA_AI_AUDIT_RETENTION_DAYS", "MANA_AI_REJECTED_RETENTION_DAYS"])
+@pytest.mark.parametrize("value", ["-1", "30d", "1.5", "36501"])
+def test_a_bad_retention_names_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({name: value})
+    expected = "a number of days >= 0 and <= 36500 (0 keeps forever)"
+    assert str(caught.value) == f"{name}={value!r} is invalid: expected {expected}"
