@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
 from test_daemon_process import Daemon, daemon_env, free_port, wait_healthy
@@ -72,6 +73,9 @@ async def test_without_a_service_key_the_daemon_serves_loopback_only(tmp_path: P
     async with started(tmp_path, PORT=str(port), SYNC_DATABASE_URL=db_dsn) as daemon:
         await wait_healthy(f"http://127.0.0.1:{port}", daemon=daemon)
         assert listening_addresses(port) == {LOOPBACK_HEX}, daemon.log()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:  # the README's quick start
+            agents = await client.get("/internal/agents", headers={"X-Service-Key": "dev-service-key"})
+            assert agents.status_code == 200
         for address in other_addresses():
             assert not reachable(address, port), f"{address}:{port} answered"
         assert daemon.process is not None
