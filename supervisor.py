@@ -211,6 +211,7 @@ async def run_daemon(settings: Settings, pool: asyncpg.Pool, metrics: Metrics, s
     cancelled and hand their claims back). HTTP gets a second more than the missions, so that
     a manual tick waiting for them still answers.
     """
+    settings.check_serving()  # `main` checked before anything started; this holds for other callers too
     async with open_runtime(settings, pool, metrics) as runtime, open_jwks_cache(settings.mana_auth_url) as jwks:
         listener = None
         if listen_dsn is not None and settings.notify and settings.tick_enabled:
