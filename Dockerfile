@@ -22,7 +22,11 @@ RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER mana-ai
 WORKDIR /var/lib/mana-ai
 # Without SYNC_DATABASE_URL the daemon starts an embedded PostgreSQL under this directory.
+# The container serves every interface, so it needs MANA_SERVICE_KEY (a secret of at least 16
+# characters, e.g. `openssl rand -hex 32`): without one it refuses to start (exit code 2),
+# as the postgres image does without POSTGRES_PASSWORD.
 ENV MANA_AI_STATE_DIR=/var/lib/mana-ai/state \
+    MANA_AI_HOST=0.0.0.0 \
     PORT=3067 \
     PYTHONUNBUFFERED=1
 VOLUME ["/var/lib/mana-ai/state"]

@@ -52,7 +52,7 @@ from observability.tracing import Tracing, open_tracing
 from planner.deep_research_client import DeepResearchClient, open_deep_research_http_client
 from planner.llm import LlmClient, open_llm_http_client
 from planner.research_client import ResearchClient, open_research_http_client
-from settings import DEFAULT_SERVICE_KEY, ConfigError, Settings, load_settings
+from settings import ConfigError, Settings, load_settings
 from store.bridge import open_asyncio_bridge
 from store.embedded import EmbeddedPostgres, throwaway_postgres
 from store.errors import SchemaMismatch, StoreError
@@ -217,6 +217,7 @@ async def run_daemon(settings: Settings, pool: asyncpg.Pool, metrics: Metrics, s
     cancelled and hand their claims back). HTTP gets a second more than the missions, so that
     a manual tick waiting for them still answers.
     """
+    settings.check_serving()  # `main` checked before anything started; this holds for other callers too
     async with open_runtime(settings, pool, metrics) as runtime, open_jwks_cache(settings.mana_auth_url) as jwks:
         listener = None
         if listen_dsn is not None and settings.notify and settings.tick_enabled:
@@ -224,7 +225,7 @@ async def run_daemon(settings: Settings, pool: asyncpg.Pool, metrics: Metrics, s
                 listener = ChangeListener(listen_dsn, runtime.snapshots.hint)
         app = create_app(AppDeps(settings, metrics, pool, runtime.snapshots, runtime.registry, listener, jwks=jwks,
                                  llm_health=runtime.llm.health, sync_schema=runtime.sync))
-        config = hypercorn_config(settings.host, settings.port, settings.grace_s + 1)
+        config = hypercorn_config(settings.bind_host, settings.port, settings.grace_s + 1)
         async with trio.open_nursery() as scanning:
             await scanning.start(runtime.snapshots.run)
             if listener is not None:
@@ -245,10 +246,13 @@ async def run_daemon(settings: Settings, pool: asyncpg.Pool, metrics: Metrics, s
 
 
 def warn_about_defaults(settings: Settings) -> None:
-    """Development defaults that must not reach production get one warning line at start."""
-    if settings.service_key == DEFAULT_SERVICE_KEY and not settings.embedded:
+    """Development defaults that must not reach production get one warning line at start (the
+    development service key is served on loopback only: `Settings.check_serving`)."""
+    if settings.default_service_key:
         log.warning("config.default_service_key", extra={
-            "detail": "MANA_SERVICE_KEY is the development default; /internal/* is open to anyone who knows it"})
+            "host": settings.bind_host,
+            "detail": f"MANA_SERVICE_KEY is not set (or is the public development default): serving on "
+                      f"{settings.bind_host} only; set MANA_SERVICE_KEY to serve other machines"})
 
 
 async def serve_daemon(settings: Settings, dsn: str, shutdown: trio.Event) -> None:
@@ -331,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = load_settings(os.environ)
+        if args.command == "serve":
+            settings.check_serving()
     except ConfigError as exc:
         print(f"mana-ai: configuration error: {exc}", file=sys.stderr)
         return 2

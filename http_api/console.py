@@ -56,7 +56,8 @@ Health = Callable[[], Awaitable[tuple[dict[str, Any], bool]]]
 # no inline script or style, nothing from elsewhere, never framed
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
-_OPEN = {"console.index", "console.login", "console.static"}  # endpoints served without a session
+# endpoints served without a session
+_OPEN = {"console.index", "console.login", "console.logout_get", "console.static"}
 _STATIC = {"console.css": "text/css; charset=utf-8", "console.js": "text/javascript; charset=utf-8",
            "favicon.svg": "image/svg+xml"}
 
@@ -87,7 +88,8 @@ def register_console(app: QuartTrio, deps: ConsoleDeps) -> None:
     bp.add_url_rule("", "index", console.index, methods=["GET"])
     bp.add_url_rule("/", "index_slash", console.index, methods=["GET"])
     bp.add_url_rule("/login", "login", console.login, methods=["GET", "POST"])
-    bp.add_url_rule("/logout", "logout", console.logout, methods=["GET", "POST"])
+    bp.add_url_rule("/logout", "logout", console.logout, methods=["POST"])
+    bp.add_url_rule("/logout", "logout_get", console.logout_get, methods=["GET"])
     bp.add_url_rule("/missions", "missions_search", console.missions_search, methods=["GET"])
     bp.add_url_rule("/missions/<user_id>", "missions", console.missions, methods=["GET"])
     bp.add_url_rule("/dead", "dead", console.dead, methods=["GET"])
@@ -139,8 +141,8 @@ class _Console:
         if request.method == "GET":  # a reload after a failed login, a bookmark
             return redirect("/ui", 303)
         client = request.remote_addr or "?"
-        now = time.time()
-        wait = self._limiter.retry_after(client, now)
+        # the attempt is taken before the first await: parallel logins cannot all pass the check
+        wait = self._limiter.reserve(client, time.time())
         if wait > 0:
             log.warning("console.login_failed", extra={"client": client, "reason": "rate-limited"})
             response = await self._login_page(f"Too many failed attempts: try again in {math.ceil(wait)} s.", 429)
@@ -148,29 +150,33 @@ class _Console:
             return response
         try:
             key = _form(await read_body()).get("key")
-        except BodyRefused:
+        except BodyRefused:  # the attempt stays counted
             return await self._login_page("The form could not be read.", 400)
-        if not service_key_ok(key, self._deps.settings.service_key):
-            self._limiter.failed(client, now)
+        if not service_key_ok(key, self._deps.settings.service_key):  # the attempt stays counted
             log.warning("console.login_failed", extra={"client": client, "reason": "wrong-key"})
             return await self._login_page("That is not the service key.", 401)
         self._limiter.succeeded(client)
-        value, _ = self._signer.issue(now)
+        value, _ = self._signer.issue(time.time())
         entered = redirect("/ui", 303)
         entered.set_cookie(COOKIE, value, max_age=int(self._signer.ttl_s), path="/ui", httponly=True,
                            samesite="Strict", secure=_over_https())
         log.info("console.logged_in", extra={"client": client})
         return entered
 
+    async def logout_get(self) -> Any:
+        """A link, an <img src>, a prefetch: a GET never ends a session."""
+        return Response("Log out with the console's button (a POST with its form).", status=405,
+                        headers={"Allow": "POST"}, content_type="text/plain; charset=utf-8")
+
     async def logout(self) -> Any:
+        """Only a POST with the session's CSRF token ends it."""
         session: Session = g.console_session
-        if request.method == "POST":
-            try:
-                fields = _form(await read_body())
-            except BodyRefused:
-                fields = {}
-            if not self._signer.csrf_ok(session, fields.get("csrf")):
-                return await self._refused()
+        try:
+            fields = _form(await read_body())
+        except BodyRefused:
+            fields = {}
+        if not self._signer.csrf_ok(session, fields.get("csrf")):
+            return await self._refused()
         self._signer.revoke(session, time.time())
         response = redirect("/ui", 303)
         response.delete_cookie(COOKIE, path="/ui", httponly=True, samesite="Strict", secure=_over_https())

@@ -86,7 +86,8 @@ class SessionSigner:
 
 class LoginLimiter:
     """At most `max_failures` failed logins per client within `window_s`; then refused until the
-    oldest of them is `window_s` old. Tracks at most `max_clients` clients (the oldest go first)."""
+    oldest of them is `window_s` old. Tracks at most `max_clients` clients (the oldest go first).
+    A login `reserve`s its attempt before it reads the form: an attempt still in progress counts."""
 
     def __init__(self, *, max_failures: int = 5, window_s: float = 60.0, max_clients: int = 10_000) -> None:
         self._max_failures = max_failures
@@ -100,6 +101,16 @@ class LoginLimiter:
         if failures is None or len(failures) < self._max_failures:
             return 0.0
         return max(0.0, failures[0] + self._window_s - now)
+
+    def reserve(self, client: str, now: float) -> float:
+        """Take one attempt for `client` before anything else happens: 0 when it may try now (the
+        attempt counts as failed from this moment on, until `succeeded` clears the client's
+        record), else the seconds before it may try again (and nothing is counted). Requests in
+        parallel are limited as requests one after another are."""
+        wait = self.retry_after(client, now)
+        if wait == 0:
+            self.failed(client, now)
+        return wait
 
     def failed(self, client: str, now: float) -> None:
         failures = self._failures.get(client)

@@ -13,7 +13,9 @@ What shared-hono's `authMiddleware` asks of jose's `jwtVerify`:
   `sub` (the reference reports a missing subject only for an otherwise valid token).
 * `JwksCache` fetches `{MANA_AUTH_URL}/api/v1/auth/jwks` through an injected httpx client: every
   fetch is bounded, the key set is kept `max_age_s`, an unknown `kid` forces one refresh at most
-  every `refresh_cooldown_s`, and concurrent callers share one fetch (and its failure).
+  every `refresh_cooldown_s`, and concurrent callers share one fetch (and its failure). A failed
+  fetch is remembered for `refresh_cooldown_s` too: until then, callers that would fetch get
+  the same failure without a new fetch.
 * `authenticate(...)` puts the two together; a JWKS that cannot be fetched is a rejection
   (`jwks-unavailable`, the request gets a 401), logged once per failed fetch.
 
@@ -274,6 +276,7 @@ class JwksCache:
         self._fetched_at = -math.inf
         self._fetches = 0  # completed fetches, failed ones included
         self._failure: JwksUnavailable | None = None  # the outcome of the last fetch, if it failed
+        self._failed_at = -math.inf
 
     @property
     def fetches(self) -> int:
@@ -281,10 +284,14 @@ class JwksCache:
 
     async def keys_for(self, kid: str | None) -> Jwks:
         """A key set fresh enough for a token with this `kid`; raises JwksUnavailable."""
-        age = self._clock() - self._fetched_at
+        now = self._clock()
+        age = now - self._fetched_at
         if self._jwks is not None and age < self._max_age_s:
             if self._jwks.knows(kid) or age < self._cooldown_s:
                 return self._jwks  # an unknown kid right after a fetch: no new fetch (hammering)
+        if self._failure is not None and now - self._failed_at < self._cooldown_s:
+            # a fetch failed moments ago: the same answer, without a new fetch or a new warning
+            raise JwksUnavailable(str(self._failure)) from self._failure
         return await self._refresh(self._fetches)
 
     async def _refresh(self, seen: int) -> Jwks:
@@ -297,7 +304,7 @@ class JwksCache:
             try:
                 jwks = await self._fetch()
             except JwksUnavailable as exc:
-                self._failure = exc
+                self._failure, self._failed_at = exc, self._clock()
                 log.warning("auth.jwks_unavailable", extra={"url": self.url, "error": str(exc)})
                 raise
             finally:

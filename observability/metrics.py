@@ -34,10 +34,10 @@ DECISIONS = ("ran", "skipped-paused", "skipped-archived", "skipped-concurrency",
              "skipped-research-pending")
 AGENT_STATES = ("active", "paused", "archived", "legacy")
 GRANT_SKIP_REASONS = ("not-configured", "expired", "malformed", "wrap-rejected")
-# store/bounds.py REASONS (a test keeps them equal)
 LEDGER_WRITES = ("release", "cycle-release", "fail", "usage")
 # store/retention.py RETENTION_TABLES (a test keeps them equal)
 RETENTION_TABLES = ("mission_runs", "decrypt_audit", "rejected_rows")
+# store/bounds.py REASONS (a test keeps them equal)
 ROW_REJECT_REASONS = ("row-too-large", "too-deep", "string-too-long", "number-out-of-range", "bad-unicode",
                       "invalid-json", "id-too-long", "slot-too-long")
 

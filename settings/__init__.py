@@ -7,6 +7,7 @@ that does not parse stops start-up with one `ConfigError` line naming the variab
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -15,7 +16,9 @@ from urllib.parse import urlsplit
 
 __all__ = ["ConfigError", "Settings", "load_settings", "KNOWN_VARIABLES", "DEFAULT_SERVICE_KEY"]
 
-DEFAULT_SERVICE_KEY = "dev-service-key"
+DEFAULT_SERVICE_KEY = "dev-service-key"  # public (README): with it, the daemon serves loopback only
+MIN_SERVICE_KEY_CHARS = 16
+LOOPBACK_HOST = "127.0.0.1"
 
 class ConfigError(Exception):
     """A configuration variable has a value the daemon cannot use."""
@@ -75,7 +78,7 @@ class Settings:
     retry_max_s: float = 3600.0
     log_format: str = "text"
     log_level: str = "INFO"
-    host: str = "0.0.0.0"
+    host: str | None = None  # MANA_AI_HOST; unset: see `bind_host`
     cors_origins: tuple[str, ...] = ()  # MANA_AI_CORS_ORIGINS: browser origins of the audit endpoint
     # bounds a sync_changes row must respect to be folded (store/bounds.py); others are rejected
     max_json_depth: int = 64
@@ -101,6 +104,27 @@ class Settings:
             found += [line.strip() for line in self.private_key_pem.replace("\\n", "\n").splitlines()
                       if line.strip() and not line.startswith("-----")]
         return tuple(s for s in found if s)
+
+    @property
+    def default_service_key(self) -> bool:
+        """MANA_SERVICE_KEY unset, or set to the development default the README publishes."""
+        return self.service_key == DEFAULT_SERVICE_KEY
+
+    @property
+    def bind_host(self) -> str:
+        """The address to serve on: MANA_AI_HOST; unset, every interface (0.0.0.0), or only
+        127.0.0.1 while the service key is the development default."""
+        if self.host is not None:
+            return self.host
+        return LOOPBACK_HOST if self.default_service_key else "0.0.0.0"
+
+    def check_serving(self) -> None:
+        """Refuse (ConfigError) to serve other machines under the development service key."""
+        if self.default_service_key and not _loopback(self.bind_host):
+            raise ConfigError(
+                f"MANA_SERVICE_KEY is not set (or is the public development default) and MANA_AI_HOST={self.bind_host}"
+                f" would serve other machines: set MANA_SERVICE_KEY to a secret of at least {MIN_SERVICE_KEY_CHARS}"
+                f" characters (for example `openssl rand -hex 32`), or unset MANA_AI_HOST to serve {LOOPBACK_HOST} only")
 
     @property
     def embedded(self) -> bool:
@@ -183,6 +207,23 @@ def _text(raw: str) -> str:
     return raw
 
 
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
+
+
+def _service_key(raw: str) -> str:
+    """The development default, or a key long enough not to be guessed."""
+    if raw != DEFAULT_SERVICE_KEY and len(raw) < MIN_SERVICE_KEY_CHARS:
+        raise _Refused(f"is too short: use at least {MIN_SERVICE_KEY_CHARS} characters"
+                       " (for example `openssl rand -hex 32`)")
+    return raw
+
+
 def _token(raw: str) -> str:
     value = raw.strip()
     if not value or any(c.isspace() for c in value):
@@ -231,7 +272,7 @@ _SPEC: dict[str, _Var] = {
     "MANA_LLM_URL": _Var("mana_llm_url", _http_url("set the LLM's key in MANA_AI_LLM_API_KEY"), _URL),
     "MANA_AI_LLM_API_KEY": _Var("llm_api_key", _token, "an API key (no spaces)", secret=True),
     "MANA_API_URL": _Var("mana_api_url", _http_url("set mana-api's token in MANA_AI_RESEARCH_TOKEN"), _URL),
-    "MANA_SERVICE_KEY": _Var("service_key", _text, "text", secret=True),
+    "MANA_SERVICE_KEY": _Var("service_key", _service_key, "text", secret=True),
     "TICK_INTERVAL_MS": _Var("tick_interval_ms", _int(100), _int_expected(100)),
     "TICK_ENABLED": _Var("tick_enabled", _tick_enabled, "true|false|1|0|yes|no"),
     "MANA_AI_PRIVATE_KEY_PEM": _Var("private_key_pem", _text, "a PKCS#8 PEM", secret=True),

@@ -6,9 +6,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
-from settings import KNOWN_VARIABLES, load_settings
+from settings import KNOWN_VARIABLES, ConfigError, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "deploy" / "compose.yaml"
@@ -22,7 +23,7 @@ def compose() -> dict[str, Any]:
 def _interpolated(value: str) -> str:
     """`${NAME:-default}` → default, `${NAME:?message}` → a stand-in: what compose would pass."""
     value = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
-    return re.sub(r"\$\{\w+:\?[^}]*\}", "set-by-operator", value)
+    return re.sub(r"\$\{\w+:\?[^}]*\}", "set-by-the-operator", value)
 
 
 def test_the_daemon_runs_twice_against_a_healthy_postgres() -> None:
@@ -46,4 +47,27 @@ def test_every_variable_is_a_setting_and_the_defaults_load() -> None:
     assert sorted(set(environment) - KNOWN_VARIABLES) == []
     settings = load_settings({k: _interpolated(str(v)) for k, v in environment.items()})
     assert settings.sync_database_url is not None and settings.notify
-    assert settings.service_key == "set-by-operator"  # the compose file refuses to start without one
+    assert settings.service_key == "set-by-the-operator"  # the compose file refuses to start without one
+
+
+def _dockerfile_env() -> dict[str, str]:
+    """The `ENV` of the Dockerfile's runtime stage (`NAME=value` pairs, continued lines joined)."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("ENV "):
+            found.update(pair.split("=", 1) for pair in line[4:].split())  # type: ignore[misc]
+    return found
+
+
+def test_the_image_serves_every_interface_only_with_a_service_key_of_its_own() -> None:
+    image = _dockerfile_env()
+    assert image["MANA_AI_HOST"] == "0.0.0.0"  # so that a missing key stops the container, not hides it
+    with pytest.raises(ConfigError) as caught:
+        load_settings(image).check_serving()
+    assert str(caught.value).startswith("MANA_SERVICE_KEY is not set")
+    environment: dict[str, str] = compose()["services"]["mana-ai"]["environment"]
+    assert re.fullmatch(r"\$\{MANA_SERVICE_KEY:\?[^}]+\}", environment["MANA_SERVICE_KEY"])
+    with_compose = load_settings({**image, **{k: _interpolated(str(v)) for k, v in environment.items()}})
+    with_compose.check_serving()
+    assert with_compose.bind_host == "0.0.0.0"

@@ -26,7 +26,7 @@ def bare_database(pg: PgServer) -> Iterator[str]:
 @pytest.mark.parametrize("command", ["serve", "tick", "migrate"])
 async def test_a_database_without_sync_changes_stops_start_up_with_one_line(
         tmp_path: Path, bare_database: str, command: str) -> None:
-    daemon = Daemon(tmp_path, [command], daemon_env(SYNC_DATABASE_URL=bare_database, MANA_SERVICE_KEY="k"))
+    daemon = Daemon(tmp_path, [command], daemon_env(SYNC_DATABASE_URL=bare_database, MANA_SERVICE_KEY="startup-check-service-key"))
     await daemon.start()
     assert await daemon.wait() == 2, daemon.log()
     lines = [line for line in daemon.log().splitlines() if "INFO" not in line]
@@ -40,7 +40,7 @@ async def test_an_old_sync_changes_names_the_missing_columns(tmp_path: Path, pg:
     pg.sql("CREATE TABLE sync_changes (id uuid PRIMARY KEY, app_id text, table_name text, record_id text, "
            "user_id text, op text, data jsonb, field_timestamps jsonb, client_id text, created_at timestamptz)",
            database)
-    daemon = Daemon(tmp_path, ["migrate"], daemon_env(SYNC_DATABASE_URL=bare_database, MANA_SERVICE_KEY="k"))
+    daemon = Daemon(tmp_path, ["migrate"], daemon_env(SYNC_DATABASE_URL=bare_database, MANA_SERVICE_KEY="startup-check-service-key"))
     await daemon.start()
     assert await daemon.wait() == 2, daemon.log()
     assert "public.sync_changes lacks column(s) schema_version, actor: upgrade mana-sync" in daemon.log()

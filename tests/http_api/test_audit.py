@@ -312,27 +312,66 @@ async def test_jwks_down_is_a_401_logged_once_per_failed_fetch(pool: asyncpg.Poo
         for _ in range(2):
             response = await d.client.get(PATH, headers=bearer(sign(claims())))
             assert (response.status_code, response.text) == (401, "Invalid or expired token")
+            d.clock.now += 30  # a failed fetch is remembered for the cooldown
     failures = [r for r in caplog.records if r.getMessage() == "auth.jwks_unavailable"]
     assert len(failures) == 2 and all(r.levelno == logging.WARNING for r in failures)
 
     async with running_auth(K1) as (auth, auth_url), audit_daemon(pool, auth_url, timeout_s=0.5) as d:
         auth.status, auth.body = 503, "upstream down"
         assert (await d.client.get(PATH, headers=bearer(sign(claims())))).status_code == 401
+        d.clock.now += 30
         auth.status, auth.body = 200, "<html>not json</html>"
         assert (await d.client.get(PATH, headers=bearer(sign(claims())))).status_code == 401
+        d.clock.now += 30
         auth.body = json.dumps({"keys": "nope"})
         assert (await d.client.get(PATH, headers=bearer(sign(claims())))).status_code == 401
+        d.clock.now += 30
         auth.release = trio.Event()  # hangs past the cache's timeout
         assert (await d.client.get(PATH, headers=bearer(sign(claims())))).status_code == 401
         auth.release.set()
-        auth.release, auth.body = None, None  # mana-auth is back: the next request fetches again
+        auth.release, auth.body = None, None  # mana-auth is back: the next request after the cooldown fetches
+        d.clock.now += 30
         assert (await d.client.get(PATH, headers=bearer(sign(claims())))).status_code == 200
         assert auth.fetches == 5
 
 
+async def test_a_failed_fetch_is_remembered_for_the_cooldown(pool: asyncpg.Pool,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """No key set was ever fetched and mana-auth fails: one fetch and one warning per cooldown,
+    however many requests come, each answered as the first one was."""
+    caplog.set_level(logging.WARNING, logger="http_api.jwt")
+    async with running_auth(K1) as (auth, auth_url), audit_daemon(pool, auth_url) as d:
+        auth.status, auth.body = 503, "upstream down"
+        answers = []
+
+        async def ask() -> None:
+            response = await d.client.get(PATH, headers=bearer(sign(claims())))
+            answers.append((response.status_code, response.text))
+
+        for _ in range(10):
+            await ask()
+        async with trio.open_nursery() as nursery:
+            for _ in range(10):
+                nursery.start_soon(ask)
+        d.clock.now += 29
+        await ask()
+        assert answers == [(401, "Invalid or expired token")] * 21
+        assert auth.fetches == 1
+        assert [r.getMessage() for r in caplog.records] == ["auth.jwks_unavailable"]
+        d.clock.now += 1  # the cooldown has passed: one new fetch, which fails again
+        assert (await d.client.get(PATH, headers=bearer(sign(claims())))).status_code == 401
+        assert (await d.client.get(PATH, headers=bearer(sign(claims())))).status_code == 401
+        assert auth.fetches == 2 and len(caplog.records) == 2
+        auth.status, auth.body = 200, None  # mana-auth is back: after the cooldown, the next request fetches
+        d.clock.now += 30
+        assert (await d.client.get(PATH, headers=bearer(sign(claims())))).status_code == 200
+        assert auth.fetches == 3 and len(caplog.records) == 2
+
+
 async def test_concurrent_callers_share_one_fetch_and_its_failure() -> None:
     async with running_auth(K1) as (auth, auth_url), httpx.AsyncClient() as http:
-        cache = JwksCache(http, jwks_url(auth_url), clock=FakeClock())
+        clock = FakeClock()
+        cache = JwksCache(http, jwks_url(auth_url), clock=clock)
         outcomes: list[object] = []
 
         async def ask() -> None:
@@ -354,6 +393,7 @@ async def test_concurrent_callers_share_one_fetch_and_its_failure() -> None:
                     auth.release.set()
             assert auth.fetches == before + 1
             assert len(outcomes) == 5 and all(isinstance(o, expected_type) for o in outcomes)
+            clock.now += 30  # past the cooldown a failed fetch is remembered for
 
 
 # --- CORS -----------------------------------------------------------------------------------

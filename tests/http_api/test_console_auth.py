@@ -63,6 +63,16 @@ def test_the_limiter_refuses_a_client_after_five_failures_for_the_window() -> No
     assert [limiter.retry_after(c, NOW) > 0 for c in ("a", "b", "c", "d")] == [False, True, True, True]
 
 
+def test_a_reserved_attempt_counts_until_it_succeeds() -> None:
+    limiter = LoginLimiter(max_failures=5, window_s=60)
+    assert [limiter.reserve("10.0.0.1", NOW) for _ in range(7)] == [0, 0, 0, 0, 0, 60, 60]  # none answered yet
+    assert limiter.reserve("10.0.0.2", NOW) == 0  # per client
+    assert limiter.reserve("10.0.0.1", NOW + 30) == 30
+    assert limiter.reserve("10.0.0.1", NOW + 60) == 0  # the first attempts are a minute old
+    limiter.succeeded("10.0.0.2")  # the right key clears the client's record
+    assert [limiter.reserve("10.0.0.2", NOW + 1) for _ in range(5)] == [0] * 5
+
+
 def test_every_reason_of_the_inspection_docs_has_words() -> None:
     table = (ROOT / "docs" / "inspection.md").read_text().split("`reason`, the first that applies")[1].split("\n## ")[0]
     documented = set(re.findall(r"^\| `([a-z-]+)`(?:, `([a-z-]+)`)?", table, re.MULTILINE))

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 
 import asyncpg
 import pytest
+import trio
 
 from console_seed import CSRF, HOSTILE, KEY, OLD_SLOT, SLOT, log_in, run_of, seed_console
 from daemon import SERVICE_KEY, running_daemon
+from front_probes import split_url
 from http_api.console import COOKIE, CSP
 from http_api.console_auth import SessionSigner
 from seed import fetch
 
 PROTECTED = ["/ui/missions", "/ui/missions/u-1", "/ui/missions?user=u-1", "/ui/dead", "/ui/live/overview",
-             "/ui/live/missions/u-1", "/ui/live/dead", "/ui/logout"]
+             "/ui/live/missions/u-1", "/ui/live/dead"]
 
 
 def cookie_header(response_headers: list[str]) -> str:
@@ -91,6 +94,69 @@ async def test_a_wrong_key_shows_the_form_again_and_failures_are_rate_limited(
         assert (await d.client.get("/ui/dead")).status_code == 303
     reasons = [r.reason for r in caplog.records if r.getMessage() == "console.login_failed"]  # type: ignore[attr-defined]
     assert reasons == ["wrong-key"] * 5 + ["rate-limited"]
+
+
+async def _held_login(url: str, guess: str, answers: trio.MemorySendChannel[tuple[int, int]], index: int,
+                      *, task_status: trio.TaskStatus[trio.SocketStream] = trio.TASK_STATUS_IGNORED) -> None:
+    """A login whose headers and first body bytes are sent; the rest waits for the test to send it.
+    Sends (index, status) once the response's status line has arrived."""
+    body = f"key={guess}".encode()
+    host, port = split_url(url)
+    async with await trio.open_tcp_stream(host, port) as stream:
+        await stream.send_all(b"POST /ui/login HTTP/1.1\r\nHost: test\r\nConnection: close\r\n"
+                              b"Content-Type: application/x-www-form-urlencoded\r\n"
+                              b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:4])
+        task_status.started(stream)
+        received = b""
+        while b"\r\n" not in received and (chunk := await stream.receive_some()):
+            received += chunk
+        await answers.send((index, int(received[9:12])))
+
+
+async def test_parallel_wrong_logins_are_limited_before_their_bodies_arrive(
+        pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture) -> None:
+    """60 logins with wrong keys at once, their bodies still on the way, and then the right key:
+    at most 5 attempts are checked, and the right key is refused while the client is limited."""
+    caplog.set_level(logging.INFO, logger="http_api.console")
+    async with running_daemon(pool) as d:
+        send, answers = trio.open_memory_channel[tuple[int, int]](100)
+        statuses: dict[int, int] = {}
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                streams = [await nursery.start(_held_login, d.url, f"wrong-guess-{i:02d}", send, i)
+                           for i in range(60)]
+                while len(statuses) < 55:  # the attempts past the fifth are answered at once
+                    index, status = await answers.receive()
+                    statuses[index] = status
+                right = await log_in(d.client)
+                assert (right.status_code, "set-cookie" in right.headers) == (429, False)
+                for index, stream in enumerate(streams):
+                    if index not in statuses:
+                        await stream.send_all(f"wrong-guess-{index:02d}".encode())
+                while len(statuses) < 60:
+                    index, status = await answers.receive()
+                    statuses[index] = status
+        assert Counter(statuses.values()) == {429: 55, 401: 5}
+        assert (await d.client.get("/ui/dead")).status_code == 303
+    reasons = Counter(r.reason for r in caplog.records  # type: ignore[attr-defined]
+                      if r.getMessage() == "console.login_failed")
+    assert reasons == {"wrong-key": 5, "rate-limited": 56}
+
+
+async def test_logout_is_a_post_with_the_csrf_token_only(pool: asyncpg.Pool) -> None:
+    async with running_daemon(pool) as d:
+        assert (await d.client.get("/ui/logout")).status_code == 405  # without a session too
+        await log_in(d.client)
+        page = await d.client.get("/ui/dead")
+        assert re.search(r'<form class="logout" method="post" action="/ui/logout">\s*'
+                         r'<input type="hidden" name="csrf" value="[^"]+">', page.text)
+        got = await d.client.get("/ui/logout")  # a link, an <img src>, a prefetch: changes nothing
+        assert got.status_code == 405 and "set-cookie" not in got.headers
+        assert (await d.client.get("/ui/dead")).status_code == 200
+        for form in ({}, {"csrf": ""}, {"other": "x"}):
+            refused = await d.client.post("/ui/logout", data=form)
+            assert refused.status_code == 403 and "set-cookie" not in refused.headers, form
+        assert (await d.client.get("/ui/dead")).status_code == 200
 
 
 async def test_logout_ends_the_session(pool: asyncpg.Pool) -> None:

@@ -21,12 +21,12 @@ def test_credentials_and_queries_are_dropped(url: str, shown: str) -> None:
 def test_configured_secrets_are_starred_in_error_texts() -> None:
     from settings import load_settings
 
-    settings = load_settings({"MANA_SERVICE_KEY": "svc-key-123", "MANA_AI_LLM_API_KEY": "sk-llm-456",
+    settings = load_settings({"MANA_SERVICE_KEY": "svc-key-123-abcdefgh", "MANA_AI_LLM_API_KEY": "sk-llm-456",
                               "MANA_AI_RESEARCH_TOKEN": "tok-789abc",
                               "SYNC_DATABASE_URL": "postgresql://mana:pw-0123@db/mana_sync",
                               "MANA_AI_PRIVATE_KEY_PEM": "-----BEGIN PRIVATE KEY-----\\nMIIBVQIBADANBgkq\\n"
                                                          "-----END PRIVATE KEY-----"})
     redact = Redactor(settings.secrets())
-    text = "mana-llm 401: bad key sk-llm-456 (svc-key-123, tok-789abc, pw-0123, MIIBVQIBADANBgkq)"
+    text = "mana-llm 401: bad key sk-llm-456 (svc-key-123-abcdefgh, tok-789abc, pw-0123, MIIBVQIBADANBgkq)"
     assert redact(text) == "mana-llm 401: bad key *** (***, ***, ***, ***)"
     assert redact("nothing to hide") == "nothing to hide"

@@ -52,7 +52,7 @@ def test_a_url_with_credentials_is_refused_without_echoing_them(name: str, hint:
 
 
 def test_the_llm_key_is_its_own_setting_and_never_the_service_key() -> None:
-    assert load_settings({"MANA_SERVICE_KEY": "internal"}).llm_api_key is None
+    assert load_settings({"MANA_SERVICE_KEY": "internal-service-key"}).llm_api_key is None
     assert load_settings({"MANA_AI_LLM_API_KEY": "sk-1"}).llm_api_key == "sk-1"
     with pytest.raises(ConfigError) as caught:
         load_settings({"MANA_AI_LLM_API_KEY": "sk 1"})
@@ -114,17 +114,55 @@ def test_secret_values_are_never_echoed() -> None:
     assert str(caught.value) == "SYNC_DATABASE_URL is invalid: expected a postgres:// or postgresql:// URL"
 
 
-def test_the_development_service_key_is_flagged_outside_embedded_mode(caplog: pytest.LogCaptureFixture) -> None:
+def test_the_development_service_key_is_flagged_and_served_on_loopback_only(caplog: pytest.LogCaptureFixture) -> None:
     from supervisor import warn_about_defaults
 
     with caplog.at_level("WARNING"):
-        warn_about_defaults(load_settings({}))  # embedded: a local playground, no warning
-        assert not caplog.records
-        warn_about_defaults(load_settings({"SYNC_DATABASE_URL": "postgresql://db/mana_sync"}))
-        assert [r.getMessage() for r in caplog.records] == ["config.default_service_key"]
+        for env in ({}, {"SYNC_DATABASE_URL": "postgresql://db/mana_sync"}, {"MANA_SERVICE_KEY": "dev-service-key"}):
+            caplog.clear()
+            settings = load_settings(env)
+            assert settings.default_service_key and settings.bind_host == "127.0.0.1"
+            settings.check_serving()  # loopback: allowed
+            warn_about_defaults(settings)
+            [record] = caplog.records
+            assert record.getMessage() == "config.default_service_key" and record.host == "127.0.0.1"  # type: ignore[attr-defined]
+            assert "MANA_SERVICE_KEY" in record.detail  # type: ignore[attr-defined]
         caplog.clear()
-        warn_about_defaults(load_settings({"SYNC_DATABASE_URL": "postgresql://db/x", "MANA_SERVICE_KEY": "s3cret"}))
+        settings = load_settings({"SYNC_DATABASE_URL": "postgresql://db/x", "MANA_SERVICE_KEY": "s3cret-s3cret-s3cret"})
+        assert settings.bind_host == "0.0.0.0"
+        settings.check_serving()
+        warn_about_defaults(settings)
         assert not caplog.records
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"])
+def test_the_development_service_key_may_serve_an_explicit_loopback_address(host: str) -> None:
+    settings = load_settings({"MANA_AI_HOST": host})
+    assert settings.bind_host == host
+    settings.check_serving()
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.7", "mana-ai.internal"])
+@pytest.mark.parametrize("key", [None, "dev-service-key"])
+def test_the_development_service_key_never_serves_other_machines(host: str, key: str | None) -> None:
+    env = {"MANA_AI_HOST": host, **({"MANA_SERVICE_KEY": key} if key else {})}
+    settings = load_settings(env)
+    with pytest.raises(ConfigError) as caught:
+        settings.check_serving()
+    assert str(caught.value) == (
+        f"MANA_SERVICE_KEY is not set (or is the public development default) and MANA_AI_HOST={host} would serve"
+        " other machines: set MANA_SERVICE_KEY to a secret of at least 16 characters (for example"
+        " `openssl rand -hex 32`), or unset MANA_AI_HOST to serve 127.0.0.1 only")
+    assert load_settings({**env, "MANA_SERVICE_KEY": "a-secret-of-16-c"}).bind_host == host
+
+
+@pytest.mark.parametrize("key", ["k", "s3cret", "fifteen-chars!!"])
+def test_a_short_service_key_is_refused_without_echoing_it(key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"MANA_SERVICE_KEY": key})
+    assert str(caught.value) == ("MANA_SERVICE_KEY is too short: use at least 16 characters"
+                                 " (for example `openssl rand -hex 32`)")
+    assert load_settings({"MANA_SERVICE_KEY": key + "x" * (16 - len(key))}).service_key.startswith(key)
 
 
 def test_the_planner_defaults_to_json_and_can_be_switched() -> None:
@@ -141,11 +179,11 @@ def test_deep_research_is_opt_in_with_its_own_key() -> None:
             s.deep_research_poll_s) == (False, None, None, 120, 30.0)
     s = load_settings({"MANA_AI_DEEP_RESEARCH": "TRUE", "MANA_RESEARCH_URL": "http://mana-research:3068/",
                        "MANA_AI_RESEARCH_SERVICE_KEY": "rk-1", "MANA_AI_DEEP_RESEARCH_MAX_AGE_MIN": "30",
-                       "MANA_AI_DEEP_RESEARCH_POLL_S": "0", "MANA_SERVICE_KEY": "internal"})
+                       "MANA_AI_DEEP_RESEARCH_POLL_S": "0", "MANA_SERVICE_KEY": "internal-service-key"})
     assert (s.deep_research, s.mana_research_url, s.research_service_key, s.deep_research_max_age_min,
             s.deep_research_poll_s) == (True, "http://mana-research:3068", "rk-1", 30, 0.0)
-    assert "rk-1" in s.secrets() and "internal" in s.secrets()
-    assert load_settings({"MANA_SERVICE_KEY": "internal"}).research_service_key is None  # never borrowed
+    assert "rk-1" in s.secrets() and "internal-service-key" in s.secrets()
+    assert load_settings({"MANA_SERVICE_KEY": "internal-service-key"}).research_service_key is None  # never borrowed
 
 
 @pytest.mark.parametrize(("env", "message"), [
