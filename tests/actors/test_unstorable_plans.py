@@ -99,15 +99,18 @@ async def test_a_plan_the_refresh_would_reject_is_a_parse_failure_and_earlier_it
             second = await runtime.snapshots.run_cycle()  # the retry (no backoff here): a good answer
             third = await runtime.snapshots.run_cycle()   # reads the write-back back
     assert (first.parse_failures, first.plans_written_back) == (1, 0)
-    [failed, planned] = [r for r in await ledger(pool, "m1")][0]["error_history"], None
-    assert f"({reason})" in failed[0]["error"] and "cannot be stored" in failed[0]["error"]
+    assert sample(metrics, "mana_ai_parse_failures_total") == 1
+    [run] = await ledger(pool, "m1")
+    [failed] = run["error_history"]
+    assert failed["outcome"] == "parse-failed" and failed["error"].startswith("step[0].params cannot be stored: ")
+    assert failed["error"].endswith(f"({reason})")
     assert (second.plans_written_back, third.due_mission_count, third.errors) == (1, 0, [])
     [row] = await written_rows(pool, "m1")
     iterations = await snapshot_iterations(pool, "m1")
     assert iterations == row["data"]["iterations"]  # the refresh took the row as written
     assert [it["id"] for it in iterations][:1] == ["it-device"] and len(iterations) == 2
     assert iterations[1]["plan"][0]["intent"]["params"] == {"title": "Foo"}
-    assert rejected_rows(metrics) == {} and planned is None
+    assert rejected_rows(metrics) == {}
 
 
 async def test_a_write_back_past_the_row_bound_is_refused_and_counted(pool: asyncpg.Pool) -> None:
