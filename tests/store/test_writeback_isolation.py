@@ -15,15 +15,17 @@ from trio_asyncio import aio_as_trio, trio_as_aio
 
 from actors.snapshot import SnapshotActor
 from daemon import daemon_settings
-from observability.metrics import Metrics
 from planning import ledger, written_rows
 from seed import fetch, insert_rows, mission
 from store.due import list_due_missions
 from store.group_commit import GroupCommit
 from store.runs import Claim, claim_runs
-from planner.storable import RowBounds, stored_size
+from observability.metrics import WRITE_BACK_REFUSED_REASONS, Metrics
+from planner.storable import (BAD_UNICODE, NUMBER_OUT_OF_RANGE, ROW_TOO_LARGE, STRING_TOO_LONG, TOO_DEEP, RowBounds,
+                              stored_size)
+from store.sql import Q
 from store.errors import RowRefused
-from store.writeback import (Provenance, Verdict, WriteBack, WriteRequest, Written, row_problem, settle,
+from store.writeback import (Provenance, Verdict, WriteBack, WriteRequest, Written, fast_item, row_problem, settle,
                              write_back_carefully, write_backs_fast, write_batch)
 
 PAST = datetime.now(timezone.utc) - timedelta(minutes=5)
@@ -200,3 +202,18 @@ async def test_the_size_of_a_value_is_what_postgres_prints(pool: asyncpg.Pool) -
     rows = await fetch(pool, "SELECT octet_length(v::text) AS n FROM jsonb_array_elements($1::jsonb) "
                              "WITH ORDINALITY AS t(v, i) ORDER BY i", values)
     assert [r["n"] for r in rows] == [stored_size(v, RowBounds()) for v in values]
+
+
+async def test_items_of_the_previous_release_are_written_as_before(pool: asyncpg.Pool) -> None:
+    """A replica still running the previous release sends items without `max_row_bytes` to the
+    same function (a rolling deploy): they are written unmeasured, as they were."""
+    old = [{"id": f"it-{i}", "summary": "x" * 5000} for i in range(12)]
+    claims = await _claims(pool, mission("big", iterations=old))
+    item = fast_item(_request(claims["big"], "y" * 6000))
+    del item["max_row_bytes"]
+    [row] = await fetch(pool, Q["write_backs"], [item], "v0.6")
+    assert (row["verdict"], row["iteration_count"]) == ("written", 13)
+
+
+def test_the_refused_reasons_are_the_storable_ones() -> None:
+    assert WRITE_BACK_REFUSED_REASONS == (ROW_TOO_LARGE, TOO_DEEP, STRING_TOO_LONG, NUMBER_OUT_OF_RANGE, BAD_UNICODE)
