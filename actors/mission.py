@@ -267,7 +267,7 @@ class MissionRunner:
             await self._writer.write(request)
         else:
             await write_back(self._pool, request.claim, request.write, request.provenance, request.usage,
-                             sync=self._sync)
+                             sync=self._sync, bounds=self._bounds)
 
     async def _call_llm(self, messages: PlannerMessages, reservation_id: int | None) -> Completion | LlmError:
         """The LLM call; a reservation is given back when the call fails or is cancelled."""

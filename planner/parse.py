@@ -19,7 +19,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from planner._js import JS_WHITESPACE, js_trim
-from planner.storable import PARAMS_DEPTH, ROW_TOO_LARGE, Rejected, RowBounds, stored_size
+from planner.storable import PARAMS_DEPTH, ROW_TOO_LARGE, Rejected, RowBounds, stored_size, surely_storable
 
 __all__ = ["JsonParams", "ParseFailure", "Plan", "PlanStep", "parse_planner_response", "storage_problem"]
 
@@ -99,6 +99,9 @@ def storage_problem(plan: Plan, bounds: RowBounds) -> str | None:
     that of these parts as Postgres prints them, a little less than the iteration's: the write-
     back checks the whole row again, with the mission's earlier iterations.
     """
+    stored = [plan.summary, [[step.summary, step.tool_name, step.params] for step in plan.steps]]
+    if surely_storable(stored, bounds, depth=PARAMS_DEPTH):  # the usual small plan: no walk
+        return None
     parts: list[tuple[str, object, int]] = [("summary", plan.summary, 0)]
     for index, step in enumerate(plan.steps):
         parts += [(f"step[{index}].summary", step.summary, 0), (f"step[{index}].toolName", step.tool_name, 0),

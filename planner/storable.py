@@ -18,7 +18,9 @@ The planner imports this module and the store imports it too; it imports nothing
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from json.encoder import encode_basestring
@@ -38,6 +40,10 @@ MAX_DOUBLE_DIGITS = 309
 #: its `plan` array, the step and its `intent` (2 + 4 levels).
 ITERATION_DEPTH = 2
 PARAMS_DEPTH = ITERATION_DEPTH + 4
+
+
+# what JSON escapes in a string (as Postgres prints jsonb): quote, backslash, control characters
+_NEEDS_ESCAPE = re.compile(r'[\x00-\x1f"\\]')
 
 
 @dataclass(frozen=True)
@@ -60,17 +66,25 @@ class Rejected:
 
 def string_problem(text: str, max_bytes: int) -> Rejected | None:
     """Why `text` (a string or a key) cannot be stored, or None."""
+    size = _utf8_size(text, max_bytes)
+    return size if isinstance(size, Rejected) else None
+
+
+def _utf8_size(text: str, max_bytes: int) -> int | Rejected:
     if len(text) > max_bytes:  # at least one byte per character: too long before encoding
         return Rejected(STRING_TOO_LONG, f"a string of {len(text)} chars > {max_bytes} bytes")
-    try:
-        size = len(text.encode("utf-8"))
-    except UnicodeEncodeError:
-        return Rejected(BAD_UNICODE, "a lone surrogate in a string")
+    if text.isascii():
+        size = len(text)
+    else:
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            return Rejected(BAD_UNICODE, "a lone surrogate in a string")
     if size > max_bytes:
         return Rejected(STRING_TOO_LONG, f"a string of {size} bytes > {max_bytes}")
     if "\x00" in text:
         return Rejected(BAD_UNICODE, "a NUL character in a string")
-    return None
+    return size
 
 
 def number_problem(value: int | float) -> Rejected | None:
@@ -112,10 +126,10 @@ def stored_size(value: Any, bounds: RowBounds, *, depth: int = 0) -> int | Rejec
     while stack:
         item, level = stack.pop()
         if isinstance(item, str):
-            problem = string_problem(item, bounds.max_string_bytes)
-            if problem is not None:
-                return problem
-            total += len(encode_basestring(item).encode("utf-8"))
+            size = _string_size(item, bounds.max_string_bytes)
+            if isinstance(size, Rejected):
+                return size
+            total += size
         elif item is None or item is True:
             total += 4
         elif item is False:
@@ -140,6 +154,44 @@ def stored_size(value: Any, bounds: RowBounds, *, depth: int = 0) -> int | Rejec
         else:  # not a JSON value: never produced by a parser
             raise TypeError(f"not a JSON value: {type(item).__name__}")
     return total
+
+
+def value_problem(value: Any, bounds: RowBounds, *, depth: int = 0) -> Rejected | None:
+    """Why `value` cannot be stored and read back when it sits `depth` levels deep in its row,
+    or None (its size is not judged: `stored_size` gives it)."""
+    if surely_storable(value, bounds, depth=depth):
+        return None
+    size = stored_size(value, bounds, depth=depth)
+    return size if isinstance(size, Rejected) else None
+
+
+# A float Postgres prints in full: at most 326 characters (5e-324), where `repr` wrote an "e".
+_FLOAT_GROWTH = 330
+_DOUBLE_DIGITS_RUN = re.compile(r"\d{%d}" % MAX_DOUBLE_DIGITS)
+
+
+def surely_storable(value: Any, bounds: RowBounds, *, depth: int = 0) -> bool:
+    """A quick, conservative `stored_size` for the common small plan: True only when `value`
+    certainly passes every rule and takes at most `max_row_bytes` (C-speed scans of its JSON
+    text; brackets and digits inside strings count too). False says nothing: walk it."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "), allow_nan=False)
+        size = len(text.encode("utf-8"))
+    except (ValueError, UnicodeEncodeError):  # not finite, a lone surrogate
+        return False
+    return (size <= bounds.max_string_bytes                          # no string can be longer
+            and size + _FLOAT_GROWTH * text.count("e") <= bounds.max_row_bytes
+            and depth + text.count("[") + text.count("{") <= bounds.max_json_depth
+            and "\\u0000" not in text                                # json.dumps escapes NUL so
+            and (size < MAX_DOUBLE_DIGITS or _DOUBLE_DIGITS_RUN.search(text) is None))  # no int past a double
+
+
+def _string_size(text: str, max_bytes: int) -> int | Rejected:
+    """`string_problem`, or the bytes of `text` as a JSON string (encoded once, mostly)."""
+    size = _utf8_size(text, max_bytes)
+    if isinstance(size, Rejected) or _NEEDS_ESCAPE.search(text) is None:
+        return size if isinstance(size, Rejected) else size + 2  # the quotes
+    return len(encode_basestring(text).encode("utf-8"))
 
 
 def _numeric_text(value: float) -> str:

@@ -28,7 +28,8 @@ from typing import Any
 import asyncpg
 from trio_asyncio import aio_as_trio
 
-from planner.storable import ITERATION_DEPTH, ROW_TOO_LARGE, Rejected, RowBounds, row_size_problem, stored_size
+from planner.storable import (ITERATION_DEPTH, ROW_TOO_LARGE, Rejected, RowBounds, row_size_problem, stored_size,
+                              value_problem)
 from store.errors import DATABASE_ERRORS, LeaseLost, MissionGone, RowRefused
 from store.fold import ChangeRow, FoldState, fold_rows
 from store.runs import Claim
@@ -140,9 +141,9 @@ def check_request(request: WriteRequest, bounds: RowBounds) -> Rejected | None:
     row, and its actor, must be values Postgres stores and the refresh reads back."""
     for value, depth in ((request.write.iteration, ITERATION_DEPTH), (request.write.actor, 0),
                          (request.write.now_iso, 0)):
-        size = stored_size(value, bounds, depth=depth)
-        if isinstance(size, Rejected):
-            return size
+        problem = value_problem(value, bounds, depth=depth)
+        if problem is not None:
+            return problem
     return None
 
 
