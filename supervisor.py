@@ -52,6 +52,7 @@ from observability.tracing import Tracing, open_tracing
 from planner.deep_research_client import DeepResearchClient, open_deep_research_http_client
 from planner.llm import LlmClient, open_llm_http_client
 from planner.research_client import ResearchClient, open_research_http_client
+from planner.storable import RowBounds
 from settings import ConfigError, Settings, load_settings
 from store.bridge import open_asyncio_bridge
 from store.embedded import EmbeddedPostgres, throwaway_postgres
@@ -146,7 +147,8 @@ async def open_runtime(settings: Settings, pool: asyncpg.Pool, metrics: Metrics,
         inputs = InputResolver(pool, load_mission_key(settings.private_key_pem), metrics, sync=sync)
         leases = LeaseKeeper(partial(renew_leases, pool), metrics, lease_s=settings.lease_s)
         await nursery.start(leases.run)  # ends after the registry handed every claim back
-        writer = GroupCommit(pool, sync=sync)
+        writer = GroupCommit(pool, sync=sync, bounds=RowBounds(settings.max_json_depth, settings.max_string_bytes,
+                                                               settings.max_id_chars, settings.max_row_bytes))
         await nursery.start(writer.run)  # ends once the registry is stopped and the queue is empty
         runner = MissionRunner(pool, llm, settings, metrics, tracing=tracing, inputs=inputs, research=research,
                                retry=RetryPolicy(settings.retry_base_s, settings.retry_max_s), leases=leases,

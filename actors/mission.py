@@ -58,7 +58,9 @@ from planner import (
     with_agent_context,
 )
 from planner.inputs import USER_DATA_CLOSE, USER_DATA_NOTICE, USER_DATA_OPEN
+from planner.parse import storage_problem
 from planner.prompt import ResolvedInput
+from planner.storable import RowBounds
 from planner.llm import AssistantTurn, Completion, LlmClient, LlmClosed, LlmError, LlmTimeout
 from planner.prompt_tools import build_tools_prompt
 from planner.schemas import FunctionSchema, tools_to_function_schemas
@@ -67,7 +69,7 @@ from planner.tools import Tool
 from planner.research import research_input, research_markdown, wants_research
 from planner.research_client import ResearchClient, ResearchFailed
 from settings import Settings
-from store.errors import DATABASE_ERRORS, LeaseLost
+from store.errors import DATABASE_ERRORS, LeaseLost, RowRefused
 from store.records import Agent
 from store.research_jobs import forget_settled
 from store.runs import backoff_s, fail_run
@@ -113,6 +115,9 @@ class MissionRunner:
         self._leases = leases  # holds the claim from dispatch on; tells when it is lost
         self._llm = llm
         self._settings = settings
+        # what a plan must respect to be written back: the refresh's bounds (MANA_AI_MAX_*)
+        self._bounds = RowBounds(settings.max_json_depth, settings.max_string_bytes, settings.max_id_chars,
+                                 settings.max_row_bytes)
         self._metrics = metrics
         self._clock = clock
         self._retry = retry
@@ -203,7 +208,7 @@ class MissionRunner:
             return await self._hand_back(due, SKIPPED_SHUTDOWN)
         if isinstance(completion, LlmError):
             return await self._fail(due, ERROR, str(completion))
-        parsed = parse_planner_response(completion.content, allowed_tool_names(tools))
+        parsed = parse_planner_response(completion.content, allowed_tool_names(tools), self._bounds)
         usage = TokenUsage(reservation_id, mission.user_id, agent.id if agent else LEGACY_AI_PRINCIPAL, mission.id,
                            None if isinstance(parsed, ParseFailure) else iteration_id,
                            completion.prompt_tokens, completion.completion_tokens)
@@ -211,15 +216,19 @@ class MissionRunner:
             completion.prompt_tokens + completion.completion_tokens)
         if isinstance(parsed, ParseFailure):
             await self._record_usage(due, usage)  # the tokens were spent all the same
-            self._metrics.parse_failures.inc()
-            # the reason only: raw model output may echo user content, which never goes to logs
-            log.warning("mission.parse_failed", extra={**self._context(due), "reason": parsed.reason,
-                                                       "raw_chars": len(parsed.raw)})
-            return await self._fail(due, PARSE_FAILED, parsed.reason, completion=completion)
+            return await self._parse_failed(due, parsed.reason, len(parsed.raw), completion=completion)
         self._metrics.plans_produced.inc()
         provenance = Provenance(_plan_kind(parsed), completion.model, _prompt_hash(messages.system, messages.user),
                                 completion.prompt_tokens, completion.completion_tokens)
         return await self._write_plan(due, parsed, iteration_id, provenance, usage)
+
+    async def _parse_failed(self, due: MissionDue, reason: str, raw_chars: int, *,
+                            completion: Completion | None = None,
+                            tokens: tuple[int, int] = (0, 0)) -> MissionOutcome:
+        self._metrics.parse_failures.inc()
+        # the reason only: raw model output may echo user content, which never goes to logs
+        log.warning("mission.parse_failed", extra={**self._context(due), "reason": reason, "raw_chars": raw_chars})
+        return await self._fail(due, PARSE_FAILED, reason, completion=completion, tokens=tokens)
 
     async def _write_plan(self, due: MissionDue, plan: Plan, iteration_id: str, provenance: Provenance,
                           usage: TokenUsage, **log_extra: object) -> MissionOutcome:
@@ -237,6 +246,12 @@ class MissionRunner:
         except LeaseLost:
             await self._record_usage(due, usage)
             return self._lease_lost(due)
+        except RowRefused as exc:  # nothing written: the refresh would have rejected the row
+            await self._record_usage(due, usage)
+            self._metrics.write_backs_refused.labels(reason=exc.reason).inc()
+            log.warning("mission.write_back_refused", extra={**self._context(due), "reason": exc.reason,
+                                                             "detail": exc.detail})
+            return await self._fail(due, ERROR, f"write-back refused: {exc}", plan_produced=True, tokens=tokens)
         except _DB_ERRORS as exc:
             await self._record_usage(due, usage)  # the write-back transaction rolled it back
             return await self._fail(due, ERROR, f"write-back failed: {exc}", plan_produced=True, tokens=tokens)
@@ -255,7 +270,7 @@ class MissionRunner:
             await self._writer.write(request)
         else:
             await write_back(self._pool, request.claim, request.write, request.provenance, request.usage,
-                             sync=self._sync)
+                             sync=self._sync, bounds=self._bounds)
 
     async def _call_llm(self, messages: PlannerMessages, reservation_id: int | None) -> Completion | LlmError:
         """The LLM call; a reservation is given back when the call fails or is cancelled."""
@@ -369,7 +384,7 @@ class MissionRunner:
                 result = await run_tool_loop(messages.system, messages.user, tools, chat=self._chat_round,
                                              budget=self._round_budget(due, reservation, _estimate(prompt_chars)),
                                              max_rounds=settings.planner_max_rounds,
-                                             max_steps=settings.planner_max_steps)
+                                             max_steps=settings.planner_max_steps, bounds=self._bounds)
         except BaseException:  # cancelled (shutdown), the database gone mid-loop, or a bug
             if reservation_id is not None:
                 with trio.CancelScope(shield=True), trio.move_on_after(5):
@@ -392,6 +407,11 @@ class MissionRunner:
                 return await self._hand_back(due, SKIPPED_SHUTDOWN)
             return await self._fail(due, ERROR, str(result.error),
                                     tokens=(result.prompt_tokens, result.completion_tokens))
+        problem = storage_problem(plan, self._bounds)  # calls were checked; the final summary was not
+        if problem is not None:
+            await self._record_usage(due, dataclasses.replace(usage, iteration_id=None))  # no iteration
+            return await self._parse_failed(due, problem, len(plan.summary),
+                                            tokens=(result.prompt_tokens, result.completion_tokens))
         self._metrics.plans_produced.inc()
         provenance = Provenance(_plan_kind(plan), result.model or settings.llm_model,
                                 _prompt_hash(messages.system, messages.user), result.prompt_tokens,

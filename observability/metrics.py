@@ -40,6 +40,8 @@ RETENTION_TABLES = ("mission_runs", "decrypt_audit", "rejected_rows")
 # store/bounds.py REASONS (a test keeps them equal)
 ROW_REJECT_REASONS = ("row-too-large", "too-deep", "string-too-long", "number-out-of-range", "bad-unicode",
                       "invalid-json", "id-too-long", "slot-too-long")
+# planner/storable.py's reasons: why a write-back's row was refused (a test keeps them equal)
+WRITE_BACK_REFUSED_REASONS = ("row-too-large", "too-deep", "string-too-long", "number-out-of-range", "bad-unicode")
 
 
 class _ServiceLabel(Collector):
@@ -116,6 +118,11 @@ class Metrics:
         self.rows_rejected = Counter("mana_ai_rows_rejected_total",
                                      "sync_changes rows skipped whole: they cannot be decoded or stored",
                                      ["reason"], registry=r)
+        self.write_backs_refused = Counter("mana_ai_write_backs_refused_total",
+                                           "Plans not written back: the row is one the refresh would reject",
+                                           ["reason"], registry=r)
+        for reason in WRITE_BACK_REFUSED_REASONS:
+            self.write_backs_refused.labels(reason=reason)
         self.refresh_rows_read = Counter("mana_ai_refresh_rows_read_total",
                                          "sync_changes rows read by snapshot refresh", ["table"], registry=r)
         self.cycles = Counter("mana_ai_cycles_total", "Cycles started, by what woke the snapshot actor",

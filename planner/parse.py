@@ -3,6 +3,11 @@
 ``parse_planner_response(text, allowed)`` returns a ``Plan`` or a ``ParseFailure`` whose
 ``reason`` is the reference's string. ``allowed`` is whatever set the caller passes; the
 runner passes the agent-filtered tool names (DESIGN §4 row 8), the reference passed all 17.
+
+Ours besides: a plan that cannot be stored as the reader will read it (``planner.storable``:
+NUL or lone surrogates, strings, nesting or numbers past the bounds, a plan past
+MANA_AI_MAX_ROW_BYTES) is a ``ParseFailure`` too, whose reason names the part and the rule:
+``step[0].params cannot be stored: a NUL character in a string (bad-unicode)``.
 """
 
 from __future__ import annotations
@@ -12,9 +17,11 @@ import math
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
-from planner._js import JS_WHITESPACE, js_trim
 
-__all__ = ["JsonParams", "ParseFailure", "Plan", "PlanStep", "parse_planner_response"]
+from planner._js import JS_WHITESPACE, js_trim
+from planner.storable import PARAMS_DEPTH, ROW_TOO_LARGE, Rejected, RowBounds, stored_size, surely_storable
+
+__all__ = ["JsonParams", "ParseFailure", "Plan", "PlanStep", "parse_planner_response", "storage_problem"]
 
 _WS = "[" + re.escape(JS_WHITESPACE) + "]"
 _WS_RUN = re.compile(_WS + "*")
@@ -52,7 +59,8 @@ class _Rejected(ValueError):
     """A number JSON.parse would not give back as a finite value."""
 
 
-def parse_planner_response(text: str, allowed_tool_names: Collection[str]) -> Plan | ParseFailure:
+def parse_planner_response(text: str, allowed_tool_names: Collection[str],
+                           bounds: RowBounds = RowBounds()) -> Plan | ParseFailure:
     block = _extract_block(text)
     if not block:  # an empty fenced block is "not found" too, as in the reference
         return ParseFailure("no JSON block found", text)
@@ -79,7 +87,35 @@ def parse_planner_response(text: str, allowed_tool_names: Collection[str]) -> Pl
         if isinstance(step, str):
             return ParseFailure(step, block)
         steps.append(step)
-    return Plan(summary if isinstance(summary, str) else "", tuple(steps))
+    plan = Plan(summary if isinstance(summary, str) else "", tuple(steps))
+    problem = storage_problem(plan, bounds)
+    return plan if problem is None else ParseFailure(problem, block)
+
+
+def storage_problem(plan: Plan, bounds: RowBounds) -> str | None:
+    """Why ``plan`` cannot be written back as a row the refresh accepts, or None (pure).
+
+    Only what is stored counts (summaries, tool names, params; not rationales). The size is
+    that of these parts as Postgres prints them, a little less than the iteration's: the write-
+    back checks the whole row again, with the mission's earlier iterations.
+    """
+    stored = [plan.summary, [[step.summary, step.tool_name, step.params] for step in plan.steps]]
+    if surely_storable(stored, bounds, depth=PARAMS_DEPTH):  # the usual small plan: no walk
+        return None
+    parts: list[tuple[str, object, int]] = [("summary", plan.summary, 0)]
+    for index, step in enumerate(plan.steps):
+        parts += [(f"step[{index}].summary", step.summary, 0), (f"step[{index}].toolName", step.tool_name, 0),
+                  (f"step[{index}].params", step.params, PARAMS_DEPTH)]
+    total = 0
+    for where, value, depth in parts:
+        size = stored_size(value, bounds, depth=depth)
+        if isinstance(size, Rejected):
+            return f"{where} cannot be stored: {size.detail} ({size.reason})"
+        total += size
+    if total > bounds.max_row_bytes:
+        return (f"the plan cannot be stored: {total} bytes > {bounds.max_row_bytes} "
+                f"(MANA_AI_MAX_ROW_BYTES) ({ROW_TOO_LARGE})")
+    return None
 
 
 def _extract_block(text: str) -> str | None:

@@ -8,6 +8,11 @@ required parameter is present, every given catalog parameter has its JSON type (
 the listed ones, and the step cap is not reached. Otherwise the verdict is a ``Rejected`` whose
 message names the tool and the offending parameter, for the model to correct in the next round.
 Parameters the catalog does not list are kept as sent (the reference keeps them too).
+
+Ours besides: a value the store cannot hold or the refresh would reject once written
+(``planner.storable``: NUL, lone surrogates, too long, too deep, a number no double holds) is
+``unstorable-value``, and a call that would make the plan larger than MANA_AI_MAX_ROW_BYTES is
+``plan-too-large``; both say what to change, never the value.
 """
 
 from __future__ import annotations
@@ -15,20 +20,23 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
+from planner.storable import BAD_UNICODE, NUMBER_OUT_OF_RANGE, PARAMS_DEPTH, TOO_DEEP, Rejected as Unstorable
+from planner.storable import RowBounds, stored_size
 from planner.tools import AI_AVAILABLE_TOOL_NAMES, Tool, ToolParam
 
 __all__ = ["Accepted", "RejectReason", "Rejected", "validate_tool_call"]
 
 RejectReason = Literal["unknown-tool", "denied-tool", "malformed-arguments", "missing-parameter",
-                       "wrong-type", "bad-enum", "step-limit"]
+                       "wrong-type", "bad-enum", "step-limit", "unstorable-value", "plan-too-large"]
 
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
     params: dict[str, object]
+    stored_bytes: int = field(default=0, compare=False)  # the step's size in the plan (storage_problem's measure)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +46,11 @@ class Rejected:
 
 
 def validate_tool_call(name: str, arguments: str, offered: Mapping[str, Tool], *, steps_recorded: int,
-                       max_steps: int) -> Accepted | Rejected:
-    """The verdict on one call; ``offered`` maps the agent-filtered tool names to the tools."""
+                       max_steps: int, bounds: RowBounds = RowBounds(), plan_bytes: int = 0) -> Accepted | Rejected:
+    """The verdict on one call; ``offered`` maps the agent-filtered tool names to the tools.
+
+    ``plan_bytes`` is what the steps recorded so far take in the plan (their ``stored_bytes``).
+    """
     tool = offered.get(name)
     if tool is None:
         if name in AI_AVAILABLE_TOOL_NAMES:
@@ -61,7 +72,41 @@ def validate_tool_call(name: str, arguments: str, offered: Mapping[str, Tool], *
     if steps_recorded >= max_steps:
         return Rejected("step-limit", f'Tool "{name}": the plan already has {max_steps} steps, the limit; '
                                       "no further call is recorded. Finish with a short summary.")
-    return Accepted(params)
+    size = _stored_size(tool, params, bounds)
+    if isinstance(size, Rejected):
+        return size
+    if plan_bytes + size > bounds.max_row_bytes:
+        return Rejected("plan-too-large", f'Tool "{name}": with this call the plan would take {plan_bytes + size} '
+                                          f"bytes, more than the {bounds.max_row_bytes} it may have; record "
+                                          "smaller steps or finish with a short summary.")
+    return Accepted(params, size)
+
+
+def _stored_size(tool: Tool, params: dict[str, object], bounds: RowBounds) -> int | Rejected:
+    """The step's size as stored (summary and tool name are the tool's name), or why a
+    parameter cannot be stored; the message names catalog parameters only (others may be anything)."""
+    known = {p.name for p in tool.params}
+    total = 2 * (len(tool.name) + 2) + 2 + 2 * len(params) + max(0, 2 * (len(params) - 1))  # ASCII names
+    for key, value in params.items():
+        for part, depth in ((key, PARAMS_DEPTH + 1), (value, PARAMS_DEPTH + 1)):
+            size = stored_size(part, bounds, depth=depth)
+            if isinstance(size, Unstorable):
+                what = f'parameter "{key}"' if key in known else "a parameter"
+                return Rejected("unstorable-value", f'Tool "{tool.name}": {what} cannot be stored: '
+                                                    f"{_advice(size, bounds)}.")
+            total += size
+    return total
+
+
+def _advice(problem: Unstorable, bounds: RowBounds) -> str:
+    if problem.reason == BAD_UNICODE:
+        return "it holds a NUL character or an unpaired surrogate; send the text without it"
+    if problem.reason == TOO_DEEP:
+        return (f"it is nested too deeply (at most {bounds.max_json_depth - PARAMS_DEPTH - 1} levels); "
+                "send a flatter value")
+    if problem.reason == NUMBER_OUT_OF_RANGE:
+        return "it holds a number too large for a double; send a smaller number"
+    return f"it holds a text longer than {bounds.max_string_bytes} bytes; send a shorter one"
 
 
 def _parse_arguments(arguments: str) -> dict[str, object] | None:

@@ -22,6 +22,7 @@ from planner.llm import AssistantTurn, LlmError, RawToolCall
 from planner.parse import Plan, PlanStep
 from planner.reminders import Reminder, budget_reminder
 from planner.schemas import FunctionSchema, tools_to_function_schemas
+from planner.storable import RowBounds
 from planner.tool_calls import Accepted, RejectReason, validate_tool_call
 from planner.tools import AI_AVAILABLE_TOOL_NAMES, Tool
 
@@ -101,12 +102,17 @@ def tool_label(name: str) -> str:
 
 
 async def run_tool_loop(system: str, user: str, tools: Sequence[Tool], *, chat: Chat, budget: Budget,
-                        max_rounds: int, max_steps: int) -> LoopResult:
-    """Run rounds until the model stops calling tools, ``max_rounds`` or the budget ends it."""
+                        max_rounds: int, max_steps: int, bounds: RowBounds = RowBounds()) -> LoopResult:
+    """Run rounds until the model stops calling tools, ``max_rounds`` or the budget ends it.
+
+    Calls are validated within ``bounds`` (what the store holds and the refresh reads back);
+    the final summary is not: the caller checks the whole plan (``planner.parse.storage_problem``).
+    """
     schemas = tools_to_function_schemas(tools)
     offered: Mapping[str, Tool] = {t.name: t for t in tools}
     history: list[WireMessage] = [{"role": "system", "content": system}, {"role": "user", "content": user}]
     steps: list[PlanStep] = []
+    plan_bytes = 0  # the recorded steps' size as stored
     verdicts: list[CallVerdict] = []
     reminders: list[Reminder] = []
     prompt_tokens = completion_tokens = rounds = 0
@@ -144,8 +150,9 @@ async def run_tool_loop(system: str, user: str, tools: Sequence[Tool], *, chat: 
             break
         for call in turn.tool_calls:
             verdict = validate_tool_call(call.name, call.arguments, offered, steps_recorded=len(steps),
-                                         max_steps=max_steps)
+                                         max_steps=max_steps, bounds=bounds, plan_bytes=plan_bytes)
             if isinstance(verdict, Accepted):
+                plan_bytes += verdict.stored_bytes
                 steps.append(PlanStep(summary=call.name, tool_name=call.name, rationale="", params=verdict.params))
                 verdicts.append(CallVerdict(rounds, call.name, "recorded"))
                 result = {"success": True, "message": RECORDED_MESSAGE}

@@ -5,6 +5,8 @@ holds, huge strings, ids longer than an index row. Each of these used to fail a 
 (the decoder raised) or a whole upsert (an index row too large), so one row stopped every cycle
 for every user. Here each row is judged on its own: `check_row` gives the `ChangeRow` to fold,
 or a `Rejected` with a reason and sizes — never the row's content — and the refresh skips it.
+The bounds and the value rules are those of `planner/storable.py`, which the planner and the
+write-back apply to every plan before it is written: the daemon never writes a row it rejects.
 
 Reasons (the label of `mana_ai_rows_rejected_total`):
 
@@ -32,13 +34,14 @@ from itertools import accumulate
 from typing import Any
 
 from planner._js import js_string
+from planner.storable import (BAD_UNICODE, MAX_DOUBLE_DIGITS, NUMBER_OUT_OF_RANGE, ROW_TOO_LARGE, STRING_TOO_LONG,
+                              TOO_DEEP, Rejected, RowBounds, number_problem, row_size_problem, string_problem)
 from store.fold import ChangeRow
 
-ROW_TOO_LARGE = "row-too-large"
-TOO_DEEP = "too-deep"
-STRING_TOO_LONG = "string-too-long"
-NUMBER_OUT_OF_RANGE = "number-out-of-range"
-BAD_UNICODE = "bad-unicode"
+__all__ = ["BAD_UNICODE", "ID_TOO_LONG", "INVALID_JSON", "MAX_SLOT_BYTES", "NUMBER_OUT_OF_RANGE", "REASONS",
+           "ROW_TOO_LARGE", "SLOT_TOO_LONG", "STRING_TOO_LONG", "TOO_DEEP", "RawRow", "Rejected", "RowBounds",
+           "check_row", "decode_json", "pg_text_bytes"]
+
 INVALID_JSON = "invalid-json"
 ID_TOO_LONG = "id-too-long"
 SLOT_TOO_LONG = "slot-too-long"
@@ -60,25 +63,6 @@ _NOT_STRUCTURE = bytes(c for c in range(256) if c not in b'[]{}"')
 _DEPTH_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 # escapes that decode to what jsonb cannot store: NUL, and (maybe lone) surrogates
 _RISKY_ESCAPE = re.compile(r"\\u(?:0000|[dD][89abcdefABCDEF])")
-_DOUBLE_DIGITS = 309  # digits of the largest finite double (1.797…e308)
-
-
-@dataclass(frozen=True)
-class RowBounds:
-    """Limits a row must respect (settings `MANA_AI_MAX_*`, docs/configuration.md)."""
-
-    max_json_depth: int = 64
-    max_string_bytes: int = 65_536
-    max_id_chars: int = 256
-    max_row_bytes: int = 8_388_608
-
-
-@dataclass(frozen=True)
-class Rejected:
-    """Why a row cannot be folded or stored; `detail` names sizes and limits, never content."""
-
-    reason: str
-    detail: str
 
 
 class _Reject(Exception):
@@ -125,19 +109,17 @@ def _too_deep(text: str, limit: int) -> bool:
 
 
 def _parse_int(digits: str) -> int:
-    if len(digits.lstrip("-")) > _DOUBLE_DIGITS:
+    if len(digits.lstrip("-")) > MAX_DOUBLE_DIGITS:  # before int(): it raises past 4,300 digits
         raise _Reject(NUMBER_OUT_OF_RANGE, f"an integer of {len(digits)} digits")
     value = int(digits)
-    try:
-        float(value)
-    except OverflowError:
-        raise _Reject(NUMBER_OUT_OF_RANGE, f"an integer of {len(digits)} digits") from None
+    if number_problem(value) is not None:
+        raise _Reject(NUMBER_OUT_OF_RANGE, f"an integer of {len(digits)} digits")
     return value
 
 
 def _parse_float(text: str) -> float:
     value = float(text)
-    if math.isinf(value):
+    if number_problem(value) is not None:
         raise _Reject(NUMBER_OUT_OF_RANGE, f"a number of {len(text)} chars beyond a double")
     return value
 
@@ -170,29 +152,15 @@ def _string_problem(text: str, value: Any, max_bytes: int) -> Rejected | None:
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            if len(item) >= shortest and (problem := _bad_string(item, max_bytes)) is not None:
+            if len(item) >= shortest and (problem := string_problem(item, max_bytes)) is not None:
                 return problem
         elif isinstance(item, dict):
             for key, child in item.items():
-                if len(key) >= shortest and (problem := _bad_string(key, max_bytes)) is not None:
+                if len(key) >= shortest and (problem := string_problem(key, max_bytes)) is not None:
                     return problem
                 stack.append(child)
         elif isinstance(item, list):
             stack.extend(item)
-    return None
-
-
-def _bad_string(text: str, max_bytes: int) -> Rejected | None:
-    if len(text) > max_bytes:  # at least one byte per character: too long before encoding
-        return Rejected(STRING_TOO_LONG, f"a string of {len(text)} chars > {max_bytes} bytes")
-    try:
-        size = len(text.encode("utf-8"))
-    except UnicodeEncodeError:
-        return Rejected(BAD_UNICODE, "a lone surrogate in a string")
-    if size > max_bytes:
-        return Rejected(STRING_TOO_LONG, f"a string of {size} bytes > {max_bytes}")
-    if "\x00" in text:
-        return Rejected(BAD_UNICODE, "a NUL character in a string")
     return None
 
 
@@ -218,8 +186,9 @@ def check_row(row: RawRow, bounds: RowBounds, *, missions: bool) -> ChangeRow | 
     for name, value in (("user_id", row.user_id), ("record_id", row.record_id)):
         if len(value) > bounds.max_id_chars:
             return Rejected(ID_TOO_LONG, f"{name} of {len(value)} chars > {bounds.max_id_chars}")
-    if row.row_bytes > bounds.max_row_bytes:
-        return Rejected(ROW_TOO_LARGE, f"{row.row_bytes} bytes > {bounds.max_row_bytes}")
+    too_large = row_size_problem(row.row_bytes, bounds)
+    if too_large is not None:
+        return too_large
     data = decode_json(row.data, bounds)
     if isinstance(data, Rejected):
         return Rejected(data.reason, f"data: {data.detail}")

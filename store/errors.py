@@ -4,7 +4,8 @@ StoreError
  ├─ DatabaseUnavailable   connecting or talking to Postgres failed; see __cause__
  ├─ SchemaMismatch        sync_changes is missing or lacks columns (an operator must act)
  ├─ LeaseLost             this run's claim was taken over
- └─ MissionGone           the mission was deleted while it was planned
+ ├─ MissionGone           the mission was deleted while it was planned
+ └─ RowRefused            a write-back's row is one the refresh would reject; nothing written
 """
 
 from __future__ import annotations
@@ -34,6 +35,15 @@ class LeaseLost(StoreError):
 
 class MissionGone(StoreError):
     """The mission was deleted while it was being planned."""
+
+
+class RowRefused(StoreError):
+    """The row this write-back would write is one the refresh would reject; nothing was written."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{detail} ({reason})")
+        self.reason = reason  # a planner.storable reason: the metric label
+        self.detail = detail  # sizes and limits, never content
 
 
 # What talking to Postgres can raise besides our own errors: "the database is unavailable" (or

@@ -5,6 +5,10 @@ ready during a round trip rides the next one, up to `max_batch` items, so N miss
 together cost about one statement (`mana_ai.write_backs`) instead of N. A mission cancelled
 while its write-back waits is taken out of the queue; one cancelled while its round trip is in
 flight changes nothing there — the statement is fenced by the claim's lease token either way.
+
+Every item stands alone: one that Postgres cannot store, or whose row the refresh would reject,
+is refused before it is queued (`RowRefused`), and a batch statement that fails for its data
+is sent again item by item (`store.writeback.write_batch`): only the item at fault fails.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from dataclasses import dataclass, field
 import asyncpg
 import trio
 
-from store.errors import DATABASE_ERRORS
+from planner.storable import RowBounds
+from store.errors import DATABASE_ERRORS, RowRefused
 from store.sync_schema import V0_6_SCHEMA, SyncSchema
-from store.writeback import Verdict, WriteRequest, Written, settle, write_backs_fast
+from store.writeback import Verdict, WriteRequest, Written, check_request, settle, write_batch
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +32,17 @@ class _Pending:
     request: WriteRequest
     done: trio.Event = field(default_factory=trio.Event)
     verdict: Verdict | None = None
-    error: BaseException | None = None
+    error: Exception | None = None
 
 
 class GroupCommit:
     """Owns the write-back round trips of one daemon; `run` lives in the runtime's nursery."""
 
-    def __init__(self, pool: asyncpg.Pool, *, max_batch: int = 64, sync: SyncSchema = V0_6_SCHEMA) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, max_batch: int = 64, sync: SyncSchema = V0_6_SCHEMA,
+                 bounds: RowBounds = RowBounds()) -> None:
         self._pool = pool
         self._sync = sync
+        self._bounds = bounds  # the refresh's (MANA_AI_MAX_*): no row is written that it would reject
         self._max_batch = max_batch
         self._queue: list[_Pending] = []
         self._wake = trio.Event()
@@ -47,6 +54,9 @@ class GroupCommit:
         """Write one mission's plan back; raises as `store.writeback.write_back` does."""
         if self._closed:
             raise trio.ClosedResourceError("the write-back queue is closed")
+        problem = check_request(request, self._bounds)
+        if problem is not None:  # never sent: it would fail the statement of everyone batched with it
+            raise RowRefused(problem.reason, f"the iteration holds {problem.detail}")
         pending = _Pending(request)
         self._queue.append(pending)
         self._wake.set()
@@ -59,7 +69,8 @@ class GroupCommit:
         if pending.error is not None:
             raise pending.error
         assert pending.verdict is not None
-        return await settle(self._pool, request, pending.verdict, sync=self._sync)  # careful path when needed
+        return await settle(self._pool, request, pending.verdict, sync=self._sync,
+                            bounds=self._bounds)  # careful path when needed
 
     def close(self) -> None:
         """No new write-backs; `run` returns once the queued ones went out."""
@@ -82,8 +93,8 @@ class GroupCommit:
         self.round_trips += 1
         self.items += len(batch)
         try:
-            verdicts = await write_backs_fast(self._pool, [p.request for p in batch], sync=self._sync)
-        except DATABASE_ERRORS as exc:  # the statement failed as a whole: each run decides
+            answers = await write_batch(self._pool, [p.request for p in batch], sync=self._sync, bounds=self._bounds)
+        except DATABASE_ERRORS as exc:  # the statement failed as a whole (not for its data): each run decides
             for pending in batch:
                 pending.error = exc
                 pending.done.set()
@@ -93,6 +104,9 @@ class GroupCommit:
                 pending.error = exc if isinstance(exc, Exception) else trio.ClosedResourceError("shutting down")
                 pending.done.set()
             raise
-        for pending, verdict in zip(batch, verdicts):
-            pending.verdict = verdict
+        for pending, answer in zip(batch, answers):
+            if isinstance(answer, Verdict):
+                pending.verdict = answer
+            else:  # its own statement failed (the batch's failed for its data)
+                pending.error = answer
             pending.done.set()

@@ -96,6 +96,7 @@ class FakeLlm:
         self.in_flight = 0
         self.max_in_flight = 0
         self.responder: Callable[[dict[str, Any]], Reply] | None = None
+        self.gate: trio.Event | None = None  # when set: every answer waits for it (answers go out together)
         self._script: list[Reply] = []
         self.app = self._build_app()
 
@@ -126,6 +127,8 @@ class FakeLlm:
                 self.requests.append(body)
                 self.headers.append({k.lower(): v for k, v in request.headers.items()})
                 reply = self._next_reply(body)
+                if self.gate is not None:
+                    await self.gate.wait()
                 if reply.hang:
                     await trio.sleep_forever()
                 if reply.delay_s:

@@ -15,6 +15,7 @@ from planner.parse import (
     parse_planner_response,
 )
 from planner.prompt import PromptMission, build_planner_prompt
+from planner.storable import RowBounds
 from planner.tools import AI_AVAILABLE_TOOL_NAMES, Tool, ToolParam
 
 KNOWN = frozenset({"create_task", "log_drink"})
@@ -317,9 +318,10 @@ def test_linear_extraction_equals_the_reference_regex(text: str) -> None:
     assert _extract_fenced(text) == (match.group(1) if match else None)
 
 
-TEXT = st.text().filter(lambda s: "```" not in s)  # a fence inside a string ends the block
+# a fence inside a string ends the block; NUL and lone surrogates cannot be stored (see below)
+TEXT = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00")).filter(lambda s: "```" not in s)
 FINITE = st.floats(allow_nan=False, allow_infinity=False)
-JSON_LEAF = st.none() | st.booleans() | st.integers() | FINITE | TEXT
+JSON_LEAF = st.none() | st.booleans() | st.integers(-(10**300), 10**300) | FINITE | TEXT
 JSON_VALUE = st.recursive(
     JSON_LEAF,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
@@ -346,3 +348,59 @@ def test_valid_plans_round_trip(summary: str, steps: list[dict[str, object]], as
     assert [(s.summary, s.tool_name, s.rationale, s.params) for s in plan.steps] == [
         (s["summary"], s["toolName"], s["rationale"], s["params"]) for s in steps
     ]
+
+
+# --- what cannot be stored ------------------------------------------------------------------
+
+
+def step_with(params: object, **fields: object) -> str:
+    return fenced(json.dumps({"summary": "s", "steps": [
+        {"summary": "t", "toolName": "create_task", "rationale": "r", "params": params, **fields}]}))
+
+
+def nested(levels: int) -> object:
+    value: object = {}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    (step_with({"title": "a\u0000b"}),
+     "step[0].params cannot be stored: a NUL character in a string (bad-unicode)"),
+    (step_with({"title": "\ud800"}), "step[0].params cannot be stored: a lone surrogate in a string (bad-unicode)"),
+    (step_with({"\u0000": 1}), "step[0].params cannot be stored: a NUL character in a string (bad-unicode)"),
+    (step_with({}, summary="x\u0000"), "step[0].summary cannot be stored: a NUL character in a string (bad-unicode)"),
+    (fenced('{"summary": "\\udfff", "steps": []}'),
+     "summary cannot be stored: a lone surrogate in a string (bad-unicode)"),
+    (step_with({"title": "x" * 70_000}),
+     "step[0].params cannot be stored: a string of 70000 chars > 65536 bytes (string-too-long)"),
+    (step_with({"title": "é" * 40_000}),
+     "step[0].params cannot be stored: a string of 80000 bytes > 65536 (string-too-long)"),
+    (step_with(nested(59)), "step[0].params cannot be stored: nesting deeper than 64 (too-deep)"),
+    (step_with({"n": int("9" * 400)}),
+     "step[0].params cannot be stored: an integer of 400 digits (number-out-of-range)"),
+])
+def test_what_the_store_cannot_hold_or_the_reader_would_reject_is_a_parse_failure(text: str, reason: str) -> None:
+    assert fail(text, frozenset({"create_task"})).reason == reason
+
+
+def test_the_bounds_are_those_of_the_row_the_plan_is_written_in() -> None:
+    """Params sit six levels deep in the written row; the rationale is not stored at all."""
+    assert ok(step_with(nested(58)), frozenset({"create_task"})).steps[0].params == nested(58)
+    assert ok(step_with({}, rationale="r\u0000" + "x" * 70_000 + "\ud800"), frozenset({"create_task"}))
+    small = RowBounds(max_json_depth=16, max_string_bytes=1024, max_row_bytes=65_536)
+    body = json.dumps({"steps": [{"toolName": "create_task", "rationale": "r", "params": {"t": "x" * 1000}}] * 70})
+    result = parse_planner_response(fenced(body), {"create_task"}, small)
+    assert isinstance(result, ParseFailure) and result.raw == body
+    assert result.reason == ("the plan cannot be stored: 71682 bytes > 65536 (MANA_AI_MAX_ROW_BYTES) "
+                             "(row-too-large)")
+    assert isinstance(parse_planner_response(fenced(body), {"create_task"}), Plan)  # the default bounds
+
+
+@settings(database=None, deadline=None)
+@given(st.text(max_size=5), st.sampled_from(["\x00", "\ud800", "\udfff", "\ud83d"]), st.booleans())
+def test_any_nul_or_lone_surrogate_in_a_stored_part_is_refused(text: str, bad: str, ascii: bool) -> None:
+    body = {"summary": "s", "steps": [{"toolName": "create_task", "rationale": "r", "params": {"t": text + bad}}]}
+    result = parse_planner_response(fenced(json.dumps(body, ensure_ascii=ascii)), {"create_task"})
+    assert isinstance(result, ParseFailure) and result.reason.endswith("(bad-unicode)")

@@ -7,6 +7,8 @@ import json
 import pytest
 
 from planner import AI_AVAILABLE_TOOLS, Tool, ToolParam
+from planner.parse import Plan, PlanStep, storage_problem
+from planner.storable import RowBounds
 from planner.tool_calls import Accepted, Rejected, validate_tool_call
 
 OFFERED = {t.name: t for t in AI_AVAILABLE_TOOLS if t.name != "update_note"}  # update_note denied
@@ -84,3 +86,42 @@ def test_other_json_types() -> None:
     for bad in bads:
         assert isinstance(validate_tool_call("t", json.dumps(bad), offered, steps_recorded=0, max_steps=1),
                           Rejected)
+
+
+# --- what the store cannot hold (planner.storable) -------------------------------------------
+
+
+@pytest.mark.parametrize(("arguments", "named", "advice"), [
+    ({"title": "a\u0000b"}, 'parameter "title"', "NUL character or an unpaired surrogate"),
+    ({"title": "\ud800"}, 'parameter "title"', "NUL character or an unpaired surrogate"),
+    ({"title": "ok", "x\u0000": 1}, "a parameter", "NUL character or an unpaired surrogate"),
+    ({"title": "ok", "secret-name-" + "k" * 70_000: 1}, "a parameter", "longer than 65536 bytes"),
+    ({"title": "x" * 70_000}, 'parameter "title"', "longer than 65536 bytes"),
+    ({"title": "ok", "deep": json.loads("[" * 58 + "]" * 58)}, "a parameter", "at most 57 levels"),
+    ({"title": "ok", "n": int("9" * 400)}, "a parameter", "too large for a double"),
+])
+def test_a_value_the_store_cannot_hold_is_rejected_for_the_model_to_correct(
+        arguments: dict[str, object], named: str, advice: str) -> None:
+    verdict = rejected(check("create_task", arguments))
+    assert verdict.reason == "unstorable-value" and '"create_task"' in verdict.message
+    assert named in verdict.message and advice in verdict.message
+    assert "\u0000" not in verdict.message and "secret-name" not in verdict.message and "xxxx" not in verdict.message
+
+
+def test_nesting_right_up_to_the_bound_is_recorded() -> None:
+    assert isinstance(check("create_task", {"title": "ok", "deep": json.loads("[" * 57 + "]" * 57)}), Accepted)
+
+
+def test_a_call_that_would_make_the_plan_too_large_is_rejected() -> None:
+    bounds = RowBounds(max_row_bytes=65_536)
+    first = validate_tool_call("create_task", json.dumps({"title": "x" * 60_000}), OFFERED, steps_recorded=0,
+                               max_steps=25, bounds=bounds)
+    assert isinstance(first, Accepted)
+    plan = Plan("", (PlanStep("create_task", "create_task", "", first.params),))
+    assert first.stored_bytes == 60_000 + len('{"title": ""}') + 2 * len('"create_task"')
+    verdict = rejected(validate_tool_call("create_task", json.dumps({"title": "y" * 6000}), OFFERED,
+                                          steps_recorded=1, max_steps=25, bounds=bounds, plan_bytes=first.stored_bytes))
+    assert verdict.reason == "plan-too-large" and "65536" in verdict.message
+    assert storage_problem(plan, bounds) is None
+    assert storage_problem(Plan("", (*plan.steps, PlanStep("create_task", "create_task", "", {"title": "y" * 6000}))),
+                           bounds) is not None
