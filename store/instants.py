@@ -1,15 +1,15 @@
 """The instant a mission's `nextRunAt` names (pure).
 
 The database reads it (`mana_ai.instant_of`, migration 0012) into `mission_snapshots.next_run_at`,
-which every comparison uses: due selection, the due timer, inspection, the console. This is the
-same grammar, for the refresh's report of a value that names no instant; a test checks that both
-agree on every value.
+which the due query and the due timer compare. This is the same grammar for what reads a record
+in Python: the refresh's report of a value that names no instant, and the "why (not) due"
+verdict of inspection and the console. A test checks that both agree on every value.
 
 Accepted: ``YYYY-MM-DD``, then ``T`` (or ``t``, or a space), then ``HH:MM`` with optional ``:SS``
 and an optional fraction (``.`` or ``,``; digits past microseconds are dropped), then an optional
-offset ``Z`` (``z``), ``±HH:MM``, ``±HHMM`` or ``±HH``. Without an offset the time is UTC. Anything
-else (a date or time that does not exist, an instant outside the years 1-9999 UTC) names no
-instant: the mission is never due.
+offset ``Z`` (``z``), ``±HH:MM``, ``±HHMM`` or ``±HH`` (at most ±15:59). Without an offset the
+time is UTC. Anything else (a date or time that does not exist, an instant outside the years
+1-9999 UTC) names no instant: the mission is never due.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def instant_of(value: object) -> datetime | None:
     if m is None:
         return None
     oh, om = int(m[10] or 0), int(m[11] or 0)
-    if oh > 23 or om > 59:
+    if oh > 15 or om > 59:  # Postgres holds offsets up to ±15:59
         return None
     try:
         local = datetime(int(m[1]), int(m[2]), int(m[3]), int(m[4]), int(m[5]), int(m[6] or 0),
