@@ -10,7 +10,6 @@ from uuid import UUID
 import asyncpg
 from trio_asyncio import aio_as_trio
 
-from planner.iteration import iso_ms
 from store.records import Mission
 from store.sql import Q
 
@@ -22,13 +21,21 @@ class DueMission:
     snapshot_cursor: datetime
 
 
+def _instant(now_iso: str) -> datetime:
+    now = datetime.fromisoformat(now_iso)  # the app clock's ISO text (…Z)
+    if now.tzinfo is None:
+        raise ValueError(f"the due query's clock needs an offset: {now_iso!r}")
+    return now
+
+
 async def _due(pool: asyncpg.Pool, now_iso: str, limit: int, folded_until: tuple[datetime, UUID] | None,
                ) -> list[DueMission]:
+    now = _instant(now_iso)  # a timestamptz parameter: the planner estimates with its value
     async with pool.acquire() as conn:
         if folded_until is None:
-            rows = await conn.fetch(Q["due_missions"], now_iso, limit)
+            rows = await conn.fetch(Q["due_missions"], now, limit)
         else:
-            rows = await conn.fetch(Q["due_missions_folded"], now_iso, limit, *folded_until)
+            rows = await conn.fetch(Q["due_missions_folded"], now, limit, *folded_until)
     return [DueMission(Mission.from_record(r["user_id"], r["record"]), r["record"], r["last_applied_at"])
             for r in rows]
 
@@ -55,7 +62,7 @@ def _seconds_until(value: datetime | None, now: datetime) -> float | None:
 
 async def _next_wake(pool: asyncpg.Pool, now: datetime) -> NextWake:
     async with pool.acquire() as conn:
-        row = await conn.fetchrow(Q["next_wake"], iso_ms(now))
+        row = await conn.fetchrow(Q["next_wake"], now)
     candidates = [_seconds_until(row["next_run_at"], now),  # an instant, on the app clock like the due query
                   _seconds_until(row["next_retry_at"], row["db_now"]),
                   _seconds_until(row["next_lease_expiry"], row["db_now"])]

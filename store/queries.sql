@@ -132,7 +132,7 @@ WHERE s.record->>'state' = 'active'
   AND NOT s.tombstone
   AND (s.record->>'nextRunAt') IS DISTINCT FROM s.settled_slot
   AND s.next_run_at IS NOT NULL
-  AND s.next_run_at <= $1::text::timestamptz
+  AND s.next_run_at <= $1::timestamptz
   AND (s.record->>'deletedAt') IS NULL
   AND (r.user_id IS NULL
        OR (r.status = 'retry' AND r.next_attempt_at <= now())
@@ -153,7 +153,7 @@ WHERE s.record->>'state' = 'active'
   AND NOT s.tombstone
   AND (s.record->>'nextRunAt') IS DISTINCT FROM s.settled_slot
   AND s.next_run_at IS NOT NULL
-  AND s.next_run_at <= $1::text::timestamptz
+  AND s.next_run_at <= $1::timestamptz
   AND (s.record->>'deletedAt') IS NULL
   AND (r.user_id IS NULL
        OR (r.status = 'retry' AND r.next_attempt_at <= now())
@@ -368,7 +368,7 @@ SELECT (SELECT count(*) FROM mana_ai.mission_runs WHERE status = 'running') AS r
 SELECT
   (SELECT min(next_run_at) FROM mana_ai.mission_snapshots
    WHERE record->>'state' = 'active' AND NOT tombstone AND next_run_at IS NOT NULL
-     AND next_run_at > $1::text::timestamptz AND (record->>'deletedAt') IS NULL) AS next_run_at,
+     AND next_run_at > $1::timestamptz AND (record->>'deletedAt') IS NULL) AS next_run_at,
   (SELECT min(next_attempt_at) FROM mana_ai.mission_runs
    WHERE status = 'retry' AND next_attempt_at > now()) AS next_retry_at,
   (SELECT min(lease_expires_at) FROM mana_ai.mission_runs

@@ -119,7 +119,7 @@ async def _plans(pool: asyncpg.Pool) -> dict[str, str]:
         await conn.execute("SET enable_seqscan = off")  # a test table is small: ask whether an index can serve
         try:
             return {name: "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + Q[name], *args))
-                    for name, args in (("due_missions", (NOW_ISO, 10)), ("next_wake", (NOW_ISO,)))}
+                    for name, args in (("due_missions", (NOW, 10)), ("next_wake", (NOW,)))}
         finally:
             await conn.execute("RESET enable_seqscan")
 
