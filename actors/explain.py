@@ -9,6 +9,7 @@ from typing import Any
 
 from planner.iteration import iso_ms
 from store.inspect import RunRow
+from store.instants import instant_of
 from store.records import Agent
 from store.research_jobs import ResearchJobRow
 
@@ -28,7 +29,7 @@ class Situation:
     tombstone: bool
     run: RunRow | None  # the ledger row of the current due slot (nextRunAt)
     agent: Agent | None  # None: legacy or unknown agent
-    now_iso: str  # the app clock, compared with nextRunAt as the due query does
+    now_iso: str  # the app clock, compared with nextRunAt's instant as the due query does
     db_now: datetime  # the database clock, compared with leases and backoff
     used_24h: int | None  # the agent's token use, when it has a budget
     waiting_for_slot: bool  # delivered to its agent actor, not started
@@ -47,8 +48,13 @@ def explain(s: Situation) -> Verdict:
     next_run = record.get("nextRunAt")
     if not isinstance(next_run, str) or not next_run:
         return Verdict(False, "no-next-run", "nextRunAt is not set")
-    if next_run > s.now_iso:
-        return Verdict(False, "in-the-future", f"nextRunAt {next_run}")
+    at, now = instant_of(next_run), instant_of(s.now_iso)
+    if at is None:  # the grammar of the due query's next_run_at (store/instants.py)
+        return Verdict(False, "next-run-unreadable",
+                       f"nextRunAt {next_run[:64]!r} names no ISO-8601 instant: never due")
+    if now is not None and at > now:
+        shown = next_run if next_run == iso_ms(at) else f"{next_run} ({iso_ms(at)})"
+        return Verdict(False, "in-the-future", f"nextRunAt {shown}")
     ledger = _ledger_verdict(s)
     parked = _research_verdict(s, ledger)
     if parked is not None:

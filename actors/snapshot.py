@@ -56,6 +56,9 @@ log = logging.getLogger(__name__)
 _PRUNE_EVERY_S = 3600.0
 _FAILURE_BACKOFF_BASE_S = 0.5
 _FAILURE_BACKOFF_MAX_S = 30.0
+#: The due timer fires no sooner than this after the previous cycle ended, whatever the data or the
+#: clock say is due (at most a few due-timer cycles a second); each time it holds one back is counted.
+DUE_TIMER_FLOOR_S = 0.25
 
 # Failures a cycle reports in `errors` and survives: the database or its connection.
 _CYCLE_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, trio.TooSlowError)
@@ -145,6 +148,7 @@ class SnapshotActor:
         self._due_at = math.inf  # trio time when the next mission becomes due
         self._sleep: trio.CancelScope | None = None  # the schedule's wait, while it waits
         self._again_at = math.inf  # earliest `due_again` since the last wake-up query began
+        self._cycle_ended_at = -math.inf  # trio time when the last cycle finished dispatching
         self._jitter = jitter
         self._redact = Redactor(settings.secrets())
         self._failures = 0  # cycles failed in a row
@@ -183,7 +187,8 @@ class SnapshotActor:
         if at < self._due_at:
             self._due_at = at
             if self._sleep is not None and not self._failures and self._settings.tick_enabled:
-                self._sleep.deadline = min(self._sleep.deadline, at)  # a back-off is not cut short
+                # a back-off is not cut short, and the timer's floor holds for hand-backs too
+                self._sleep.deadline = min(self._sleep.deadline, max(at, self._cycle_ended_at + DUE_TIMER_FLOOR_S))
 
     def state(self) -> SnapshotActorState:
         return SnapshotActorState(self._alive, self._cycles_completed, self._last_completed_at,
@@ -217,7 +222,7 @@ class SnapshotActor:
                 while not self._stopping:
                     if self._pending is None and (not self._hinted or trio.current_time() < self._retry_at):
                         # after a failure the schedule is the back-off: the due state is unknown
-                        wake_at = ((self._retry_at if self._failures else min(next_at, self._due_at))
+                        wake_at = ((self._retry_at if self._failures else min(next_at, self._due_timer_at()))
                                    if scheduled else math.inf)
                         with trio.move_on_at(wake_at) as self._sleep:
                             await self._wake.wait()
@@ -227,6 +232,8 @@ class SnapshotActor:
                     if self._pending is None and trio.current_time() < self._retry_at:
                         continue  # a hint during the back-off: it is served when the back-off ends
                     reason = self._wake_reason(next_at)
+                    if reason == "due-timer" and self._due_at < self._cycle_ended_at + DUE_TIMER_FLOOR_S:
+                        self._metrics.due_timer_floor_hits.inc()
                     self._hinted = False
                     cycle, self._pending = (self._pending or Cycle(reason)), None
                     self._metrics.cycles.labels(reason=reason).inc()
@@ -287,6 +294,7 @@ class SnapshotActor:
             failed = True
             self._fail(batch.stats, _describe_crash(exc), "cycle.crashed", exc_info=True)
         self._after_cycle(failed, batch.stats)
+        self._cycle_ended_at = trio.current_time()
         batch.seal()
         return batch, started
 
@@ -304,6 +312,11 @@ class SnapshotActor:
         self._retry_at = trio.current_time() + delay
         log.warning("cycle.backing_off", extra={"failures_in_a_row": self._failures,
                                                 "retry_in_s": round(delay, 3)})
+
+    def _due_timer_at(self) -> float:
+        """When the due timer fires: when the next mission is due, but never sooner than
+        `DUE_TIMER_FLOOR_S` after the last cycle ended."""
+        return max(self._due_at, self._cycle_ended_at + DUE_TIMER_FLOOR_S)
 
     def _wake_reason(self, next_at: float) -> str:
         if self._pending is not None:

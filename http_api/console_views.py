@@ -22,6 +22,7 @@ REASON_WORDS: Mapping[str, str] = {
     "deleted": "Deleted",
     "not-active": "Not active",
     "no-next-run": "No next run is set",
+    "next-run-unreadable": "Its next run is not a date and time it can read",
     "in-the-future": "Not due yet",
     "planned": "Already planned for this slot",
     "dead": "Dead: gave up after repeated failures",

@@ -127,6 +127,9 @@ class Metrics:
                                          "sync_changes rows read by snapshot refresh", ["table"], registry=r)
         self.cycles = Counter("mana_ai_cycles_total", "Cycles started, by what woke the snapshot actor",
                               ["reason"], registry=r)
+        self.due_timer_floor_hits = Counter("mana_ai_due_timer_floor_hits_total",
+                                            "Due-timer cycles held back to the floor after the previous cycle",
+                                            registry=r)
         self.cycle_errors = Counter("mana_ai_cycle_errors_total",
                                     "Cycles that failed before dispatching (DB down, timeout)", registry=r)
         self.cycle_failures_in_a_row = Gauge("mana_ai_cycle_consecutive_failures",

@@ -49,7 +49,7 @@ REASONS = (ROW_TOO_LARGE, TOO_DEEP, STRING_TOO_LONG, NUMBER_OUT_OF_RANGE, BAD_UN
            ID_TOO_LONG, SLOT_TOO_LONG)
 
 #: Bytes of a mission's `nextRunAt` as Postgres indexes it (`record->>'nextRunAt'`). It is a key
-#: of `idx_mission_snapshots_due`, `idx_mission_snapshots_open_slot` and, with both ids, of
+#: of `idx_mission_snapshots_due` and, with both ids, of
 #: `mission_runs`: 2 ids × 256 characters (MANA_AI_MAX_ID_CHARS is capped there) × 4 bytes + 256
 #: stays under btree's 2704-byte row limit. An ISO timestamp has 24.
 MAX_SLOT_BYTES = 256

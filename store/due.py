@@ -10,7 +10,6 @@ from uuid import UUID
 import asyncpg
 from trio_asyncio import aio_as_trio
 
-from planner.iteration import iso_ms
 from store.records import Mission
 from store.sql import Q
 
@@ -22,20 +21,28 @@ class DueMission:
     snapshot_cursor: datetime
 
 
+def _instant(now_iso: str) -> datetime:
+    now = datetime.fromisoformat(now_iso)  # the app clock's ISO text (…Z)
+    if now.tzinfo is None:
+        raise ValueError(f"the due query's clock needs an offset: {now_iso!r}")
+    return now
+
+
 async def _due(pool: asyncpg.Pool, now_iso: str, limit: int, folded_until: tuple[datetime, UUID] | None,
                ) -> list[DueMission]:
+    now = _instant(now_iso)  # a timestamptz parameter: the planner estimates with its value
     async with pool.acquire() as conn:
         if folded_until is None:
-            rows = await conn.fetch(Q["due_missions"], now_iso, limit)
+            rows = await conn.fetch(Q["due_missions"], now, limit)
         else:
-            rows = await conn.fetch(Q["due_missions_folded"], now_iso, limit, *folded_until)
+            rows = await conn.fetch(Q["due_missions_folded"], now, limit, *folded_until)
     return [DueMission(Mission.from_record(r["user_id"], r["record"]), r["record"], r["last_applied_at"])
             for r in rows]
 
 
 async def list_due_missions(pool: asyncpg.Pool, now_iso: str, limit: int = 1000, *,
                             folded_until: tuple[datetime, UUID] | None = None) -> list[DueMission]:
-    """Active, not deleted missions whose string `nextRunAt` is at or before `now_iso` and whose
+    """Active, not deleted missions whose `nextRunAt` names an instant at or before `now_iso` and whose
     slot the run ledger lets through; the `limit` oldest. With `folded_until` (the last row a
     refresh still in progress has folded), only missions without a row after it."""
     due: list[DueMission] = await aio_as_trio(_due)(pool, now_iso, limit, folded_until)
@@ -49,23 +56,14 @@ class NextWake:
     seconds: float | None
 
 
-def _seconds_until(value: str | datetime | None, now: datetime) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None  # not an ISO timestamp: the string compare may still make it due later
-        if value.tzinfo is None:
-            return None
-    return max(0.0, (value - now).total_seconds())
+def _seconds_until(value: datetime | None, now: datetime) -> float | None:
+    return None if value is None else max(0.0, (value - now).total_seconds())
 
 
 async def _next_wake(pool: asyncpg.Pool, now: datetime) -> NextWake:
     async with pool.acquire() as conn:
-        row = await conn.fetchrow(Q["next_wake"], iso_ms(now))
-    candidates = [_seconds_until(row["next_run_at"], now),  # compared on the app clock, like the due query
+        row = await conn.fetchrow(Q["next_wake"], now)
+    candidates = [_seconds_until(row["next_run_at"], now),  # an instant, on the app clock like the due query
                   _seconds_until(row["next_retry_at"], row["db_now"]),
                   _seconds_until(row["next_lease_expiry"], row["db_now"])]
     known = [c for c in candidates if c is not None]
@@ -73,6 +71,6 @@ async def _next_wake(pool: asyncpg.Pool, now: datetime) -> NextWake:
 
 
 async def next_wake(pool: asyncpg.Pool, now: datetime) -> NextWake:
-    """How long until the earliest future nextRunAt, retry or lease expiry (one query)."""
+    """How long until the earliest future nextRunAt instant, retry or lease expiry (one query)."""
     wake: NextWake = await aio_as_trio(_next_wake)(pool, now)
     return wake

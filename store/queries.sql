@@ -119,10 +119,11 @@ ORDER BY changed_at DESC, change_id DESC
 LIMIT $2;
 
 -- name: due_missions
--- Reference §5.1, plus: a nextRunAt that is not a string never makes a mission due, tombstones
--- are skipped, and the run ledger decides per due slot (= nextRunAt): no row yet, a retry whose
--- backoff has passed, or a running claim whose lease expired. Settled slots (planned, dead) are
--- left out by idx_mission_snapshots_open_slot. Oldest first, at most $2 per cycle.
+-- Reference §5.1, plus: nextRunAt is compared as an instant (next_run_at, read from it by
+-- mana_ai.instant_of; a value that names no instant never makes a mission due), tombstones
+-- are skipped, and the run ledger decides per due slot (= the nextRunAt text): no row yet, a retry
+-- whose backoff has passed, or a running claim whose lease expired. Settled slots (planned, dead)
+-- are left out by idx_mission_snapshots_open_due. Oldest first, at most $2 per cycle.
 SELECT s.user_id, s.mission_id, s.record, s.last_applied_at
 FROM mana_ai.mission_snapshots s
 LEFT JOIN mana_ai.mission_runs r
@@ -130,14 +131,13 @@ LEFT JOIN mana_ai.mission_runs r
 WHERE s.record->>'state' = 'active'
   AND NOT s.tombstone
   AND (s.record->>'nextRunAt') IS DISTINCT FROM s.settled_slot
-  AND s.record->>'nextRunAt' IS NOT NULL
-  AND jsonb_typeof(s.record->'nextRunAt') = 'string'
-  AND s.record->>'nextRunAt' <= $1
+  AND s.next_run_at IS NOT NULL
+  AND s.next_run_at <= $1::timestamptz
   AND (s.record->>'deletedAt') IS NULL
   AND (r.user_id IS NULL
        OR (r.status = 'retry' AND r.next_attempt_at <= now())
        OR (r.status = 'running' AND r.lease_expires_at < now()))
-ORDER BY s.record->>'nextRunAt'
+ORDER BY s.next_run_at
 LIMIT $2;
 
 -- name: due_missions_folded
@@ -152,9 +152,8 @@ LEFT JOIN mana_ai.mission_runs r
 WHERE s.record->>'state' = 'active'
   AND NOT s.tombstone
   AND (s.record->>'nextRunAt') IS DISTINCT FROM s.settled_slot
-  AND s.record->>'nextRunAt' IS NOT NULL
-  AND jsonb_typeof(s.record->'nextRunAt') = 'string'
-  AND s.record->>'nextRunAt' <= $1
+  AND s.next_run_at IS NOT NULL
+  AND s.next_run_at <= $1::timestamptz
   AND (s.record->>'deletedAt') IS NULL
   AND (r.user_id IS NULL
        OR (r.status = 'retry' AND r.next_attempt_at <= now())
@@ -164,7 +163,7 @@ WHERE s.record->>'state' = 'active'
     WHERE c.table_name = 'aiMissions' AND c.record_id = s.mission_id AND c.created_at >= $3
       AND c.app_id = 'ai' AND c.user_id = s.user_id
       AND (c.created_at, c.id) > ($3::timestamptz, $4::uuid))
-ORDER BY s.record->>'nextRunAt'
+ORDER BY s.next_run_at
 LIMIT $2;
 
 -- name: claim_runs
@@ -377,13 +376,13 @@ SELECT (SELECT count(*) FROM mana_ai.mission_runs WHERE status = 'running') AS r
        (SELECT count(*) FROM mana_ai.mission_runs WHERE status = 'dead' AND discarded_at IS NULL) AS dead;
 
 -- name: next_wake
--- When something becomes due next: the earliest future nextRunAt of an active mission, and
--- the earliest retry or lease expiry in the run ledger (the database's now() for those).
+-- When something becomes due next: the earliest future nextRunAt instant of an active mission
+-- (after $1, the app clock), and the earliest retry or lease expiry in the run ledger (the
+-- database's now() for those).
 SELECT
-  (SELECT min(record->>'nextRunAt') FROM mana_ai.mission_snapshots
-   WHERE record->>'state' = 'active' AND record->>'nextRunAt' > $1
-     AND jsonb_typeof(record->'nextRunAt') = 'string' AND (record->>'deletedAt') IS NULL
-     AND NOT tombstone) AS next_run_at,
+  (SELECT min(next_run_at) FROM mana_ai.mission_snapshots
+   WHERE record->>'state' = 'active' AND NOT tombstone AND next_run_at IS NOT NULL
+     AND next_run_at > $1::timestamptz AND (record->>'deletedAt') IS NULL) AS next_run_at,
   (SELECT min(next_attempt_at) FROM mana_ai.mission_runs
    WHERE status = 'retry' AND next_attempt_at > now()) AS next_retry_at,
   (SELECT min(lease_expires_at) FROM mana_ai.mission_runs

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from planner._js import js_number, js_string
+from store.instants import instant_of
 
 _MAX_BUDGET = float(2**63)  # budgets are bigint parameters in store/usage.py
 
@@ -86,6 +87,9 @@ def mission_field_problems(record: Mapping[str, Any]) -> list[str]:
     for key in ("title", "objective", "conceptMarkdown", "state"):
         if record.get(key) is not None and not isinstance(record[key], str):
             problems.append(f"{key} is not a string")
+    next_run = record.get("nextRunAt")
+    if isinstance(next_run, str) and next_run and instant_of(next_run) is None:
+        problems.append("nextRunAt names no ISO-8601 instant (never due)")
     if record.get("grant") is not None and not isinstance(record["grant"], Mapping):
         problems.append("grant is not an object")
     return problems

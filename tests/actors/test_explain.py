@@ -36,6 +36,12 @@ def agent(**fields: object) -> Agent:
     ({"record": {"state": "active"}}, "no-next-run"),
     ({"record": {"state": "active", "nextRunAt": 5}}, "no-next-run"),
     ({"record": {"state": "active", "nextRunAt": "2026-04-15T12:00:00.001Z"}}, "in-the-future"),
+    # an instant, whatever its form: the text of these sorts the other way
+    ({"record": {"state": "active", "nextRunAt": "2026-04-15T13:59:00.000+02:00"}}, "due"),
+    ({"record": {"state": "active", "nextRunAt": "2026-04-15T12:00:00Z"}}, "due"),
+    ({"record": {"state": "active", "nextRunAt": "2026-04-15T02:00:01-10:00"}}, "in-the-future"),
+    ({"record": {"state": "active", "nextRunAt": "0"}}, "next-run-unreadable"),
+    ({"record": {"state": "active", "nextRunAt": "2026-02-30T00:00:00Z"}}, "next-run-unreadable"),
     ({"run": run("planned", iteration_id="i")}, "planned"),
     ({"run": run("dead", attempts=5)}, "dead"),
     ({"run": run("retry", next_attempt_at=NOW + timedelta(seconds=1))}, "backing-off"),
