@@ -53,7 +53,8 @@ ALTER TABLE mana_ai.mission_snapshots
   GENERATED ALWAYS AS (mana_ai.instant_of(record->'nextRunAt')) STORED;
 
 -- The due query reads open slots in instant order; the next-wake query the earliest instant.
-DROP INDEX IF EXISTS mana_ai.idx_mission_snapshots_open_slot;
+-- idx_mission_snapshots_open_slot (0006, the text order) stays: the previous release's due query
+-- uses it during a rolling deploy. A later release may drop it (expand now, contract later).
 CREATE INDEX IF NOT EXISTS idx_mission_snapshots_open_due
   ON mana_ai.mission_snapshots (next_run_at)
   WHERE record->>'state' = 'active' AND NOT tombstone AND next_run_at IS NOT NULL
