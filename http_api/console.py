@@ -171,11 +171,7 @@ class _Console:
     async def logout(self) -> Any:
         """Only a POST with the session's CSRF token ends it."""
         session: Session = g.console_session
-        try:
-            fields = _form(await read_body())
-        except BodyRefused:
-            fields = {}
-        if not self._signer.csrf_ok(session, fields.get("csrf")):
+        if await self._checked_form(session) is None:
             return await self._refused()
         self._signer.revoke(session, time.time())
         response = redirect("/ui", 303)
@@ -224,13 +220,18 @@ class _Console:
     async def live_dead(self) -> Any:
         return await self._page("console/_dead.html", g.console_session, "dead", **await self._dead())
 
-    async def dead_action(self, action: Action) -> Any:
-        session: Session = g.console_session
+    async def _checked_form(self, session: Session) -> dict[str, str] | None:
+        """The posted form, or None when it lacks the session's CSRF token (or cannot be read)."""
         try:
             fields = _form(await read_body())
         except BodyRefused:
-            fields = {}
-        if not self._signer.csrf_ok(session, fields.get("csrf")):
+            return None
+        return fields if self._signer.csrf_ok(session, fields.get("csrf")) else None
+
+    async def dead_action(self, action: Action) -> Any:
+        session: Session = g.console_session
+        fields = await self._checked_form(session)
+        if fields is None:
             return await self._refused()
         user_id, mission_id, slot = fields.get("user"), fields.get("mission"), fields.get("slot")
         if not user_id or not mission_id or not slot:
