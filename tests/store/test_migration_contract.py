@@ -3,14 +3,14 @@ still calls, because during a rolling deploy its replicas run against the migrat
 
 * the previous release's write-back (its exact SQL text and parameter shape) still writes
   the right row after every migration, in each generation of `sync_changes`;
-* every statement of the previous release (`previous_release/queries.sql`) still prepares
+* every statement of the previous releases (`previous_release/queries_*.sql`) still prepares
   against the migrated schema: no table, column or function it names has gone;
 * a guard reads the migrations: a DROP, a RENAME or a column's type or NOT NULL changed is a
   contraction, allowed only when listed in `ALLOWED_CONTRACTIONS` with the release that made it.
 
-Releases are named by the newest migration they ship. The previous release shipped up to
-migration 0009; when a release is cut, `previous_release/queries.sql` becomes a copy of that
-release's `store/queries.sql`.
+Releases are named by the newest migration they ship: `previous_release/queries_0009.sql` is the
+release that 0010 broke, `queries_0011.sql` the last one. When a release is cut, its
+`store/queries.sql` is added there likewise.
 """
 
 from __future__ import annotations
@@ -42,7 +42,10 @@ from store.sync_schema import FIELD_META, TRANSITIONAL, V06
 
 HERE = Path(__file__).resolve().parent
 MIGRATIONS = HERE.parents[1] / "store" / "migrations"
-PREVIOUS = _parse((HERE / "previous_release" / "queries.sql").read_text(encoding="utf-8"))
+PREVIOUS = _parse((HERE / "previous_release" / "queries_0009.sql").read_text(encoding="utf-8"))
+# the releases whose replicas may still run against this schema: the one 0010 broke, and the last
+RELEASES = {release: _parse((HERE / "previous_release" / f"queries_{release}.sql").read_text(encoding="utf-8"))
+            .items() for release in ("0009", "0011")}
 PAST = datetime.now(timezone.utc) - timedelta(minutes=5)
 NOW_ISO = "2026-12-06T12:00:00.000Z"
 _names = itertools.count()
@@ -141,10 +144,11 @@ PREVIOUS_STREAMS = ({"snapshots": "mana_ai.mission_snapshots", "id_column": "mis
                     {"snapshots": "mana_ai.agent_snapshots", "id_column": "agent_id"})
 
 
-def previous_statements() -> dict[str, str]:
-    """Every statement of the previous release, a stream's statement once per stream."""
+def previous_statements(release: str) -> dict[str, str]:
+    """Every statement of a previous release, a stream's statement once per stream."""
     statements = {}
-    for name, statement in PREVIOUS.items():
+    for name, statement in RELEASES[release]:
+        statement = statement.replace("__stamps__", "field_timestamps")  # a v0.6 table
         if "{snapshots}" in statement:
             for stream in PREVIOUS_STREAMS:
                 statements[f"{name}[{stream['snapshots']}]"] = statement.format(**stream)
@@ -172,9 +176,11 @@ async def _unpreparable(pool: asyncpg.Pool, statements: dict[str, str]) -> dict[
     return failed
 
 
-async def test_every_statement_of_the_previous_release_prepares_on_the_migrated_schema(pool: asyncpg.Pool) -> None:
+@pytest.mark.parametrize("release", sorted(RELEASES))
+async def test_every_statement_of_the_previous_release_prepares_on_the_migrated_schema(
+        pool: asyncpg.Pool, release: str) -> None:
     """Preparing parses and resolves every table, column, function and type a statement names."""
-    statements = previous_statements()
+    statements = previous_statements(release)
     assert len(statements) > 50
     failed = await aio_as_trio(_unpreparable)(pool, statements)
     assert failed == {}
