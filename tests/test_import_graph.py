@@ -205,7 +205,11 @@ def test_the_planner_is_pure() -> None:
         if _top(module) != "planner":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
             impure += [f"{module} imports {n} (line {node.lineno})" for n in names if _top(n) in EFFECTFUL]
     assert impure == [], "\n".join(impure)
