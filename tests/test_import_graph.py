@@ -148,7 +148,13 @@ LAYERS: list[tuple[frozenset[str], frozenset[str], str]] = [
      "the planner is pure: the database and the network are the shell's"),
     (frozenset({"upstream"}), frozenset({"store", "supervisor"}),
      "network clients sit beside the store, below the runtime that wires them"),
+    (frozenset({"store"}), frozenset({"upstream"}), "the store sits beside the network clients"),
     (frozenset({"actors"}), frozenset({"http_api"}), "the HTTP front sits above the runtime"),
+    (frozenset({"actors", "http_api", "store", "upstream", "planner", "grants", "observability", "settings"}),
+     frozenset({"supervisor", "demo"}), "the entry and the demo command sit on top"),
+    (frozenset({"grants", "observability", "settings"}),
+     frozenset({"actors", "http_api", "store", "upstream", "planner", "supervisor", "demo"}),
+     "the foundation imports no other part of the project"),
 ]
 
 #: what "pure" rules out for planner/: sockets and HTTP, the event loop and its clock, the
