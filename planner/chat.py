@@ -1,9 +1,9 @@
 """One round of the tool-calling chat as the pure loop sees it: the model's answer, or its failure.
 
-``AssistantTurn`` (with its ``RawToolCall``\\ s) is what a ``Chat`` returns for one round;
-``ChatFailed`` is what it raises when no usable answer came back, which ends the loop with what
-was recorded so far. The LLM client (``upstream.llm``) builds these values from mana-llm's
-answers and its errors (``upstream.errors.LlmError``) are ``ChatFailed``\\ s.
+An ``AssistantTurn`` (its tool calls each a ``RawToolCall``) is what a ``Chat`` returns for one
+round; ``ChatFailed`` is what it raises when no usable answer came back, which ends the loop
+with what was recorded so far. The LLM client (``upstream.llm``) builds these values from
+mana-llm's answers, and every error it raises (``upstream.errors.LlmError``) is a ``ChatFailed``.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ here: a call that passes ``validate_tool_call`` becomes a planned step and is an
 tool calls ends the loop (its text is the summary), so do the round limit and the budget.
 
 The LLM and the budget are injected (``Chat``, ``Budget``); the loop itself does no I/O, no
-logging and keeps no clock. A ``ChatFailed`` (every ``LlmError`` of the LLM client is one) ends the loop
-with what was recorded and used so far (``LoopResult.error``); the caller decides what to charge.
+logging and keeps no clock. A ``ChatFailed`` (every ``LlmError`` of the LLM client is one)
+ends the loop with what was recorded and used so far (``LoopResult.error``); the caller
+decides what to charge.
 """
 
 from __future__ import annotations
