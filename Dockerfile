@@ -9,6 +9,7 @@ COPY grants ./grants
 COPY http_api ./http_api
 COPY observability ./observability
 COPY planner ./planner
+COPY upstream ./upstream
 COPY settings ./settings
 COPY store ./store
 RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[tracing]"

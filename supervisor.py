@@ -48,10 +48,8 @@ from http_api.server import FrontFailed, hypercorn_config, serve_http
 from observability.logs import configure_logging
 from observability.metrics import Metrics
 from observability.redact import safe_url
-from observability.tracing import Tracing, open_tracing
-from planner.deep_research_client import DeepResearchClient, open_deep_research_http_client
-from planner.llm import LlmClient, open_llm_http_client
-from planner.research_client import ResearchClient, open_research_http_client
+from observability.tracing import Tracing
+from observability.tracing_setup import open_tracing
 from planner.storable import RowBounds
 from settings import ConfigError, Settings, load_settings
 from store.bridge import open_asyncio_bridge
@@ -63,6 +61,9 @@ from store.sync_schema import SyncSchema
 from store.listen import ChangeListener, set_notify_trigger
 from store.pool import open_pool
 from store.runs import renew_leases
+from upstream.deep_research_client import DeepResearchClient, open_deep_research_http_client
+from upstream.llm import LlmClient, open_llm_http_client
+from upstream.research_client import ResearchClient, open_research_http_client
 
 log = logging.getLogger("mana_ai")
 

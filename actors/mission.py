@@ -61,13 +61,12 @@ from planner.inputs import USER_DATA_CLOSE, USER_DATA_NOTICE, USER_DATA_OPEN
 from planner.parse import storage_problem
 from planner.prompt import ResolvedInput
 from planner.storable import RowBounds
-from planner.llm import AssistantTurn, Completion, LlmClient, LlmClosed, LlmError, LlmTimeout
+from planner.chat import AssistantTurn
 from planner.prompt_tools import build_tools_prompt
 from planner.schemas import FunctionSchema, tools_to_function_schemas
 from planner.tool_loop import Budget, BudgetView, LoopResult, WireMessage, run_tool_loop, tool_label
 from planner.tools import Tool
 from planner.research import research_input, research_markdown, wants_research
-from planner.research_client import ResearchClient, ResearchFailed
 from settings import Settings
 from store.errors import DATABASE_ERRORS, LeaseLost, RowRefused
 from store.records import Agent
@@ -77,6 +76,9 @@ from store.usage import Reservation, TokenUsage, record_usage, release_tokens, r
 from store.group_commit import GroupCommit
 from store.sync_schema import V0_6_SCHEMA, SyncSchema
 from store.writeback import Provenance, WriteBack, WriteRequest, write_back
+from upstream.errors import LlmClosed, LlmError, LlmTimeout
+from upstream.llm import Completion, LlmClient
+from upstream.research_client import ResearchClient, ResearchFailed
 
 log = logging.getLogger(__name__)
 

@@ -44,7 +44,6 @@ from planner.deep_research import (
     research_query,
     wants_deep_research,
 )
-from planner.deep_research_client import CallFailed, DeepResearchClient
 from store.errors import DATABASE_ERRORS
 from store.research_jobs import (
     ResearchJob,
@@ -55,6 +54,7 @@ from store.research_jobs import (
     record_submitted,
     settle_job,
 )
+from upstream.deep_research_client import CallFailed, DeepResearchClient
 
 log = logging.getLogger(__name__)
 

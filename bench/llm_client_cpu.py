@@ -7,7 +7,7 @@ caller's own CPU (``time.process_time``) divided by the number of calls. Every v
 whole call: the shared ``trio.CapacityLimiter``, ``trio.fail_after``, the POST, a body read under
 the size cap, and ``parse_completion``. Variants:
 
-  httpx-before     what planner/llm.py did before the lean client: one ``httpx.AsyncClient``,
+  httpx-before     what upstream/llm.py did before the lean client: one ``httpx.AsyncClient``,
                    ``client.stream(...)`` with a per-request ``httpx.Timeout``, bounded read
   httpx-tuned      one client, ``trust_env=False``, headers set once on the client, no per-request
                    timeout object, ``send(stream=True)`` then ``aread()`` after a Content-Length
@@ -15,7 +15,7 @@ the size cap, and ``parse_completion``. Variants:
   httpx-transport  ``AsyncHTTPTransport.handle_async_request`` directly: no client layer at all
                    (the body is read whole)
   httpcore         ``httpcore.AsyncConnectionPool.request`` directly (no decoding, body read whole)
-  h11-client       planner/h11_client.py's ``H11Client.stream`` (the lean client) directly
+  h11-client       upstream/h11_transport.py's ``H11Client.stream`` (the lean client) directly
   llm-client       ``LlmClient.complete`` as the daemon calls it, on the lean client: on top of
                    the exchange it builds and JSON-encodes the request body, and keeps health
   h11-floor        the least a call can cost over h11: a bare list of connections, no timeouts,
@@ -48,9 +48,9 @@ import httpx  # noqa: E402
 import trio  # noqa: E402
 
 from bench._harness import stand_in_llm  # noqa: E402
-from planner._http import declared_larger_than, read_up_to  # noqa: E402
-from planner.h11_client import Endpoint, H11Client  # noqa: E402
-from planner.llm import (  # noqa: E402
+from upstream._http import declared_larger_than, read_up_to  # noqa: E402
+from upstream.h11_transport import Endpoint, H11Client  # noqa: E402
+from upstream.llm import (  # noqa: E402
     Completion,
     LlmClient,
     chat_completions_url,

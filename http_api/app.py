@@ -26,11 +26,11 @@ from http_api.inspection import register_inspection
 from http_api.jwt import JwksCache
 from observability.metrics import Metrics
 from planner.iteration import iso_ms
-from planner.llm import LlmHealth
 from settings import Settings
 from store.listen import ChangeListener
 from store.pool import probe
 from store.sync_schema import SyncSchema
+from upstream.llm import LlmHealth
 
 VERSION = "0.1.0"
 _FAILING_AFTER = 3  # cycles failed in a row before /health says the daemon is not ok

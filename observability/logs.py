@@ -12,7 +12,7 @@ from typing import TextIO
 # attributes every LogRecord has; anything else on a record came from `extra=`
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 # our loggers (the daemon's packages); every other logger is a library's
-_OURS = ("mana_ai", "__main__", "supervisor", "actors", "store", "planner", "http_api", "grants",
+_OURS = ("mana_ai", "__main__", "supervisor", "actors", "store", "planner", "upstream", "http_api", "grants",
          "observability", "settings", "demo")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 

@@ -1,6 +1,6 @@
 """`OtelTracing`: the `Tracing` seam backed by the OpenTelemetry SDK, exporting OTLP/HTTP.
 
-Imported only by `observability.tracing.open_tracing` when an endpoint is configured.
+Imported only by `observability.tracing_setup.open_tracing` when an endpoint is configured.
 
 * Its own `TracerProvider`, never the process-global one (no `trace.set_tracer_provider`), and no
   atexit hook: the supervisor owns shutdown and calls `aclose()`.

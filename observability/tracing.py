@@ -1,8 +1,10 @@
 """Tracing seam: one span per mission and per LLM call, or nothing at all.
 
 Without `OTEL_EXPORTER_OTLP_ENDPOINT` the daemon uses `NoTracing`, and no OpenTelemetry code is
-imported or run. With it, `observability/otel.py` exports spans over OTLP/HTTP. Attributes carry
-ids, model names and token counts only — never mission titles or other user content.
+imported or run. With it, `observability/otel.py` exports spans over OTLP/HTTP;
+`observability/tracing_setup.py` picks one. This module holds only the seam and the no-op and
+imports neither of the others. Attributes carry ids, model names and token counts only — never
+mission titles or other user content.
 """
 
 from __future__ import annotations
@@ -45,12 +47,3 @@ class NoTracing:
 
     async def aclose(self) -> None:
         pass
-
-
-def open_tracing(endpoint: str | None, *, service_version: str) -> Tracing:
-    """`NoTracing` without an endpoint; else the OpenTelemetry exporter (imported only then)."""
-    if endpoint is None:
-        return NoTracing()
-    from observability.otel import OtelTracing  # noqa: PLC0415 - keep OpenTelemetry out unless asked for
-
-    return OtelTracing(endpoint, service_version=service_version)

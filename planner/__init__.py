@@ -1,8 +1,13 @@
 """The planner: tool catalog, policy filter, prompt builders, strict parser, iteration shape,
-function schemas and tool-call validation (the tool loop itself is ``planner.tool_loop``).
+function schemas and tool-call validation (the tool loop itself is ``planner.tool_loop``, the
+shapes of its chat rounds ``planner.chat``).
 
-Everything here is pure (no I/O, no clock, no logging). Importing the package runs the tool
-drift guard, which raises ``ToolDriftError`` if the catalog and the proposable names disagree.
+Everything here is pure: no socket, no clock, no logging. Values come in as arguments (``now``
+as an ISO string, the model's answer as an ``AssistantTurn``, the LLM round and the budget as
+injected callables); the network clients that fetch them live in ``upstream/``, and
+``tests/test_import_graph.py`` keeps this package from importing anything effectful.
+Importing the package runs the tool drift guard, which raises ``ToolDriftError`` if the
+catalog and the proposable names disagree.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The web-research pre-step's pure half (reference §10): trigger, article shape, markdown, input.
 
 ``wants_research`` decides whether a mission gets research; ``research_markdown`` renders what
-``planner.research_client`` found, byte-exact to the reference; ``research_input`` wraps it as
+``upstream.research_client`` found, byte-exact to the reference; ``research_input`` wraps it as
 the ``__web-research__`` input that goes last in the prompt's inputs (§6.1). No I/O here.
 """
 

@@ -7,8 +7,9 @@ here: a call that passes ``validate_tool_call`` becomes a planned step and is an
 tool calls ends the loop (its text is the summary), so do the round limit and the budget.
 
 The LLM and the budget are injected (``Chat``, ``Budget``); the loop itself does no I/O, no
-logging and keeps no clock. An ``LlmError`` ends the loop with what was recorded and used so
-far (``LoopResult.error``); the caller decides what to charge.
+logging and keeps no clock. A ``ChatFailed`` (every ``LlmError`` of the LLM client is one)
+ends the loop with what was recorded and used so far (``LoopResult.error``); the caller
+decides what to charge.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, NotRequired, Protocol, TypedDict
 
-from planner.llm import AssistantTurn, LlmError, RawToolCall
+from planner.chat import AssistantTurn, ChatFailed, RawToolCall
 from planner.parse import Plan, PlanStep
 from planner.reminders import Reminder, budget_reminder
 from planner.schemas import FunctionSchema, tools_to_function_schemas
@@ -54,7 +55,7 @@ class WireMessage(TypedDict):
 
 class Chat(Protocol):
     async def __call__(self, messages: Sequence[WireMessage], tools: Sequence[FunctionSchema]) -> AssistantTurn:
-        """One round's request; raises ``LlmError`` when no usable answer came back."""
+        """One round's request; raises ``ChatFailed`` when no usable answer came back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +90,7 @@ class LoopResult:
     model: str | None  # of the last answered round; None when no round was answered
     calls: tuple[CallVerdict, ...]
     reminders: tuple[Reminder, ...]
-    error: LlmError | None = None
+    error: ChatFailed | None = None
 
     @property
     def tokens(self) -> int:
@@ -119,7 +120,7 @@ async def run_tool_loop(system: str, user: str, tools: Sequence[Tool], *, chat: 
     model: str | None = None
     summary = ""
     stop: StopReason = "max-rounds"
-    error: LlmError | None = None
+    error: ChatFailed | None = None
     while rounds < max_rounds:
         view = await budget(rounds + 1)
         extra: list[WireMessage] = []
@@ -135,7 +136,7 @@ async def run_tool_loop(system: str, user: str, tools: Sequence[Tool], *, chat: 
         rounds += 1
         try:
             turn = await chat([*history, *extra], schemas)  # reminders are never stored
-        except LlmError as exc:
+        except ChatFailed as exc:
             stop, error = "llm-error", exc
             break
         prompt_tokens += turn.prompt_tokens

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGETS = ["actors", "http_api", "store", "planner", "settings", "observability", "demo", "grants", "supervisor.py",
+TARGETS = ["actors", "http_api", "store", "planner", "upstream", "settings", "observability", "demo", "grants",
+           "supervisor.py",
            "tests",
            "bench"]
 

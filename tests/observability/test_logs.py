@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import tomllib
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -108,6 +110,37 @@ def test_libraries_log_from_warning_up_through_our_formatter_in_one_line() -> No
     finally:
         root.handlers[:] = before[0]
         root.setLevel(before[1])
-        for name in ("mana_ai", "__main__", "supervisor", "actors", "store", "planner", "http_api", "grants",
-                     "observability", "settings", "demo"):
+        for name in ("mana_ai", "__main__", "supervisor", "actors", "store", "planner", "upstream", "http_api",
+                     "grants", "observability", "settings", "demo"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
+
+
+def shipped_packages() -> list[str]:
+    config = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    return sorted(p.rstrip("*") for p in config["tool"]["setuptools"]["packages"]["find"]["include"])
+
+
+def test_every_shipped_package_logs_as_ours() -> None:
+    """A package whose loggers are not ours would lose its INFO lines (libraries speak from
+    WARNING up) and the tracebacks of its bugs."""
+    root = logging.getLogger()
+    before = (list(root.handlers), root.level)
+    out = io.StringIO()
+    packages = shipped_packages()
+    try:
+        configure_logging("text", "INFO", stream=out)
+        for package in packages:
+            logger = logging.getLogger(f"{package}.some_module")
+            logger.info("package.spoke", extra={"package": package})
+            try:
+                raise RuntimeError("a bug")
+            except RuntimeError:
+                logger.error("package.crashed", exc_info=True, extra={"package": package})
+        text = out.getvalue()
+        assert [p for p in packages if f"package.spoke package={p}" not in text] == []
+        assert text.count("Traceback (most recent call last)") == len(packages), text
+    finally:
+        root.handlers[:] = before[0]
+        root.setLevel(before[1])
+        for name in ("mana_ai", "__main__", "supervisor", *packages):
             logging.getLogger(name).setLevel(logging.NOTSET)

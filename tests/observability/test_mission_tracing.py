@@ -52,5 +52,5 @@ async def test_spans_per_mission_and_llm_call_without_user_content(pool: asyncpg
         "gen_ai.usage.input_tokens": 11, "gen_ai.usage.output_tokens": 7}
     bad_call = next(c for c in calls if c.parent_span_id == bad.span_id)
     assert bad_call.status.code == Status.STATUS_CODE_ERROR
-    assert attributes(bad_call.attributes)["error.type"] == "planner.llm.LlmHttpError"
+    assert attributes(bad_call.attributes)["error.type"] == "upstream.errors.LlmHttpError"
     assert b"SECRET-TITLE" not in raw

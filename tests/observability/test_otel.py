@@ -18,7 +18,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from observability.otel import CANCELLED_ATTRIBUTE, OtelTracing
 from otel_collector import FakeCollector, attributes, running_collector
-from observability.tracing import NoTracing, open_tracing
+from observability.tracing import NoTracing
+from observability.tracing_setup import open_tracing
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPORT_THREAD = "OtelBatchSpanRecordProcessor"   # the BatchSpanProcessor's worker thread name

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from planner import AI_AVAILABLE_TOOLS
-from planner.llm import AssistantTurn, LlmTimeout, RawToolCall
+from planner.chat import AssistantTurn, RawToolCall
 from planner.schemas import FunctionSchema
 from planner.tool_loop import RECORDED_MESSAGE, BudgetView, LoopResult, WireMessage, run_tool_loop, tool_label
+from upstream.errors import LlmTimeout
 
 
 def turn(*calls: tuple[str, object], content: str = "", tokens: tuple[int, int] = (10, 5)) -> AssistantTurn:

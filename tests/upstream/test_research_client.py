@@ -1,4 +1,4 @@
-"""planner/research_client.py against a fake mana-api served for real on loopback."""
+"""upstream/research_client.py against a fake mana-api served for real on loopback."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from quart_trio import QuartTrio
 
 from loopback import serving
 from planner.research import Article
-from planner.research_client import (
+from upstream.research_client import (
     DISCOVER_PATH,
     SEARCH_PATH,
     ResearchClient,
@@ -215,9 +215,9 @@ async def test_search_500(http: httpx.AsyncClient) -> None:
 
 async def test_failure_is_logged_once_with_its_reason(
         http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="planner.research_client"):
+    with caplog.at_level(logging.WARNING, logger="upstream.research_client"):
         await research(http, Reply(status=401, body={"error": "unauthorized"}))
-    records = [r for r in caplog.records if r.name == "planner.research_client"]
+    records = [r for r in caplog.records if r.name == "upstream.research_client"]
     assert [(r.getMessage(), getattr(r, "reason")) for r in records] == [("research.failed", "discover-401")]
     assert QUERY not in caplog.text
 

@@ -1,4 +1,4 @@
-"""Bounded reads of httpx response bodies, shared by the LLM and research clients."""
+"""Bounded reads of httpx response bodies, shared by the research clients."""
 
 from __future__ import annotations
 

@@ -31,8 +31,8 @@ from urllib.parse import quote
 import httpx
 import trio
 
-from planner._http import declared_larger_than, read_up_to
 from planner.deep_research import DEEP_RESEARCH_PROVIDER, DeepAnswer
+from upstream._http import declared_larger_than, read_up_to
 
 __all__ = [
     "ASYNC_PATH",

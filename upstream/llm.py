@@ -7,15 +7,12 @@ Unlike the reference (§14 item 15: no timeout, no retry), every attempt runs un
 ``trio.fail_after(timeout_s)`` and a bounded number of retries covers connect failures, 429
 and 5xx. Every request sent is one try (``1 + retries`` at most): the h11 client never sends
 one again on its own, so a connection dropped after the request went out and before any
-answer is a counted ``connect`` retry here (the LLM may be working on the first). The HTTP goes over the lean h11 client (planner/h11_client.py), not httpx: this
-call is the daemon's hot path. Its transport errors are httpx's types, mapped as below. Errors::
-
-    LlmError                 base: mana-llm gave no usable answer
-    ├── LlmUnavailable       the request never got a response (connect failed after retries)
-    ├── LlmHttpError         a non-2xx status: ``mana-llm {status}: {text}`` (reference message)
-    ├── LlmTimeout           one attempt used its whole ``timeout_s`` (not retried)
-    ├── LlmBadResponse       a 2xx whose body is too large, not JSON, or has no usable choice
-    └── LlmClosed            the client was closed (shutdown) before this request started
+answer is a counted ``connect`` retry here (the LLM may be working on the first). The HTTP
+goes over the lean h11 client (upstream/h11_transport.py), not httpx: this call is the daemon's
+hot path. Its transport errors are httpx's types, mapped to the ``LlmError`` family of
+``upstream.errors``: ``LlmUnavailable`` (no response after the retries), ``LlmHttpError``
+(non-2xx), ``LlmTimeout`` (an attempt used its whole ``timeout_s``), ``LlmBadResponse`` (an
+unusable 2xx body) and ``LlmClosed`` (shutdown before the request started).
 
 A missing or null ``message.content`` is not an error: it is ``""``, as in the reference, and
 the strict parser then reports ``no JSON block found``.
@@ -38,20 +35,22 @@ import httpx
 import trio
 
 from observability.redact import safe_url
-from planner.h11_client import Endpoint, H11Client, H11Response
+from planner.chat import AssistantTurn, RawToolCall
+from upstream.errors import (
+    ERROR_TEXT_CHARS,
+    LlmBadResponse,
+    LlmClosed,
+    LlmError,
+    LlmHttpError,
+    LlmTimeout,
+    LlmUnavailable,
+)
+from upstream.h11_transport import Endpoint, H11Client, H11Response
 
 __all__ = [
-    "AssistantTurn",
     "Completion",
-    "LlmBadResponse",
     "LlmClient",
-    "LlmClosed",
-    "LlmError",
     "LlmHealth",
-    "LlmHttpError",
-    "LlmTimeout",
-    "LlmUnavailable",
-    "RawToolCall",
     "open_llm_http_client",
     "parse_assistant_turn",
 ]
@@ -62,7 +61,6 @@ CONNECT_TIMEOUT_S = 5.0
 #: the client's longest wait on the socket (either way); ``LlmClient`` sets its own ``timeout_s``
 #: per request instead, so that its ``fail_after(timeout_s)`` is what ends a slow attempt.
 DEFAULT_TIMEOUT_S = 120.0
-ERROR_TEXT_CHARS = 500
 _ERROR_TEXT_BYTES = 4 * ERROR_TEXT_CHARS  # enough UTF-8 for 500 characters
 _MAX_EXPONENT = 60  # 2**60 * any sane base is far above any cap; avoids float overflow
 
@@ -70,63 +68,9 @@ RetryReason = Literal["connect", "429", "5xx"]
 _T = TypeVar("_T")
 
 
-class LlmError(Exception):
-    """mana-llm gave no usable answer."""
-
-    def __init__(self, message: str | None = None) -> None:
-        super().__init__(message or self.__doc__)
-
-
-class LlmUnavailable(LlmError):
-    """mana-llm could not be reached; see __cause__."""
-
-
-class LlmHttpError(LlmError):
-    """mana-llm answered with a non-2xx status."""
-
-    def __init__(self, status: int, body: str) -> None:
-        self.status = status
-        self.body = body[:ERROR_TEXT_CHARS]
-        super().__init__(f"mana-llm {status}: {self.body}")
-
-
-class LlmTimeout(LlmError):
-    """A mana-llm attempt did not finish within its time budget."""
-
-
-class LlmClosed(LlmError):
-    """The daemon is shutting down: no new mana-llm request is started."""
-
-
-class LlmBadResponse(LlmError):
-    """mana-llm answered 2xx with a body that is not a usable chat completion."""
-
-
 @dataclass(frozen=True)
 class Completion:
     content: str
-    prompt_tokens: int
-    completion_tokens: int
-    model: str
-    attempts: int
-
-
-@dataclass(frozen=True)
-class RawToolCall:
-    """A tool call as the model sent it; ``arguments`` is the JSON text, unparsed."""
-
-    id: str
-    name: str
-    arguments: str
-
-
-@dataclass(frozen=True)
-class AssistantTurn:
-    """The assistant message of one tool-calling round and the usage it reported."""
-
-    content: str
-    tool_calls: tuple[RawToolCall, ...]
-    finish_reason: str
     prompt_tokens: int
     completion_tokens: int
     model: str
@@ -168,7 +112,7 @@ def open_llm_http_client(concurrency: int) -> H11Client:
     """One client per process for mana-llm, its keep-alive pool sized to the caller's limiter.
 
     The lean h11 client, not httpx: this call is the daemon's hot path and httpx costs several
-    times its CPU per call (planner/h11_client.py, docs/architecture.md). Enter it with
+    times its CPU per call (upstream/h11_transport.py, docs/architecture.md). Enter it with
     ``async with``; leaving closes its connections.
     """
     if concurrency < 1:

@@ -1,8 +1,8 @@
-"""planner/h11_client.py (and LlmClient on it) against raw HTTP/1.1 servers on loopback.
+"""upstream/h11_transport.py (and LlmClient on it) against raw HTTP/1.1 servers on loopback.
 
 The servers here are plain trio + h11 so that they can misbehave on purpose: close idle
 connections, reset mid-response, send garbage, trickle a body, speak TLS with a certificate
-made for the test. tests/planner/test_llm_client.py covers the well-behaved cases (Quart-Trio).
+made for the test. tests/upstream/test_llm_client.py covers the well-behaved cases (Quart-Trio).
 """
 
 from __future__ import annotations
@@ -30,16 +30,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from raw_http import OK_BODY, Peer, RawServer, answer_all, raw_server
-from planner.h11_client import Endpoint, H11Client, H11ClientStatistics
-from planner.llm import (
-    Completion,
-    LlmBadResponse,
-    LlmClient,
-    LlmHttpError,
-    LlmTimeout,
-    LlmUnavailable,
-    open_llm_http_client,
-)
+from upstream.errors import LlmBadResponse, LlmHttpError, LlmTimeout, LlmUnavailable
+from upstream.h11_transport import Endpoint, H11Client, H11ClientStatistics
+from upstream.llm import Completion, LlmClient, open_llm_http_client
 
 MODEL = "gpt-4o-mini"
 PATH = b"/v1/chat/completions"

@@ -31,9 +31,8 @@ from typing import Any, TypedDict
 import httpx
 import trio
 
-from planner._http import declared_larger_than, read_up_to
-
 from planner.research import DISCOVER_LIMIT, RESEARCH_LANGUAGE, SEARCH_LIMIT, Article
+from upstream._http import declared_larger_than, read_up_to
 
 __all__ = [
     "DISCOVER_PATH",

@@ -1,4 +1,4 @@
-"""planner/llm.py against a real fake mana-llm on loopback (tests/fake_llm.py)."""
+"""upstream/llm.py against a real fake mana-llm on loopback (tests/fake_llm.py)."""
 
 from __future__ import annotations
 
@@ -16,23 +16,11 @@ import pytest
 import trio
 
 from fake_llm import FakeLlm, Reply, call, completion, plan_reply, running_fake_llm, tool_turn
-from planner.h11_client import H11Client
-from planner.llm import (
-    AssistantTurn,
-    Completion,
-    RawToolCall,
-    LlmBadResponse,
-    LlmClient,
-    LlmClosed,
-    LlmError,
-    LlmHttpError,
-    LlmTimeout,
-    LlmUnavailable,
-    backoff_s,
-    open_llm_http_client,
-    retry_after_s,
-)
+from planner.chat import AssistantTurn, RawToolCall
 from planner.parse import ParseFailure, parse_planner_response
+from upstream.errors import LlmBadResponse, LlmClosed, LlmError, LlmHttpError, LlmTimeout, LlmUnavailable
+from upstream.h11_transport import H11Client
+from upstream.llm import Completion, LlmClient, backoff_s, open_llm_http_client, retry_after_s
 
 API_KEY = "service-key"
 MODEL = "gpt-4o-mini"
