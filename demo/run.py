@@ -22,6 +22,7 @@ from grants.derive import Derivation, derive_mdk, mint_grant
 from http_api.server import hypercorn_config, serve_http
 from observability.metrics import Metrics
 from planner import iso_ms
+from runtime import open_runtime
 from settings import Settings
 from store.inspect import user_missions
 from store.migrate import migrate
@@ -100,8 +101,6 @@ def _say(text: str = "") -> None:
 
 
 async def run_demo(settings: Settings, dsn: str) -> None:
-    from supervisor import open_runtime  # the runtime lives with the process entry
-
     now = datetime.now(timezone.utc)
     async with trio.open_nursery() as nursery:
         config = hypercorn_config("127.0.0.1", 0, graceful_timeout_s=1)

@@ -7,7 +7,7 @@ drift guard, which raises ``ToolDriftError`` if the catalog and the proposable n
 
 from __future__ import annotations
 
-from planner.actor import (
+from planner.actor_stamp import (
     LEGACY_AI_DISPLAY_NAME,
     LEGACY_AI_PRINCIPAL,
     LEGACY_DISPLAY_NAME,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ["actors", "http_api", "store", "planner", "settings", "observability", "demo", "grants", "supervisor.py",
-           "tests",
+           "runtime.py", "tests",
            "bench"]
 
 
