@@ -130,7 +130,7 @@ def _policy_summary(agent: Agent) -> dict[str, Any] | None:
 
 
 def _rejected_json(row: RejectedRow) -> dict[str, Any]:
-    return {"changeId": row.change_id, "table": row.table_name, "userId": row.user_id, "recordId": row.record_id,
+    return {"changeId": str(row.change_id), "table": row.table_name, "userId": row.user_id, "recordId": row.record_id,
             "reason": row.reason, "detail": row.detail, "rowBytes": row.row_bytes,
             "changedAt": iso_ms(row.changed_at), "rejectedAt": iso_ms(row.rejected_at)}
 

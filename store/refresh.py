@@ -76,7 +76,8 @@ _LOGGED_ID_CHARS = 64
 
 @dataclass(frozen=True)
 class Rejection:
-    """A stable row skipped by the refresh, as recorded in `mana_ai.rejected_rows`.
+    """A stable row skipped by the refresh: what it records in `mana_ai.rejected_rows`, logs once
+    and reports in `RefreshStats.rejected` (read back later as `store.inspect.RejectedRow`).
 
     Ids are cut to `max_id_chars`; `detail` names sizes and limits, never content."""
 
