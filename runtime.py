@@ -1,10 +1,10 @@
 """The runtime: the actors and the services they share, assembled on an open, migrated pool.
 
-`open_runtime` starts the lease keeper, the group commit, the agent registry, the research desk
-(with deep research configured) and the snapshot actor, with the LLM and research clients they
-call; on exit it drains them within the grace period. The process entry (`supervisor.py`) runs
-it under the HTTP front for `serve` and alone for `tick`; `mana-ai demo` runs it on its
-throwaway database.
+`open_runtime` opens the LLM and research clients, starts the lease keeper, the group commit,
+the agent registry and (with deep research configured) the research desk, and builds the snapshot
+actor that dispatches to them; its caller runs the actor's schedule (`serve`) or one cycle
+(`tick`, `mana-ai demo`). On exit it drains them within the grace period. The process entry
+(`supervisor.py`) and the demo use it; it imports neither.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Discard. Each page's tables are refreshed in place by `static/console.js` pollin
 `/ui/live/...`. `GET /ui` and `POST /ui/login` are open (the login form); everything else needs
 the session cookie and answers a redirect to the login without it, never data. Forms that change
 something carry the session's CSRF token. Reads go through the same store functions as the
-inspection routes.
+inspection routes, and the missions page shows the same verdicts (`actors.explain.explain_missions`).
 """
 
 from __future__ import annotations
