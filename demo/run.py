@@ -80,7 +80,7 @@ def _cycle(stats: dict[str, Any]) -> None:
     due, planned = stats["dueMissionCount"], stats["plansProduced"]
     _say(f"\nThe cycle: {due} missions due, {planned} plans produced, {stats['plansWrittenBack']} written back, "
          f"{stats['parseFailures']} parse failures, {len(stats['errors'])} errors"
-         + (f"; {due - planned} skipped (why: at the end)." if due > planned else "."))
+         + (f"; {due - planned} skipped (why: see the end)." if due > planned else "."))
     _say("TickStats: " + json.dumps(stats, ensure_ascii=False))
 
 
