@@ -2,7 +2,7 @@
 # Build stage: wheels for the project and its pinned dependencies.
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md supervisor.py ./
+COPY pyproject.toml README.md supervisor.py runtime.py ./
 COPY actors ./actors
 COPY demo ./demo
 COPY grants ./grants

@@ -1,14 +1,20 @@
-"""Why a mission is or is not due right now (pure; the inspection endpoint's core)."""
+"""Why a mission is or is not due right now (pure).
+
+`explain` judges one mission; `explain_missions` judges every mission of a user with what its
+agent actor is doing. Both `GET /internal/missions/{userId}` and the console's missions page
+show what `explain_missions` returns, and `mana-ai demo` prints it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from actors.agent import AgentStats
 from planner.iteration import iso_ms
-from store.inspect import RunRow
+from store.inspect import MissionRow, RunRow, UserMissions
 from store.instants import instant_of
 from store.records import Agent
 from store.research_jobs import ResearchJobRow
@@ -100,3 +106,46 @@ def _research_verdict(s: Situation, ledger: Verdict | None) -> Verdict | None:
         return Verdict(True, "research-pending", f"{detail}; the next cycle polls it")
     at = s.run.next_attempt_at if s.run is not None else None
     return Verdict(False, "research-pending", f"{detail}; polled again at {iso_ms(at) if at else 'the next cycle'}")
+
+
+@dataclass(frozen=True)
+class MissionVerdict:
+    """One mission of a user, the agent it names, and why it is (not) due."""
+
+    mission: MissionRow
+    agent_id: str | None  # the record's `agentId` when it is text
+    agent: Agent | None  # that agent's snapshot; None: a legacy mission or an unknown agent
+    verdict: Verdict
+
+
+def budgeted_agents(found: UserMissions) -> list[str]:
+    """The user's agents with a daily token budget: those whose 24 h use `explain_missions` needs."""
+    return [agent_id for (_, agent_id), agent in found.agents.items() if agent.max_tokens_per_day is not None]
+
+
+def explain_missions(user_id: str, found: UserMissions, actors: Iterable[AgentStats], used_24h: Mapping[str, int],
+                     research: Mapping[str, ResearchJobRow]) -> list[MissionVerdict]:
+    """Every mission of `found` with its verdict, in `found`'s order; none without a database clock.
+
+    `actors` are the live agent actors (those of other users are ignored), `used_24h` the token
+    use of the agents in `budgeted_agents(found)`, `research` the deep-research jobs by mission
+    (empty without deep research)."""
+    db_now = found.db_now
+    if db_now is None:
+        return []
+    now_iso = iso_ms(db_now)
+    live = {s.key: s for s in actors if s.key[0] == user_id}
+    verdicts = []
+    for m in found.missions:
+        raw_agent = m.record.get("agentId")
+        agent_id = raw_agent if isinstance(raw_agent, str) else None
+        agent = found.agents.get((user_id, agent_id)) if agent_id else None
+        actor = live.get((user_id, agent.id if agent else None))
+        verdict = explain(Situation(
+            record=m.record, tombstone=m.tombstone, run=m.run, agent=agent, now_iso=now_iso, db_now=db_now,
+            used_24h=used_24h.get(agent.id) if agent else None,
+            waiting_for_slot=actor is not None and m.mission_id in actor.waiting,
+            in_flight=actor is not None and any(f.mission_id == m.mission_id for f in actor.in_flight),
+            research=research.get(m.mission_id)))
+        verdicts.append(MissionVerdict(m, agent_id, agent, verdict))
+    return verdicts

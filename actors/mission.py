@@ -1,8 +1,13 @@
 """One mission run: prompt → LLM → strict parse → fenced write-back, with the ledger kept true.
 
 `MissionRunner.run` never raises for a mission's own failures: each ends as a `MissionOutcome`
-(and a ledger retry or dead slot). It is the one broad exception boundary of the runtime
-besides the cycle: a bug in one mission must not take an agent actor or the daemon down.
+(and a ledger retry or dead slot). It is the per-mission exception boundary: a bug in one
+mission must not take an agent actor or the daemon down (the cycle, the registry's supervision,
+the research desk and the janitor each have their own).
+
+With `MANA_AI_PLANNER=tools` the prompt, LLM and parse steps are the tool-calling loop
+(`planner.tool_loop`); inputs, web research, the token reservation, the write-back and the
+ledger are the same.
 """
 
 from __future__ import annotations

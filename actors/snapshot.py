@@ -3,7 +3,8 @@
 A cycle: refresh the agents, and the missions page by page; after each mission page, select
 what is due among the missions folded so far → claim it in the run ledger → send each to its
 agent actor; after the last page, once more over all missions. Cycles never overlap: one runs
-every `TICK_INTERVAL_MS` (fixed rate, the first at start) unless the scheduler is disabled, and
+every `TICK_INTERVAL_MS` (fixed rate, the first at start) and when the due timer (the next
+`nextRunAt`, retry or hand-back) or a NOTIFY hint wakes it, unless the scheduler is disabled; and
 whenever `request_cycle()` asks; a request while a cycle runs joins it. A cycle's `TickStats`
 are complete when every mission it dispatched has reported; the next cycle does not wait for
 that (a slow mission never blocks other agents), and claimed missions are not due again while

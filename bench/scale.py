@@ -34,7 +34,7 @@ from bench._harness import fresh_database, postgres, seed_missions, stand_in_llm
 from observability.metrics import Metrics  # noqa: E402
 from settings import Settings  # noqa: E402
 from store.pool import close_pool, connect_with_retry  # noqa: E402
-from supervisor import open_runtime  # noqa: E402
+from runtime import open_runtime  # noqa: E402
 
 
 async def _transactions(pool: asyncpg.Pool) -> int:

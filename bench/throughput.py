@@ -34,7 +34,7 @@ from bench._harness import fresh_database, llm_stats, postgres, seed_missions, s
 from observability.metrics import Metrics  # noqa: E402
 from settings import Settings  # noqa: E402
 from store.pool import close_pool, connect_with_retry  # noqa: E402
-from supervisor import open_runtime  # noqa: E402
+from runtime import open_runtime  # noqa: E402
 
 
 async def run_one(admin_dsn: str, name: str, *, missions: int, agents: int, latency_ms: float,

@@ -1,38 +1,40 @@
-"""A stand-in for mana-llm: plans one step with the first tool the prompt offers."""
+"""A stand-in for mana-llm: answers each demo mission with its prepared plan (demo/seeds.py).
+
+It reads the mission's title from the prompt and keeps only the steps whose tools the prompt
+offers, as a model would: a tool the agent's policy denies never appears in its plan.
+"""
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from quart import jsonify, request
 from quart_trio import QuartTrio
 
 _TITLE = re.compile(r"^# Mission: (.*)$", re.MULTILINE)
-_FIRST_TOOL = re.compile(r"^  • (\w+) \(", re.MULTILINE)
-_PARAMS = {"create_task": "title", "complete_task": "taskId", "complete_tasks_by_title": "titleSubstring", "create_note": "title", "research_news": "query", "create_contact": "firstName",
-           "save_news_article": "url", "create_journal_entry": "content", "create_event": "title"}
+_OFFERED = re.compile(r"^  • (\w+) \(", re.MULTILINE)
 
 
-def stand_in_app() -> QuartTrio:
+def stand_in_app(plans: Mapping[str, Mapping[str, Any]]) -> QuartTrio:
+    """`plans`: the answer for each mission title; an unknown mission gets a plan without steps."""
     app = QuartTrio("mana-ai-demo-llm")
 
     @app.post("/v1/chat/completions")
     async def complete() -> Any:
         body = await request.get_json()
         system, user = body["messages"][0]["content"], body["messages"][1]["content"]
-        title = (_TITLE.search(user) or [None, "Mission"])[1]
-        tool = (_FIRST_TOOL.search(system) or [None, None])[1]
-        steps = [] if tool is None else [{
-            "summary": f"{tool} für „{title}“", "toolName": tool,
-            "params": {_PARAMS[tool]: f"Nächster Schritt: {title}"} if tool in _PARAMS else {},
-            "rationale": "Demo: der erste erlaubte Schritt."}]
-        content = "```json\n" + json.dumps({"summary": f"Demo-Plan für {title}", "steps": steps},
-                                           ensure_ascii=False) + "\n```"
+        named = _TITLE.search(user)
+        title = named[1] if named else ""
+        offered = set(_OFFERED.findall(system))
+        plan = plans.get(title, {"summary": f"Nothing to propose for {title!r}.", "steps": []})
+        answer = {"summary": plan["summary"], "steps": [s for s in plan["steps"] if s["toolName"] in offered]}
+        content = "```json\n" + json.dumps(answer, ensure_ascii=False, indent=2) + "\n```"
         return jsonify({"id": "demo", "object": "chat.completion", "model": "demo-stand-in",
                         "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                                      "finish_reason": "stop"}],
-                        "usage": {"prompt_tokens": len(system + user) // 4, "completion_tokens": 60}})
+                        "usage": {"prompt_tokens": len(system + user) // 4, "completion_tokens": len(content) // 4}})
 
     return app

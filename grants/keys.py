@@ -1,8 +1,9 @@
 """Loading the mission private key (reference §9.2), with the literal-``\\n`` fix (§14 item 23).
 
 ``load_private_key(pem)`` never raises: it returns a ``MissionKey`` or a ``KeyProblem`` whose
-``message`` is safe to log (it names what is wrong, never any key material). The supervisor
-loads the key once at startup; a problem disables grants (every unwrap is ``not-configured``).
+``message`` is safe to log (it names what is wrong, never any key material). The runtime
+(``runtime.load_mission_key``) loads the key once at start; a problem disables grants (every
+unwrap is ``not-configured``).
 
 PEM handling follows the reference: every ``-----BEGIN …-----``/``-----END …-----`` marker and
 all whitespace are stripped and the rest is base64-decoded to DER, which must be PKCS#8 (what

@@ -1,4 +1,7 @@
-"""The quart-trio app: health, metrics, the manual tick, the `/internal/*` gate, and the console (`/ui`)."""
+"""The quart-trio app: health, metrics, the manual tick and the `/internal/*` gate; the inspection
+routes, the audit endpoint, the dead-slot actions and the console (`/ui`) come from their modules.
+
+`VERSION` here is the one version (package metadata, `--version`, `/health`, traces)."""
 
 from __future__ import annotations
 

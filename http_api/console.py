@@ -6,7 +6,7 @@ Discard. Each page's tables are refreshed in place by `static/console.js` pollin
 `/ui/live/...`. `GET /ui` and `POST /ui/login` are open (the login form); everything else needs
 the session cookie and answers a redirect to the login without it, never data. Forms that change
 something carry the session's CSRF token. Reads go through the same store functions as the
-inspection routes.
+inspection routes, and the missions page shows the same verdicts (`actors.explain.explain_missions`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import trio
 from quart import Blueprint, Response, g, redirect, render_template, request
 from quart_trio import QuartTrio
 
-from actors.explain import Situation, explain
+from actors.explain import budgeted_agents, explain_missions
 from actors.registry import AgentRegistry
 from actors.snapshot import SnapshotActor
 from http_api.auth import service_key_ok
@@ -276,47 +276,35 @@ class _Console:
                 "agents_limit": AGENTS_LIMIT}
 
     async def _missions(self, user_id: str) -> dict[str, Any]:
-        """The same verdicts as `GET /internal/missions/{userId}` (http_api/inspection.py)."""
+        """The verdicts of `GET /internal/missions/{userId}` (both show `explain_missions`)."""
         found = await _read(user_missions, self._pool, user_id)
         if found is None:
             return {"user_id": user_id, "missions": None, "checked_at": None}
         if not found.missions or found.db_now is None:
             return {"user_id": user_id, "missions": [], "checked_at": None}
-        now_iso = iso_ms(found.db_now)
-        actors = {s.key: s for s in self._deps.registry.actor_stats() if s.key[0] == user_id}
         used: dict[str, int] = {}
-        for (_, budget_agent), known in found.agents.items():
-            if known.max_tokens_per_day is not None:
-                usage = await _read(usage_24h, self._pool, user_id, budget_agent)
-                if usage is not None:
-                    used[budget_agent] = usage.used
+        for agent_id in budgeted_agents(found):
+            usage = await _read(usage_24h, self._pool, user_id, agent_id)
+            if usage is not None:
+                used[agent_id] = usage.used
         settings = self._deps.settings
         jobs = {}
         if settings.mana_research_url is not None and settings.research_service_key is not None:
             jobs = await _read(jobs_of_user, self._pool, user_id) or {}
         rows = []
-        for m in found.missions:
-            raw_agent = m.record.get("agentId")
-            agent_id = raw_agent if isinstance(raw_agent, str) else None
-            agent = found.agents.get((user_id, agent_id)) if agent_id else None
-            actor = actors.get((user_id, agent.id if agent else None))
-            verdict = explain(Situation(
-                record=m.record, tombstone=m.tombstone, run=m.run, agent=agent, now_iso=now_iso, db_now=found.db_now,
-                used_24h=used.get(agent.id) if agent else None,
-                waiting_for_slot=actor is not None and m.mission_id in actor.waiting,
-                in_flight=actor is not None and any(f.mission_id == m.mission_id for f in actor.in_flight),
-                research=jobs.get(m.mission_id)))
+        for v in explain_missions(user_id, found, self._deps.registry.actor_stats(), used, jobs):
+            m, agent, verdict = v.mission, v.agent, v.verdict
             title = m.record.get("title")
             next_run = m.record.get("nextRunAt")
             state = m.record.get("state")
             rows.append({
                 "mission_id": m.mission_id, "title": title if isinstance(title, str) else None,
-                "agent": agent.name if agent else (agent_id or "legacy"), "agent_id": agent_id,
+                "agent": agent.name if agent else (v.agent_id or "legacy"), "agent_id": v.agent_id,
                 "state": "deleted" if m.tombstone else (state if isinstance(state, str) else "—"),
                 "due_slot": m.run.due_slot if m.run else (next_run if isinstance(next_run, str) else None),
                 "status": m.run.status if m.run else None, "attempts": m.run.attempts if m.run else None,
                 "due": verdict.due, "reason": verdict.reason, "detail": verdict.detail})
-        return {"user_id": user_id, "missions": rows, "checked_at": now_iso}
+        return {"user_id": user_id, "missions": rows, "checked_at": iso_ms(found.db_now)}
 
     async def _dead(self) -> dict[str, Any]:
         found = await _read(open_dead_slots, self._pool, DEAD_LIMIT)

@@ -16,7 +16,7 @@ from quart import jsonify, request
 from quart_trio import QuartTrio
 
 from actors.agent import AgentStats
-from actors.explain import Situation, explain
+from actors.explain import budgeted_agents, explain_missions
 from actors.registry import AgentRegistry
 from http_api.audit import parse_limit
 from planner import AI_AVAILABLE_TOOLS, PolicyError, filter_tools_by_agent_policy, iso_ms
@@ -63,32 +63,18 @@ def register_inspection(app: QuartTrio, pool: asyncpg.Pool, registry: AgentRegis
         found = await user_missions(pool, user_id)
         if not found.missions or found.db_now is None:
             return jsonify({"error": "unknown user"}), 404
-        now_iso = iso_ms(found.db_now)
-        actors = {s.key: s for s in registry.actor_stats() if s.key[0] == user_id}
         deep_research = settings.mana_research_url is not None and settings.research_service_key is not None
         jobs = await jobs_of_user(pool, user_id) if deep_research else {}
-        budgets: dict[str, int] = {}
-        for (_, budget_agent), known in found.agents.items():
-            if known.max_tokens_per_day is not None:
-                budgets[budget_agent] = (await usage_24h(pool, user_id, budget_agent)).used
+        used = {agent_id: (await usage_24h(pool, user_id, agent_id)).used for agent_id in budgeted_agents(found)}
         missions = []
-        for m in found.missions:
-            raw_agent = m.record.get("agentId")
-            mission_agent = raw_agent if isinstance(raw_agent, str) else None
-            agent = found.agents.get((user_id, mission_agent)) if mission_agent else None
-            actor = actors.get((user_id, agent.id if agent else None))
-            verdict = explain(Situation(
-                record=m.record, tombstone=m.tombstone, run=m.run, agent=agent, now_iso=now_iso,
-                db_now=found.db_now, used_24h=budgets.get(agent.id) if agent else None,
-                waiting_for_slot=actor is not None and m.mission_id in actor.waiting,
-                in_flight=actor is not None and any(f.mission_id == m.mission_id for f in actor.in_flight),
-                research=jobs.get(m.mission_id)))
+        for v in explain_missions(user_id, found, registry.actor_stats(), used, jobs):
+            m, verdict = v.mission, v.verdict
             missions.append({
                 "missionId": m.mission_id,
                 "title": m.record.get("title"),
                 "state": m.record.get("state"),
                 "nextRunAt": m.record.get("nextRunAt"),
-                "agentId": mission_agent,
+                "agentId": v.agent_id,
                 "due": verdict.due,
                 "reason": verdict.reason,
                 "detail": verdict.detail,
@@ -100,7 +86,7 @@ def register_inspection(app: QuartTrio, pool: asyncpg.Pool, registry: AgentRegis
                     "lastError": m.run.last_error, "iterationId": m.run.iteration_id},
                 "research": _research_json(jobs.get(m.mission_id)),
             })
-        return jsonify({"userId": user_id, "checkedAt": now_iso, "instance": settings.instance_id,
+        return jsonify({"userId": user_id, "checkedAt": iso_ms(found.db_now), "instance": settings.instance_id,
                         "missions": missions})
 
     @app.get("/internal/rejected")
@@ -144,7 +130,7 @@ def _policy_summary(agent: Agent) -> dict[str, Any] | None:
 
 
 def _rejected_json(row: RejectedRow) -> dict[str, Any]:
-    return {"changeId": row.change_id, "table": row.table_name, "userId": row.user_id, "recordId": row.record_id,
+    return {"changeId": str(row.change_id), "table": row.table_name, "userId": row.user_id, "recordId": row.record_id,
             "reason": row.reason, "detail": row.detail, "rowBytes": row.row_bytes,
             "changedAt": iso_ms(row.changed_at), "rejectedAt": iso_ms(row.rejected_at)}
 

@@ -1,1 +1,2 @@
-"""Metrics and logging set-up."""
+"""Metrics, logs and traces: the Prometheus families, the log line, the tracing seam, and what of a
+URL may be shown."""

@@ -12,7 +12,7 @@ catalog and the proposable names disagree.
 
 from __future__ import annotations
 
-from planner.actor import (
+from planner.actor_stamp import (
     LEGACY_AI_DISPLAY_NAME,
     LEGACY_AI_PRINCIPAL,
     LEGACY_DISPLAY_NAME,

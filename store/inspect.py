@@ -12,6 +12,7 @@ from trio_asyncio import aio_as_trio
 
 from store.agents import load_agents
 from store.records import Agent
+from store.refresh import Rejection
 from store.sql import Q
 from store.usage import STALE_RESERVATION_S
 
@@ -89,17 +90,10 @@ async def ledger_gauges(pool: asyncpg.Pool) -> LedgerGauges:
 
 
 @dataclass(frozen=True)
-class RejectedRow:
-    """A `sync_changes` row the refresh skipped (`mana_ai.rejected_rows`)."""
+class RejectedRow(Rejection):
+    """A `Rejection` read back from `mana_ai.rejected_rows` for `GET /internal/rejected`: the
+    fields the refresh reported, plus when it recorded them."""
 
-    change_id: str
-    table_name: str
-    user_id: str
-    record_id: str
-    reason: str
-    detail: str
-    row_bytes: int
-    changed_at: datetime
     rejected_at: datetime
 
 
@@ -108,7 +102,7 @@ async def rejected_rows(pool: asyncpg.Pool, user_id: str | None, limit: int) -> 
     query, args = ((Q["rejected_rows_all"], (limit,)) if user_id is None
                    else (Q["rejected_rows_of_user"], (user_id, limit)))
     rows = await aio_as_trio(_fetch)(pool, query, args)
-    return [RejectedRow(str(r["change_id"]), r["table_name"], r["user_id"], r["record_id"], r["reason"], r["detail"],
+    return [RejectedRow(r["change_id"], r["table_name"], r["user_id"], r["record_id"], r["reason"], r["detail"],
                         r["row_bytes"], r["changed_at"], r["rejected_at"]) for r in rows]
 
 

@@ -9,7 +9,8 @@ snapshot's `stable_record`. A refresh reads the rows after it, in fold order, pa
   so a row whose transaction commits late, inside the lag window, still lands in order.
 
 An idle refresh over old data reads no rows. Round trips per page are fixed (take the cursor
-and read, load snapshots, upsert and move the cursor), however many records changed. `refresh_stream` is one transaction that
+and read, load snapshots, upsert and move the cursor; one more to record rejected rows, when a
+page has any), however many records changed. `refresh_stream` is one transaction that
 holds the stream's cursor row, so two instances never refresh a stream at once.
 `PagedRefresh` commits each page in its own transaction (small pages first), so the snapshot
 actor can dispatch between pages; each page takes the cursor row again and checks that nobody
@@ -76,7 +77,8 @@ _LOGGED_ID_CHARS = 64
 
 @dataclass(frozen=True)
 class Rejection:
-    """A stable row skipped by the refresh, as recorded in `mana_ai.rejected_rows`.
+    """A stable row skipped by the refresh: what it records in `mana_ai.rejected_rows`, logs once
+    and reports in `RefreshStats.rejected` (read back later as `store.inspect.RejectedRow`).
 
     Ids are cut to `max_id_chars`; `detail` names sizes and limits, never content."""
 

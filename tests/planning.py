@@ -12,7 +12,7 @@ from daemon import daemon_settings
 from fake_llm import FakeLlm
 from observability.metrics import Metrics
 from seed import change, fetch
-from supervisor import Runtime, open_runtime
+from runtime import Runtime, open_runtime
 
 
 @asynccontextmanager

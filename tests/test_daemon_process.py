@@ -170,7 +170,8 @@ async def test_demo_runs_the_whole_loop_on_a_throwaway_database(tmp_path: Path) 
     assert await demo.wait(timeout=60) == 0, demo.log()
     out = demo.log()
     assert '"dueMissionCount": 4' in out and '"plansWrittenBack": 3' in out
-    assert "mission-urlaub         agent-paused" in out
+    assert "mission-vacation       agent-paused" in out
+    assert 'create_task {"title": "Do the weekly review"' in out and "complete_task" not in out
     assert "note-1   ok" in out and "note-2   scope-violation  record-not-in-grant-allowlist" in out
     assert not (tmp_path / "untouched").exists()
 

@@ -1,6 +1,6 @@
 """The project's own imports: no circle anywhere, and the layers point down.
 
-Every `.py` of the shipped packages and `supervisor.py` is parsed (never imported); every
+Every `.py` of the shipped packages and top-level modules (`supervisor.py`, `runtime.py`) is parsed (never imported); every
 `import` and `from … import` counts, at module level or inside a function, and each is resolved
 to the project module it names. A circle is reported as the chain of modules that closes it,
 with the file and line of each import.
@@ -24,14 +24,27 @@ class Edge:
     line: int
 
 
+def _setuptools() -> dict[str, object]:
+    config: dict[str, object] = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    return config
+
+
 def shipped_packages() -> list[str]:
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    return sorted(p.rstrip("*") for p in config["tool"]["setuptools"]["packages"]["find"]["include"])
+    found = _setuptools()["packages"]
+    assert isinstance(found, dict)
+    return sorted(p.rstrip("*") for p in found["find"]["include"])
+
+
+def shipped_modules() -> list[str]:
+    """The top-level modules shipped beside the packages (`py-modules`)."""
+    names = _setuptools()["py-modules"]
+    assert isinstance(names, list)
+    return sorted(str(n) for n in names)
 
 
 def project_modules() -> dict[str, Path]:
-    """Dotted module name → file, for supervisor.py and every module of the shipped packages."""
-    modules = {"supervisor": ROOT / "supervisor.py"}
+    """Dotted module name → file, for the top-level modules and every module of the shipped packages."""
+    modules = {name: ROOT / f"{name}.py" for name in shipped_modules()}
     for package in shipped_packages():
         for path in sorted((ROOT / package).rglob("*.py")):
             parts = path.relative_to(ROOT).with_suffix("").parts
@@ -151,9 +164,10 @@ LAYERS: list[tuple[frozenset[str], frozenset[str], str]] = [
     (frozenset({"store"}), frozenset({"upstream"}), "the store sits beside the network clients"),
     (frozenset({"actors"}), frozenset({"http_api"}), "the HTTP front sits above the runtime"),
     (frozenset({"actors", "http_api", "store", "upstream", "planner", "grants", "observability", "settings"}),
-     frozenset({"supervisor", "demo"}), "the entry and the demo command sit on top"),
+     frozenset({"supervisor", "runtime", "demo"}), "the entry, the runtime's assembly and the demo command sit on top"),
+    (frozenset({"runtime", "demo"}), frozenset({"supervisor"}), "the process entry imports them, never the reverse"),
     (frozenset({"grants", "observability", "settings"}),
-     frozenset({"actors", "http_api", "store", "upstream", "planner", "supervisor", "demo"}),
+     frozenset({"actors", "http_api", "store", "upstream", "planner", "supervisor", "runtime", "demo"}),
      "the foundation imports no other part of the project"),
 ]
 
@@ -188,7 +202,7 @@ def test_a_circle_is_found_and_named() -> None:
 def test_every_shipped_package_is_read() -> None:
     packages = {_top(m) for m in project_modules()}
     on_disk = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests", "bench"}
-    assert on_disk | {"supervisor"} <= packages
+    assert on_disk | {"supervisor", "runtime"} <= packages
     assert len(import_graph()) > 80
 
 

@@ -25,9 +25,10 @@ def events_in(source: str) -> set[str]:
 
 
 def all_events() -> set[str]:
-    files = [ROOT / "supervisor.py", *(p for pkg in ("actors", "store", "planner", "upstream", "http_api", "grants",
-                                                      "observability", "settings", "demo")
-                                       for p in (ROOT / pkg).rglob("*.py"))]
+    files = [ROOT / "supervisor.py", ROOT / "runtime.py",
+             *(p for pkg in ("actors", "store", "planner", "upstream", "http_api", "grants", "observability",
+                             "settings", "demo")
+               for p in (ROOT / pkg).rglob("*.py"))]
     return set().union(*(events_in(f.read_text()) for f in files))
 
 

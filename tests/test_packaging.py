@@ -20,14 +20,14 @@ def test_every_package_is_in_the_wheel() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     included = {pattern.rstrip("*") for pattern in config["tool"]["setuptools"]["packages"]["find"]["include"]}
     assert packages() <= included
-    assert config["tool"]["setuptools"]["py-modules"] == ["supervisor"]
+    assert config["tool"]["setuptools"]["py-modules"] == ["supervisor", "runtime"]
 
 
 def test_the_image_copies_every_package_and_runs_as_a_user() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     copied = set(re.findall(r"^COPY (\w+) \./\1$", dockerfile, re.MULTILINE))
     assert packages() <= copied, packages() - copied
-    assert "supervisor.py" in dockerfile and re.search(r"^USER (?!root)\S+", dockerfile, re.MULTILINE)
+    assert "supervisor.py runtime.py" in dockerfile and re.search(r"^USER (?!root)\S+", dockerfile, re.MULTILINE)
     assert re.search(r'^CMD \["mana-ai", "serve"\]$', dockerfile, re.MULTILINE)  # exec form
     assert "HEALTHCHECK" in dockerfile and "EXPOSE 3067" in dockerfile
 

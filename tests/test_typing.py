@@ -8,8 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ["actors", "http_api", "store", "planner", "upstream", "settings", "observability", "demo", "grants",
-           "supervisor.py",
-           "tests",
+           "supervisor.py", "runtime.py", "tests",
            "bench"]
 
 

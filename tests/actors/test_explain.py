@@ -7,8 +7,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from actors.explain import Situation, explain
-from store.inspect import RunRow
+from actors.agent import AgentStats, InFlight
+from actors.explain import Situation, budgeted_agents, explain, explain_missions
+from store.inspect import MissionRow, RunRow, UserMissions
 from store.records import Agent
 from store.research_jobs import ResearchJobRow
 
@@ -84,3 +85,47 @@ def test_a_parked_mission_is_research_pending(changes: dict[str, object], reason
     assert (verdict.reason, verdict.due) == (reason, due)
     if reason == "research-pending":
         assert verdict.detail.startswith("deep-research task t-1 submitted 10 min ago, parked 2 times")
+
+
+def stats(user_id: str, agent_id: str | None, *, waiting: tuple[str, ...] = (),
+          in_flight: tuple[str, ...] = ()) -> AgentStats:
+    return AgentStats((user_id, agent_id), None, 1, tuple(InFlight(m, 0.0) for m in in_flight), len(waiting),
+                      waiting, ())
+
+
+def mission(mission_id: str, run_row: RunRow | None = None, **fields: object) -> MissionRow:
+    return MissionRow(mission_id, {"id": mission_id, "state": "active", "nextRunAt": "2026-04-15T09:00:00.000Z",
+                                   **fields}, False, run_row)
+
+
+def test_every_mission_of_a_user_gets_the_verdict_of_what_its_actor_and_agent_are_doing() -> None:
+    """The verdicts of `GET /internal/missions/{userId}`, the console and the demo: one function."""
+    leased = {"lease_owner": "me", "lease_expires_at": NOW + timedelta(minutes=1)}
+    found = UserMissions(
+        missions=[mission("m-wait", run("running", **leased), agentId="a1"),
+                  mission("m-fly", run("running", **leased), agentId="a1"),
+                  mission("m-budget", agentId="a2"),
+                  mission("m-legacy", run("running", **leased)),
+                  mission("m-gone", agentId="gone"),
+                  mission("m-number", agentId=7),
+                  mission("m-research", agentId="a1"),
+                  mission("m-other", run("running", **leased))],
+        agents={("u-1", "a1"): agent(), ("u-1", "a2"): Agent.from_record("u-1", {"id": "a2", "maxTokensPerDay": 100})},
+        db_now=NOW)
+    actors = [stats("u-1", "a1", waiting=("m-wait",), in_flight=("m-fly",)), stats("u-1", None, in_flight=("m-legacy",)),
+              stats("u-2", None, in_flight=("m-other",))]  # another user's actor never speaks for this one's
+    assert budgeted_agents(found) == ["a2"]
+    verdicts = explain_missions("u-1", found, actors, {"a2": 100}, {"m-research": research()})
+    assert [(v.mission.mission_id, v.agent_id, v.agent.id if v.agent else None, v.verdict.reason, v.verdict.due)
+            for v in verdicts] == [
+        ("m-wait", "a1", "a1", "waiting-for-slot", False),
+        ("m-fly", "a1", "a1", "running", False),
+        ("m-budget", "a2", "a2", "over-budget", False),
+        ("m-legacy", None, None, "running", False),
+        ("m-gone", "gone", None, "due", True),
+        ("m-number", None, None, "due", True),
+        ("m-research", "a1", "a1", "research-pending", True),
+        ("m-other", None, None, "leased", False),
+    ]
+    assert explain_missions("u-1", found, actors, {"a2": 99}, {})[2].verdict.reason == "due"
+    assert explain_missions("u-1", UserMissions([], {}, None), actors, {}, {}) == []

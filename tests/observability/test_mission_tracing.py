@@ -15,7 +15,7 @@ from otel_collector import attributes, running_collector
 from planning import CREATE_TASK
 from seed import insert_rows, mission
 from settings import Settings
-from supervisor import open_runtime
+from runtime import open_runtime
 
 PAST = datetime.now(timezone.utc) - timedelta(minutes=5)
 

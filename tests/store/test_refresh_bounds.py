@@ -3,6 +3,7 @@ folded and stored, or rejected and recorded; the refresh never fails and never r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import Awaitable, Callable
@@ -20,9 +21,9 @@ from seed import fetch
 from store.agents import load_agents
 from store.bounds import MAX_SLOT_BYTES, REASONS, pg_text_bytes
 from store.due import list_due_missions
-from store.inspect import user_missions
+from store.inspect import rejected_rows, user_missions
 from store.pool import close_pool, connect_with_retry
-from store.refresh import refresh_stream
+from store.refresh import Rejection, refresh_stream
 from store.streams import AGENTS, MISSIONS
 
 DB_PROPERTY = settings(max_examples=20, deadline=None, suppress_health_check=[
@@ -108,3 +109,16 @@ def test_pg_text_bytes_is_at_least_what_postgres_prints(db_dsn: str, values: lis
         for value, row in zip(values, printed):
             assert pg_text_bytes(value) >= (row["n"] or 0), value
     with_pool(db_dsn, check)
+
+
+async def test_inspection_reads_each_rejection_back_as_the_refresh_reported_it(pool: asyncpg.Pool) -> None:
+    """`GET /internal/rejected` shows the recorded `Rejection` itself, plus when it was recorded."""
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    change_id, changed_at = await insert_raw(pool, "aiMissions", user, "r" * 300, "insert", '{"state": "active"}')
+    reported = [r for r in (await refresh_stream(pool, MISSIONS, lag_s=0)).rejected if r.user_id == user]
+    [read] = await rejected_rows(pool, user, 10)
+    assert isinstance(read, Rejection)  # one definition of what a rejected row holds
+    assert [{f.name: getattr(read, f.name) for f in dataclasses.fields(Rejection)}] == [
+        dataclasses.asdict(r) for r in reported]
+    assert (read.change_id, read.changed_at, read.reason) == (change_id, changed_at, "id-too-long")
+    assert read.rejected_at >= changed_at

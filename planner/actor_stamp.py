@@ -1,4 +1,5 @@
-"""Actors stamped on ``sync_changes.actor`` (reference §5.6, shared-ai ``actor.ts``).
+"""The actor stamp: who wrote a ``sync_changes`` row, stored in its ``actor`` column (reference §5.6,
+shared-ai ``actor.ts``). A value written into rows, unrelated to the runtime's actors (``actors/``).
 
 Actors are JSON on the wire, so they are plain dicts (TypedDicts) with the reference's key
 order: ``kind, principalId, displayName`` and, for AI actors, ``missionId, iterationId,

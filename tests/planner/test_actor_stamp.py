@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from planner.actor import (
+from planner.actor_stamp import (
     LEGACY_AI_PRINCIPAL,
     LEGACY_DISPLAY_NAME,
     LEGACY_SYSTEM_PRINCIPAL,
