@@ -138,7 +138,7 @@ def test_package_exports_what_it_declares() -> None:
     for name in planner.__all__:
         assert getattr(planner, name) is not None
     public = {n for n in dir(planner) if not n.startswith("_")}
-    modules = {"actor", "errors", "iteration", "parse", "policy", "prompt", "tools", "llm", "h11_client", "inputs", "_js", "_http", "research", "research_client", "annotations",
+    modules = {"actor_stamp", "errors", "iteration", "parse", "policy", "prompt", "tools", "llm", "h11_client", "inputs", "_js", "_http", "research", "research_client", "annotations",
                "schemas", "tool_calls", "tool_loop", "prompt_tools", "reminders", "deep_research",
                "deep_research_client", "storable"}
     assert public - modules == set(planner.__all__)
