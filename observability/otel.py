@@ -3,7 +3,7 @@
 Imported only by `observability.tracing_setup.open_tracing` when an endpoint is configured.
 
 * Its own `TracerProvider`, never the process-global one (no `trace.set_tracer_provider`), and no
-  atexit hook: the supervisor owns shutdown and calls `aclose()`.
+  atexit hook: the runtime (`open_runtime`, runtime.py) owns shutdown and calls `aclose()`.
 * Spans are ended in the trio thread and queued; the `BatchSpanProcessor`'s worker thread does
   the HTTP export (`requests`, blocking), so no network I/O happens on the trio thread.
 * Status: `fail(message)` → ERROR with the message (≤ 200 chars). An exception escaping the block
