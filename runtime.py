@@ -113,6 +113,7 @@ async def open_runtime(settings: Settings, pool: asyncpg.Pool, metrics: Metrics,
                         model=settings.llm_model, timeout_s=settings.llm_timeout_s, retries=settings.llm_retries,
                         limiter=trio.CapacityLimiter(settings.llm_concurrency),
                         observe_duration=metrics.planner_duration.observe,
+                        max_tokens=settings.llm_max_tokens,
                         on_retry=lambda reason: metrics.llm_retries.labels(reason=reason).inc())
         inputs = InputResolver(pool, load_mission_key(settings.private_key_pem), metrics, sync=sync)
         leases = LeaseKeeper(partial(renew_leases, pool), metrics, lease_s=settings.lease_s)

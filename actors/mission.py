@@ -63,7 +63,7 @@ from planner import (
     with_agent_context,
 )
 from planner.inputs import USER_DATA_CLOSE, USER_DATA_NOTICE, USER_DATA_OPEN
-from planner.parse import storage_problem
+from planner.parse import CUT_OFF_REASON, storage_problem
 from planner.prompt import ResolvedInput
 from planner.storable import RowBounds
 from planner.chat import AssistantTurn
@@ -215,7 +215,8 @@ class MissionRunner:
             return await self._hand_back(due, SKIPPED_SHUTDOWN)
         if isinstance(completion, LlmError):
             return await self._fail(due, ERROR, str(completion))
-        parsed = parse_planner_response(completion.content, allowed_tool_names(tools), self._bounds)
+        parsed = (ParseFailure(CUT_OFF_REASON, completion.content) if completion.finish_reason == "length"
+                  else parse_planner_response(completion.content, allowed_tool_names(tools), self._bounds))
         usage = TokenUsage(reservation_id, mission.user_id, agent.id if agent else LEGACY_AI_PRINCIPAL, mission.id,
                            None if isinstance(parsed, ParseFailure) else iteration_id,
                            completion.prompt_tokens, completion.completion_tokens)
@@ -348,9 +349,11 @@ class MissionRunner:
 
     def _llm_span_attributes(self) -> Attributes:
         """A chat call's span attributes (gen_ai semantic conventions; no message content)."""
+        max_tokens = self._settings.llm_max_tokens
         return {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
                 "gen_ai.request.model": self._settings.llm_model, "gen_ai.request.temperature": 0.3,
-                "server.address": safe_url(self._settings.mana_llm_url)}
+                "server.address": safe_url(self._settings.mana_llm_url),
+                **({} if max_tokens is None else {"gen_ai.request.max_tokens": max_tokens})}
 
     async def _complete(self, system: str, user: str) -> Completion:
         """The LLM call in a client span with the gen_ai semantic conventions (no message content)."""
@@ -414,6 +417,10 @@ class MissionRunner:
                 return await self._hand_back(due, SKIPPED_SHUTDOWN)
             return await self._fail(due, ERROR, str(result.error),
                                     tokens=(result.prompt_tokens, result.completion_tokens))
+        if result.stop_reason == "cut-off":  # a round cut off at the token limit: no plan at all
+            await self._record_usage(due, dataclasses.replace(usage, iteration_id=None))  # no iteration
+            return await self._parse_failed(due, CUT_OFF_REASON, 0,
+                                            tokens=(result.prompt_tokens, result.completion_tokens))
         problem = storage_problem(plan, self._bounds)  # calls were checked; the final summary was not
         if problem is not None:
             await self._record_usage(due, dataclasses.replace(usage, iteration_id=None))  # no iteration

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from planner._js import JS_WHITESPACE, js_trim
 from planner.storable import PARAMS_DEPTH, ROW_TOO_LARGE, Rejected, RowBounds, stored_size, surely_storable
 
-__all__ = ["JsonParams", "ParseFailure", "Plan", "PlanStep", "parse_planner_response", "storage_problem"]
+__all__ = ["CUT_OFF_REASON", "JsonParams", "ParseFailure", "Plan", "PlanStep", "parse_planner_response", "storage_problem"]
 
 _WS = "[" + re.escape(JS_WHITESPACE) + "]"
 _WS_RUN = re.compile(_WS + "*")
@@ -53,6 +53,16 @@ class Plan:
 class ParseFailure:
     reason: str
     raw: str  # the whole text for "no JSON block found", else the extracted block
+
+
+#: The failure of an answer that ended with ``finish_reason: "length"``. Such an answer is never
+#: taken as a plan, even when its text parses: the model did not finish, so what parses may not
+#: be what it meant (the parser takes the first fenced block, which may be a draft the model was
+#: about to correct; a tool-calling round's last call or final summary may be cut mid-way), and
+#: a partly written plan that looks whole is worse than none. One rule, whatever the text: the
+#: attempt is a parse failure, retried like any other, and the operator sees why (the limit is
+#: too low for the mission, or the model rambles).
+CUT_OFF_REASON = "answer cut off at the token limit"
 
 
 class _Rejected(ValueError):

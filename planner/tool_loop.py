@@ -9,7 +9,9 @@ tool calls ends the loop (its text is the summary), so do the round limit and th
 The LLM and the budget are injected (``Chat``, ``Budget``); the loop itself does no I/O, no
 logging and keeps no clock. A ``ChatFailed`` (every ``LlmError`` of the LLM client is one)
 ends the loop with what was recorded and used so far (``LoopResult.error``); the caller
-decides what to charge.
+decides what to charge. A round cut off at the token limit (``finish_reason: "length"``) ends
+the loop too (``cut-off``): its calls are neither validated nor recorded, and its text is no
+summary (``planner.parse.CUT_OFF_REASON`` says why); its tokens count.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ __all__ = ["RECORDED_MESSAGE", "Budget", "BudgetView", "CallVerdict", "Chat", "L
 
 RECORDED_MESSAGE = "recorded — pending client application"  # the reference stub's answer
 
-StopReason = Literal["assistant-stop", "max-rounds", "budget", "llm-error"]
+StopReason = Literal["assistant-stop", "max-rounds", "budget", "llm-error", "cut-off"]
 
 
 class _FunctionCall(TypedDict):
@@ -142,6 +144,9 @@ async def run_tool_loop(system: str, user: str, tools: Sequence[Tool], *, chat: 
         prompt_tokens += turn.prompt_tokens
         completion_tokens += turn.completion_tokens
         model = turn.model
+        if turn.finish_reason == "length":  # an unfinished answer is never a plan (CUT_OFF_REASON)
+            stop = "cut-off"
+            break
         assistant: WireMessage = {"role": "assistant", "content": turn.content}
         if turn.tool_calls:
             assistant["tool_calls"] = [_wire_call(c) for c in turn.tool_calls]

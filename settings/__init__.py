@@ -48,6 +48,7 @@ class Settings:
     llm_timeout_s: float = 120.0
     llm_concurrency: int = 8
     llm_retries: int = 2
+    llm_max_tokens: int | None = None  # MANA_AI_LLM_MAX_TOKENS: unset, requests carry no max_tokens
     instance_id: str = ""
     lease_s: float = 300.0
     max_attempts: int = 5
@@ -283,6 +284,7 @@ _SPEC: dict[str, _Var] = {
     "MANA_AI_LLM_TIMEOUT_S": _Var("llm_timeout_s", _float(0.1), "a number of seconds >= 0.1"),
     "MANA_AI_LLM_CONCURRENCY": _Var("llm_concurrency", _int(1, 1024), _int_expected(1, 1024)),
     "MANA_AI_LLM_RETRIES": _Var("llm_retries", _int(0, 10), _int_expected(0, 10)),
+    "MANA_AI_LLM_MAX_TOKENS": _Var("llm_max_tokens", _int(1, 1_000_000), _int_expected(1, 1_000_000)),
     "MANA_AI_INSTANCE_ID": _Var("instance_id", _text, "text"),
     "MANA_AI_LEASE_S": _Var("lease_s", _float(1), "a number of seconds >= 1"),
     "MANA_AI_MAX_ATTEMPTS": _Var("max_attempts", _int(1, 100), _int_expected(1, 100)),

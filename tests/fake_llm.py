@@ -37,15 +37,16 @@ class Reply:
 
 
 def completion(content: Any, *, prompt_tokens: int = 11, completion_tokens: int = 7,
-               model: str = "gpt-4o-mini") -> Reply:
-    """A 200 in OpenAI's chat.completion shape (as mana-llm answers)."""
+               model: str = "gpt-4o-mini", finish_reason: str = "stop") -> Reply:
+    """A 200 in OpenAI's chat.completion shape (as mana-llm answers); ``finish_reason="length"``
+    is an answer cut off at the request's ``max_tokens``."""
     return Reply(body={
         "id": "chatcmpl-0123456789ab",
         "object": "chat.completion",
         "created": 1_700_000_000,
         "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                     "finish_reason": "stop"}],
+                     "finish_reason": finish_reason}],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                   "total_tokens": prompt_tokens + completion_tokens},
     })
@@ -64,14 +65,15 @@ def call(name: str, arguments: Any = None, *, call_id: str | None = None) -> dic
 
 
 def tool_turn(*calls: dict[str, Any], content: str | None = None, prompt_tokens: int = 11,
-              completion_tokens: int = 7, model: str = "gpt-4o-mini") -> Reply:
-    """An assistant turn with ``tool_calls`` (none: a final turn whose text is ``content``)."""
+              completion_tokens: int = 7, model: str = "gpt-4o-mini", finish_reason: str | None = None) -> Reply:
+    """An assistant turn with ``tool_calls`` (none: a final turn whose text is ``content``);
+    ``finish_reason`` defaults to ``tool_calls`` or ``stop`` as OpenAI sends them."""
     message: dict[str, Any] = {"role": "assistant", "content": content}
     if calls:
         message["tool_calls"] = list(calls)
     return Reply(body={
         "id": "chatcmpl-0123456789ab", "object": "chat.completion", "created": 1_700_000_000, "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if calls else "stop"}],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason or ("tool_calls" if calls else "stop")}],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                   "total_tokens": prompt_tokens + completion_tokens},
     })

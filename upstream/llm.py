@@ -15,7 +15,9 @@ hot path. Its transport errors are httpx's types, mapped to the ``LlmError`` fam
 unusable 2xx body) and ``LlmClosed`` (shutdown before the request started).
 
 A missing or null ``message.content`` is not an error: it is ``""``, as in the reference, and
-the strict parser then reports ``no JSON block found``.
+the strict parser then reports ``no JSON block found``. With ``max_tokens`` set, both requests
+carry it (unset, the body is the reference's); the answer's ``finish_reason`` is passed on
+(``"length"``: cut off at a token limit) for the planner to refuse.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timezone
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal, TypedDict, TypeVar
+from typing import Any, Literal, NotRequired, TypedDict, TypeVar
 
 import httpx
 import trio
@@ -75,6 +77,7 @@ class Completion:
     completion_tokens: int
     model: str
     attempts: int
+    finish_reason: str = "stop"  # absent in the answer: "stop"; "length": cut off at a token limit
 
 
 @dataclass(frozen=True)
@@ -93,11 +96,13 @@ class ChatMessage(TypedDict):
 
 
 class ChatRequest(TypedDict):
-    """The request body, keys in the reference's order (§6.2); no max_tokens, no stream."""
+    """The request body, keys in the reference's order (§6.2), no stream; ``max_tokens`` only
+    when configured (then last)."""
 
     model: str
     temperature: float
     messages: list[ChatMessage]
+    max_tokens: NotRequired[int]
 
 
 def chat_completions_url(base_url: str) -> str:
@@ -211,6 +216,7 @@ def parse_completion(body: bytes, requested_model: str, attempts: int) -> Comple
         content = ""  # the reference's `?? ''`
     elif not isinstance(content, str):
         raise LlmBadResponse("mana-llm content is not a string")
+    finish = first.get("finish_reason") if isinstance(first, dict) else None
     usage = data.get("usage")
     model = data.get("model")
     return Completion(
@@ -219,6 +225,7 @@ def parse_completion(body: bytes, requested_model: str, attempts: int) -> Comple
         completion_tokens=_token_count(usage, "completion_tokens"),
         model=model if isinstance(model, str) else requested_model,
         attempts=attempts,
+        finish_reason=finish if isinstance(finish, str) else "stop",
     )
 
 
@@ -309,6 +316,7 @@ class LlmClient:
         observe_duration: Callable[[float], None] = lambda s: None,
         on_retry: Callable[[str], None] = lambda reason: None,
         max_response_bytes: int = 1_048_576,
+        max_tokens: int | None = None,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 10.0,
         random: Callable[[], float] = random.random,
@@ -319,6 +327,8 @@ class LlmClient:
             raise ValueError(f"retries must be >= 0, got {retries}")
         if max_response_bytes < 1:
             raise ValueError(f"max_response_bytes must be >= 1, got {max_response_bytes}")
+        if max_tokens is not None and max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1 or None, got {max_tokens}")
         if backoff_base_s < 0 or backoff_max_s < 0:
             raise ValueError("backoff_base_s and backoff_max_s must be >= 0")
         self._http = http
@@ -341,6 +351,7 @@ class LlmClient:
         self._observe_duration = observe_duration
         self._on_retry = on_retry
         self._max_response_bytes = max_response_bytes
+        self._max_tokens = max_tokens
         self._backoff_base_s = backoff_base_s
         self._backoff_max_s = backoff_max_s
         self._random = random
@@ -355,6 +366,8 @@ class LlmClient:
             "temperature": temperature,
             "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
         }
+        if self._max_tokens is not None:
+            request["max_tokens"] = self._max_tokens
         return await self._tracked(_encode(request), parse_completion)
 
     async def chat_with_tools(self, messages: Sequence[Mapping[str, object]], tools: Sequence[Mapping[str, object]],
@@ -364,8 +377,10 @@ class LlmClient:
 
         Retries, timeouts, the limiter, ``close`` and ``health`` are those of ``complete``.
         """
-        request = {"model": self._model, "temperature": temperature, "messages": list(messages),
-                   "tools": list(tools), "tool_choice": "auto"}
+        request: dict[str, object] = {"model": self._model, "temperature": temperature, "messages": list(messages),
+                                      "tools": list(tools), "tool_choice": "auto"}
+        if self._max_tokens is not None:
+            request["max_tokens"] = self._max_tokens
         return await self._tracked(_encode(request), parse_assistant_turn)
 
     async def _tracked(self, payload: bytes, parse: Callable[[bytes, str, int], _T]) -> _T:

@@ -101,6 +101,40 @@ async def test_plan_with_a_tool_the_policy_denies_is_a_parse_failure(pool: async
     assert sample(metrics, "mana_ai_parse_failures_total") == 1
 
 
+async def test_llm_max_tokens_bounds_the_request_and_unset_keeps_the_reference_body(pool: asyncpg.Pool) -> None:
+    await insert_rows(pool, {**mission("m1"), "created_at": at()})
+    async with running_fake_llm(plan_reply([CREATE_TASK])) as llm:
+        async with planning_runtime(pool, llm) as runtime:
+            await runtime.snapshots.run_cycle()
+    assert list(llm.requests[0]) == ["model", "temperature", "messages"]
+    await insert_rows(pool, {**mission("m2"), "created_at": at(60)})
+    async with running_fake_llm(plan_reply([CREATE_TASK])) as llm:
+        async with planning_runtime(pool, llm, llm_max_tokens=700) as runtime:
+            await runtime.snapshots.run_cycle()
+    [request] = llm.requests
+    assert list(request) == ["model", "temperature", "messages", "max_tokens"] and request["max_tokens"] == 700
+
+
+async def test_an_answer_cut_off_at_the_token_limit_is_a_parse_failure_even_when_it_parses(
+        pool: asyncpg.Pool) -> None:
+    await insert_rows(pool, {**mission("m1"), "created_at": at()})
+    metrics = Metrics()
+    cut = plan_reply([CREATE_TASK], prompt_tokens=40, completion_tokens=700)
+    cut.body["choices"][0]["finish_reason"] = "length"
+    async with running_fake_llm(cut) as llm:
+        async with planning_runtime(pool, llm, metrics) as runtime:  # a server's own limit cuts off too
+            stats = await runtime.snapshots.run_cycle()
+    assert (stats.parse_failures, stats.plans_produced, stats.errors) == (1, 0, [])
+    assert await written_rows(pool) == []
+    [run] = await ledger(pool, "m1")
+    assert run["status"] == "retry" and run["outcome"] == "parse-failed"
+    assert run["last_error"] == "answer cut off at the token limit"
+    assert sample(metrics, "mana_ai_parse_failures_total") == 1
+    assert sample(metrics, "mana_ai_plans_produced_total") == 0
+    usage = await fetch(pool, "SELECT prompt_tokens, completion_tokens, iteration_id FROM mana_ai.token_usage")
+    assert [tuple(u) for u in usage] == [(40, 700, None)]  # the tokens were spent all the same
+
+
 async def test_paused_and_archived_agents_are_skipped_without_llm_calls(pool: asyncpg.Pool) -> None:
     await insert_rows(pool, {**agent_row("paused", state="paused"), "created_at": at()},
                       {**agent_row("archived", state="archived"), "created_at": at()},

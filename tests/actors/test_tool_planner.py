@@ -250,3 +250,28 @@ async def test_an_llm_failure_after_a_round_charges_the_spent_tokens_and_retries
     assert run["status"] == "retry" and "mana-llm 400" in run["last_error"]
     usage = await fetch(pool, "SELECT status, prompt_tokens, completion_tokens, iteration_id FROM mana_ai.token_usage")
     assert [tuple(u) for u in usage] == [("used", 11, 7, None)]
+
+
+async def test_llm_max_tokens_is_sent_in_every_round(pool: asyncpg.Pool) -> None:
+    await insert_rows(pool, {**mission("m1", agent_id=None), "created_at": PAST})
+    llm = await plan_once(pool, tool_turn(call("create_task", {"title": "A"})), tool_turn(content="fertig"),
+                          llm_max_tokens=300)
+    assert len(llm.requests) == 2 and [r.get("max_tokens") for r in llm.requests] == [300, 300]
+    assert len(await written_rows(pool)) == 1
+
+
+async def test_a_round_cut_off_at_the_token_limit_is_a_parse_failure(pool: asyncpg.Pool) -> None:
+    await insert_rows(pool, {**agent_row("a1", maxTokensPerDay=100_000), "created_at": PAST},
+                      {**mission("m1", agent_id="a1"), "created_at": PAST})
+    metrics = Metrics()
+    llm = await plan_once(pool, tool_turn(call("create_task", {"title": "A"}), prompt_tokens=100, completion_tokens=20),
+                          tool_turn(call("create_note", '{"title": "N", "content": "ab'), prompt_tokens=150,
+                                    completion_tokens=300, finish_reason="length"),
+                          tool_turn(content="fertig"), metrics=metrics)
+    assert len(llm.requests) == 2 and await written_rows(pool) == []
+    [run] = await ledger(pool, "m1")
+    assert run["status"] == "retry" and run["outcome"] == "parse-failed"
+    assert run["last_error"] == "answer cut off at the token limit"
+    assert sample(metrics, "mana_ai_parse_failures_total") == 1
+    usage = await fetch(pool, "SELECT status, prompt_tokens, completion_tokens, iteration_id FROM mana_ai.token_usage")
+    assert [tuple(u) for u in usage] == [("used", 250, 320, None)]

@@ -140,5 +140,19 @@ async def test_an_llm_error_ends_the_loop_with_what_was_used() -> None:
     assert (result.rounds, result.tokens, len(result.plan.steps)) == (2, 15, 1)
 
 
+async def test_a_round_cut_off_at_the_token_limit_ends_the_loop_without_its_calls() -> None:
+    cut = AssistantTurn("", (RawToolCall("c9", "create_task", '{"title": "A'),), "length", 10, 5, "m", 1)
+    chat = ScriptedChat(turn(("undo_drink", {})), cut, turn(content="fertig"))
+    result = await run(chat)
+    assert (result.stop_reason, result.rounds, result.tokens, len(chat.requests)) == ("cut-off", 2, 30, 2)
+    assert [c.tool for c in result.calls] == ["undo_drink"] and result.error is None
+
+
+async def test_a_final_answer_cut_off_is_not_a_summary() -> None:
+    chat = ScriptedChat(AssistantTurn("Zwei Vorschl", (), "length", 10, 5, "m", 1))
+    result = await run(chat)
+    assert result.stop_reason == "cut-off" and result.plan.summary == ""
+
+
 def test_the_tool_label_is_bounded() -> None:
     assert tool_label("create_task") == "create_task" and tool_label("rm -rf") == "unknown"

@@ -173,6 +173,17 @@ def test_the_planner_defaults_to_json_and_can_be_switched() -> None:
     assert (s.planner, s.planner_max_rounds, s.planner_max_steps) == ("tools", 3, 10)
 
 
+def test_llm_max_tokens_is_unset_by_default_and_a_positive_integer() -> None:
+    assert load_settings({}).llm_max_tokens is None
+    assert load_settings({"MANA_AI_LLM_MAX_TOKENS": ""}).llm_max_tokens is None
+    assert load_settings({"MANA_AI_LLM_MAX_TOKENS": " 2048 "}).llm_max_tokens == 2048
+    for bad in ("0", "-5", "lots", "1.5"):
+        with pytest.raises(ConfigError) as caught:
+            load_settings({"MANA_AI_LLM_MAX_TOKENS": bad})
+        assert str(caught.value) == (f"MANA_AI_LLM_MAX_TOKENS={bad!r} is invalid: "
+                                     "expected an integer >= 1 and <= 1000000")
+
+
 def test_deep_research_is_opt_in_with_its_own_key() -> None:
     s = load_settings({})
     assert (s.deep_research, s.mana_research_url, s.research_service_key, s.deep_research_max_age_min,

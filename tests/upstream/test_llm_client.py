@@ -82,6 +82,29 @@ async def test_request_is_the_reference_request(http: H11Client) -> None:
         assert fake.headers[0]["x-api-key"] == API_KEY  # what mana-llm checks when its own key is set
 
 
+async def test_max_tokens_is_sent_only_when_set_in_both_requests(http: H11Client) -> None:
+    messages = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]
+    with trio.fail_after(10):
+        async with running_fake_llm() as fake:
+            await make_client(http, fake.url, max_tokens=512).complete("You plan.", "# Mission")
+            fake.script(tool_turn(content="fertig"))
+            await make_client(http, fake.url, max_tokens=512).chat_with_tools(messages, [TOOL])
+            await make_client(http, fake.url).chat_with_tools(messages, [TOOL])
+    assert fake.requests[0] == {"model": MODEL, "temperature": 0.3,
+                                "messages": [{"role": "system", "content": "You plan."},
+                                             {"role": "user", "content": "# Mission"}],
+                                "max_tokens": 512}
+    assert fake.requests[1] == {"model": MODEL, "temperature": 0.3, "messages": messages, "tools": [TOOL],
+                                "tool_choice": "auto", "max_tokens": 512}
+    assert "max_tokens" not in fake.requests[2]
+
+
+@pytest.mark.parametrize("max_tokens", [0, -1])
+async def test_max_tokens_must_be_positive(http: H11Client, max_tokens: int) -> None:
+    with pytest.raises(ValueError, match="max_tokens"):
+        make_client(http, "http://127.0.0.1:9", max_tokens=max_tokens)
+
+
 async def test_without_a_key_no_credential_is_sent(http: H11Client) -> None:
     with trio.fail_after(10):
         async with running_fake_llm() as fake:
@@ -151,6 +174,16 @@ async def test_content_usage_and_model_are_read(http: H11Client) -> None:
             result = await make_client(http, fake.url, seen).complete("s", "u")
     assert result == Completion("hello", 5, 3, "ollama/gemma3:4b", attempts=1)
     assert len(seen.durations) == 1 and seen.retries == []
+
+
+@pytest.mark.parametrize("finish", ["stop", "length", None])
+async def test_the_finish_reason_is_read(http: H11Client, finish: str | None) -> None:
+    reply = completion("abc")
+    reply.body["choices"][0]["finish_reason"] = finish
+    with trio.fail_after(10):
+        async with running_fake_llm(reply) as fake:
+            result = await make_client(http, fake.url).complete("s", "u")
+    assert result.finish_reason == (finish or "stop")  # absent: a complete answer, as before
 
 
 async def test_a_plan_reply_round_trips_through_the_parser(http: H11Client) -> None:
