@@ -54,3 +54,18 @@ async def test_spans_per_mission_and_llm_call_without_user_content(pool: asyncpg
     assert bad_call.status.code == Status.STATUS_CODE_ERROR
     assert attributes(bad_call.attributes)["error.type"] == "upstream.errors.LlmHttpError"
     assert b"SECRET-TITLE" not in raw
+
+
+async def test_the_llm_span_names_the_token_limit_when_one_is_set(pool: asyncpg.Pool) -> None:
+    await insert_rows(pool, {**mission("m1"), "created_at": PAST})
+    async with running_collector() as collector, running_fake_llm(plan_reply([CREATE_TASK])) as llm:
+        tracing = OtelTracing(collector.url, service_version="test", shutdown_timeout_s=5)
+        settings = Settings(mana_llm_url=llm.url, tick_enabled=False, snapshot_lag_ms=0, retry_base_s=0,
+                            instance_id="t", otlp_endpoint=collector.url, llm_max_tokens=900)
+        async with open_runtime(settings, pool, Metrics(), tracing=tracing) as runtime:
+            await runtime.snapshots.run_cycle()
+        with trio.fail_after(10):
+            await tracing.aclose()
+        [call] = [s for e in collector.exports for rs in e.resource_spans for ss in rs.scope_spans
+                  for s in ss.spans if s.name == "chat gpt-4o-mini"]
+    assert attributes(call.attributes)["gen_ai.request.max_tokens"] == 900
