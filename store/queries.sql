@@ -699,3 +699,15 @@ WITH window_use AS NOT MATERIALIZED (
   RETURNING id
 )
 SELECT agent_used, user_used, global_used, (SELECT id FROM reserved) AS id FROM uses;
+
+-- name: caps_usage_24h
+-- The rolling 24 h use of user $1 (when $2) and of the whole deployment (when $3), counted as
+-- reserve_capped counts it (used plus reservations younger than $4 seconds); NULL: not read.
+WITH window_use AS NOT MATERIALIZED (
+  SELECT user_id, CASE WHEN status = 'reserved' THEN reserved_tokens ELSE prompt_tokens + completion_tokens END AS tokens
+  FROM mana_ai.token_usage
+  WHERE ts > now() - interval '24 hours'
+    AND (status = 'used' OR (status = 'reserved' AND ts > now() - make_interval(secs => $4::float8)))
+)
+SELECT CASE WHEN $2::bool THEN (SELECT COALESCE(sum(tokens), 0) FROM window_use WHERE user_id = $1) END::bigint AS user_used,
+       CASE WHEN $3::bool THEN (SELECT COALESCE(sum(tokens), 0) FROM window_use) END::bigint AS global_used;

@@ -137,6 +137,23 @@ async def usage_24h(pool: asyncpg.Pool, user_id: str, agent_id: str) -> Usage24h
     return usage
 
 
+async def _caps_usage(pool: asyncpg.Pool, user_id: str, user: bool, deployment: bool) -> tuple[int | None, int | None]:
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(Q["caps_usage_24h"], user_id, user, deployment, STALE_RESERVATION_S)
+    return (None if row["user_used"] is None else int(row["user_used"]),
+            None if row["global_used"] is None else int(row["global_used"]))
+
+
+async def caps_usage_24h(pool: asyncpg.Pool, user_id: str, *, user: bool,
+                         deployment: bool) -> tuple[int | None, int | None]:
+    """The rolling 24 h use of `user_id` (when `user`) and of the deployment (when `deployment`),
+    as the reservations count it; no round trip when neither is asked for."""
+    if not user and not deployment:
+        return None, None
+    used: tuple[int | None, int | None] = await aio_as_trio(_caps_usage)(pool, user_id, user, deployment)
+    return used
+
+
 async def _prune(pool: asyncpg.Pool, retention_h: int, batch: int) -> int:
     deleted = 0
     async with pool.acquire() as conn:
