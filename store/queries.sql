@@ -711,3 +711,20 @@ WITH window_use AS NOT MATERIALIZED (
 )
 SELECT CASE WHEN $2::bool THEN (SELECT COALESCE(sum(tokens), 0) FROM window_use WHERE user_id = $1) END::bigint AS user_used,
        CASE WHEN $3::bool THEN (SELECT COALESCE(sum(tokens), 0) FROM window_use) END::bigint AS global_used;
+
+-- name: console_spend_24h
+-- The rolling 24 h use per user and agent (used plus reservations younger than $2 seconds) of
+-- the $1 users who used most, most first, with the deployment's total beside every row.
+WITH per_agent AS (
+  SELECT user_id, agent_id,
+         sum(CASE WHEN status = 'reserved' THEN reserved_tokens ELSE prompt_tokens + completion_tokens END)::bigint AS used
+  FROM mana_ai.token_usage
+  WHERE ts > now() - interval '24 hours'
+    AND (status = 'used' OR (status = 'reserved' AND ts > now() - make_interval(secs => $2::float8)))
+  GROUP BY user_id, agent_id
+), per_user AS (
+  SELECT user_id, sum(used)::bigint AS user_used FROM per_agent GROUP BY user_id ORDER BY user_used DESC, user_id LIMIT $1
+)
+SELECT a.user_id, a.agent_id, a.used, u.user_used, (SELECT COALESCE(sum(used), 0) FROM per_agent)::bigint AS total
+FROM per_agent a JOIN per_user u USING (user_id)
+ORDER BY u.user_used DESC, a.user_id, a.used DESC, a.agent_id;
