@@ -86,6 +86,7 @@ async def test_the_global_cap_pauses_planning_once_and_resumes_by_itself(
     with caplog.at_level(logging.INFO):
         async with running_fake_llm(plan_reply([])) as llm:
             async with planning_runtime(pool, llm, metrics, max_tokens_per_day=100) as runtime:
+                assert runtime.global_budget is not None
                 deps = AppDeps(daemon_settings(), metrics, pool, runtime.snapshots, runtime.registry,
                                global_budget=runtime.global_budget.state)
                 stats = await runtime.snapshots.run_cycle()
