@@ -665,40 +665,13 @@ WHERE ctid = ANY (ARRAY(
   LIMIT $2
   FOR UPDATE SKIP LOCKED));
 
--- name: caps_lock
--- Serialise the checks of the caps a reservation is held to, always in the same order
--- (deployment, user, agent): $3/$4/$5 say whether the agent budget, the user cap and the
--- deployment cap apply.
-SELECT CASE WHEN $5::bool THEN pg_advisory_xact_lock(hashtext('mana_ai.global_budget')) END AS global_lock,
-       CASE WHEN $4::bool THEN pg_advisory_xact_lock(hashtext('mana_ai.user_budget/' || $1)) END AS user_lock,
-       CASE WHEN $3::bool THEN pg_advisory_xact_lock(hashtext('mana_ai.budget/' || $1 || '/' || $2)) END AS agent_lock;
-
 -- name: reserve_capped
--- Reserve $4 tokens for a run when the rolling 24 h use (used plus reservations younger than
--- $8 seconds) of the agent is below its budget $5, of the user below $6 and of the deployment
--- below $7 (NULL: that cap does not apply and its sum is not read). One row back: the three
--- uses (0 where not read) and the reservation's id (NULL: refused). Run under caps_lock.
-WITH window_use AS NOT MATERIALIZED (
-  SELECT user_id, agent_id,
-         CASE WHEN status = 'reserved' THEN reserved_tokens ELSE prompt_tokens + completion_tokens END AS tokens
-  FROM mana_ai.token_usage
-  WHERE ts > now() - interval '24 hours'
-    AND (status = 'used' OR (status = 'reserved' AND ts > now() - make_interval(secs => $8::float8)))
-), uses AS (
-  SELECT CASE WHEN $5::bigint IS NULL THEN 0 ELSE
-           (SELECT COALESCE(sum(tokens), 0) FROM window_use WHERE user_id = $1 AND agent_id = $2) END::bigint AS agent_used,
-         CASE WHEN $6::bigint IS NULL THEN 0 ELSE
-           (SELECT COALESCE(sum(tokens), 0) FROM window_use WHERE user_id = $1) END::bigint AS user_used,
-         CASE WHEN $7::bigint IS NULL THEN 0 ELSE
-           (SELECT COALESCE(sum(tokens), 0) FROM window_use) END::bigint AS global_used
-), reserved AS (
-  INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, status, reserved_tokens)
-  SELECT $1, $2, $3, 'reserved', $4 FROM uses
-  WHERE ($5::bigint IS NULL OR agent_used < $5::bigint) AND ($6::bigint IS NULL OR user_used < $6::bigint)
-    AND ($7::bigint IS NULL OR global_used < $7::bigint)
-  RETURNING id
-)
-SELECT agent_used, user_used, global_used, (SELECT id FROM reserved) AS id FROM uses;
+-- Reserve $4 tokens when the rolling 24 h uses of the agent, the user and the deployment are
+-- below their caps $5, $6, $7 (NULL: that cap does not apply and is not read), locks and all in
+-- one round trip (migration 0017). One row: the three uses (0 where not read) and the
+-- reservation's id (NULL: refused).
+SELECT r_agent_used AS agent_used, r_user_used AS user_used, r_global_used AS global_used, r_id AS id
+FROM mana_ai.reserve_capped_tokens($1, $2, $3, $4, $5, $6, $7, $8::float8);
 
 -- name: caps_usage_24h
 -- The rolling 24 h use of user $1 (when $2) and of the whole deployment (when $3), counted as

@@ -72,16 +72,15 @@ class Usage24h:
 
 async def _reserve(pool: asyncpg.Pool, user_id: str, agent_id: str, mission_id: str, estimate: int,
                    budget: int | None, user_cap: int | None, global_cap: int | None) -> Reservation:
-    async with pool.acquire() as conn, conn.transaction():
-        if user_cap is None and global_cap is None:
+    if user_cap is None and global_cap is None:
+        async with pool.acquire() as conn, conn.transaction():
             if budget is not None:
                 await conn.execute(Q["budget_lock"], user_id, agent_id)
             usage = await conn.fetchrow(Q["usage_24h"], user_id, agent_id, STALE_RESERVATION_S)
             used = int(usage["used"])
             row_id = await conn.fetchval(Q["reserve_tokens"], user_id, agent_id, mission_id, estimate, budget, used)
             return Reservation(row_id, used, refused_by=None if row_id is not None else AGENT_CAP)
-        await conn.execute(Q["caps_lock"], user_id, agent_id, budget is not None, user_cap is not None,
-                           global_cap is not None)
+    async with pool.acquire() as conn:  # one statement: locks, sums and insert (its own transaction)
         row = await conn.fetchrow(Q["reserve_capped"], user_id, agent_id, mission_id, estimate, budget, user_cap,
                                   global_cap, STALE_RESERVATION_S)
     return _capped(row, budget, user_cap, global_cap)
