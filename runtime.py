@@ -27,6 +27,7 @@ from actors.mission import MissionRunner, RetryPolicy
 from actors.registry import AgentRegistry
 from actors.research_desk import ResearchDesk
 from actors.snapshot import SnapshotActor
+from actors.spend import GlobalBudget
 from grants import KeyProblem, MissionKey, load_private_key
 from http_api.app import VERSION
 from observability.metrics import Metrics
@@ -55,6 +56,7 @@ class Runtime:
     llm: LlmClient
     sync: SyncSchema  # the generation of sync_changes found at start
     desk: ResearchDesk | None = None  # deep research (MANA_RESEARCH_URL and its key set)
+    global_budget: GlobalBudget | None = None  # the deployment's daily token cap as reservations see it
 
     async def stop(self, grace_s: float) -> None:
         """Shutdown: at once no cycle, no mission and no LLM request starts any more; missions
@@ -146,7 +148,7 @@ async def open_runtime(settings: Settings, pool: asyncpg.Pool, metrics: Metrics,
         if desk is not None:
             desk.due_again = snapshots.due_again  # and parked slots
         try:
-            yield Runtime(snapshots, registry, llm, sync, desk)
+            yield Runtime(snapshots, registry, llm, sync, desk, runner.global_budget)
         finally:
             with trio.CancelScope(shield=True):
                 await stop_dispatching(registry, desk, settings.grace_s)

@@ -28,6 +28,17 @@ class Verdict:
 
 
 @dataclass(frozen=True)
+class CapsUse:
+    """The rolling 24 h caps above the agent and the use they are checked against (None: no cap,
+    or not read)."""
+
+    user_cap: int | None = None    # MANA_AI_USER_MAX_TOKENS_PER_DAY
+    user_used: int | None = None   # the user's use, all agents and legacy missions
+    global_cap: int | None = None  # MANA_AI_MAX_TOKENS_PER_DAY
+    global_used: int | None = None  # the deployment's use
+
+
+@dataclass(frozen=True)
 class Situation:
     """What the daemon knows about one mission at one moment."""
 
@@ -41,6 +52,7 @@ class Situation:
     waiting_for_slot: bool  # delivered to its agent actor, not started
     in_flight: bool
     research: ResearchJobRow | None = None  # the mission's deep-research job (with deep research configured)
+    caps: CapsUse = CapsUse()  # the user's and the deployment's caps, when set
 
 
 def explain(s: Situation) -> Verdict:
@@ -69,6 +81,15 @@ def explain(s: Situation) -> Verdict:
         return ledger
     if s.agent is not None and s.agent.state in ("paused", "archived"):
         return Verdict(False, f"agent-{s.agent.state}", f"agent {s.agent.id} is {s.agent.state}")
+    caps = s.caps
+    if caps.global_cap is not None and caps.global_used is not None and caps.global_used >= caps.global_cap:
+        return Verdict(False, "over-global-budget",
+                       f"the deployment used {caps.global_used} of {caps.global_cap} tokens in 24 h "
+                       "(MANA_AI_MAX_TOKENS_PER_DAY): planning is paused until the window frees tokens")
+    if caps.user_cap is not None and caps.user_used is not None and caps.user_used >= caps.user_cap:
+        return Verdict(False, "over-user-budget",
+                       f"the user used {caps.user_used} of {caps.user_cap} tokens in 24 h "
+                       "(MANA_AI_USER_MAX_TOKENS_PER_DAY)")
     budget = s.agent.max_tokens_per_day if s.agent is not None else None
     if budget is not None and budget >= 0 and s.used_24h is not None and s.used_24h >= budget:
         return Verdict(False, "over-budget", f"used {s.used_24h} of {budget:g} tokens in 24 h")
@@ -124,12 +145,12 @@ def budgeted_agents(found: UserMissions) -> list[str]:
 
 
 def explain_missions(user_id: str, found: UserMissions, actors: Iterable[AgentStats], used_24h: Mapping[str, int],
-                     research: Mapping[str, ResearchJobRow]) -> list[MissionVerdict]:
+                     research: Mapping[str, ResearchJobRow], caps: CapsUse = CapsUse()) -> list[MissionVerdict]:
     """Every mission of `found` with its verdict, in `found`'s order; none without a database clock.
 
     `actors` are the live agent actors (those of other users are ignored), `used_24h` the token
     use of the agents in `budgeted_agents(found)`, `research` the deep-research jobs by mission
-    (empty without deep research)."""
+    (empty without deep research), `caps` the user's and the deployment's caps and use."""
     db_now = found.db_now
     if db_now is None:
         return []
@@ -146,6 +167,6 @@ def explain_missions(user_id: str, found: UserMissions, actors: Iterable[AgentSt
             used_24h=used_24h.get(agent.id) if agent else None,
             waiting_for_slot=actor is not None and m.mission_id in actor.waiting,
             in_flight=actor is not None and any(f.mission_id == m.mission_id for f in actor.in_flight),
-            research=research.get(m.mission_id)))
+            research=research.get(m.mission_id), caps=caps))
         verdicts.append(MissionVerdict(m, agent_id, agent, verdict))
     return verdicts

@@ -66,6 +66,8 @@ SKIPPED_ARCHIVED = "skipped-archived"
 SKIPPED_PAUSED = "skipped-paused"
 SKIPPED_CONCURRENCY = "skipped-concurrency"
 SKIPPED_BUDGET = "skipped-budget"
+SKIPPED_USER_BUDGET = "skipped-user-budget"  # the user's MANA_AI_USER_MAX_TOKENS_PER_DAY is reached
+SKIPPED_GLOBAL_BUDGET = "skipped-global-budget"  # the deployment's MANA_AI_MAX_TOKENS_PER_DAY is reached
 SKIPPED_SHUTDOWN = "skipped-shutdown"
 SKIPPED_RESEARCH_PENDING = "skipped-research-pending"  # parked while its deep-research job runs
 

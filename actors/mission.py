@@ -31,13 +31,16 @@ from actors.groups import single_leaf
 from actors.hand_back import hand_back
 from actors.inputs import InputResolver, Inputs
 from actors.leases import LeaseKeeper
+from actors.spend import GlobalBudget
 from actors.messages import (
     EMPTY_PLAN,
     ERROR,
     PARSE_FAILED,
     PLANNED,
     SKIPPED_BUDGET,
+    SKIPPED_GLOBAL_BUDGET,
     SKIPPED_SHUTDOWN,
+    SKIPPED_USER_BUDGET,
     MissionDue,
     MissionOutcome,
 )
@@ -77,7 +80,16 @@ from store.errors import DATABASE_ERRORS, LeaseLost, RowRefused
 from store.records import Agent
 from store.research_jobs import forget_settled
 from store.runs import backoff_s, fail_run
-from store.usage import Reservation, TokenUsage, record_usage, release_tokens, reserve_tokens, usage_24h
+from store.usage import (
+    GLOBAL_CAP,
+    USER_CAP,
+    Reservation,
+    TokenUsage,
+    record_usage,
+    release_tokens,
+    reserve_tokens,
+    usage_24h,
+)
 from store.group_commit import GroupCommit
 from store.sync_schema import V0_6_SCHEMA, SyncSchema
 from store.writeback import Provenance, WriteBack, WriteRequest, write_back
@@ -111,7 +123,10 @@ class MissionRunner:
                  *, leases: LeaseKeeper, clock: Clock = utc_now, retry: RetryPolicy = RetryPolicy(),
                  jitter: Callable[[], float] = random.random, tracing: Tracing | None = None,
                  inputs: InputResolver | None = None, research: ResearchClient | None = None,
-                 writer: GroupCommit | None = None, sync: SyncSchema = V0_6_SCHEMA) -> None:
+                 writer: GroupCommit | None = None, sync: SyncSchema = V0_6_SCHEMA,
+                 global_budget: GlobalBudget | None = None) -> None:
+        # the deployment's daily cap as reservations see it (shown by /health)
+        self.global_budget = global_budget or GlobalBudget(settings.max_tokens_per_day, metrics)
         self._writer = writer  # None: each write-back is its own round trip
         self._sync = sync  # the sync_changes generation (the writer has its own copy)
         self._redact = Redactor(settings.secrets())  # errors go to logs, the ledger and TickStats
@@ -484,26 +499,51 @@ class MissionRunner:
             return turn
 
     async def _reserve(self, due: MissionDue, prompt_chars: int) -> Reservation | None:
-        """Reserve an estimate against the agent's rolling 24 h budget; None without a budget.
+        """Reserve an estimate against the rolling 24 h caps that apply: the agent's budget, the
+        user's (MANA_AI_USER_MAX_TOKENS_PER_DAY) and the deployment's (MANA_AI_MAX_TOKENS_PER_DAY).
+        None when none applies.
 
-        Absent, non-numeric or negative budgets are unlimited: such runs skip the reservation
-        and record their usage with the write-back instead (one transaction less per mission).
+        Absent, non-numeric or negative agent budgets are unlimited; without a user or deployment
+        cap such runs skip the reservation and record their usage with the write-back instead
+        (one transaction less per mission).
         """
-        agent = due.agent
-        if agent is None or agent.max_tokens_per_day is None or agent.max_tokens_per_day < 0:
+        agent, settings = due.agent, self._settings
+        budget = None
+        if agent is not None and agent.max_tokens_per_day is not None and agent.max_tokens_per_day >= 0:
+            budget = int(agent.max_tokens_per_day)
+        user_cap, global_cap = settings.user_max_tokens_per_day, settings.max_tokens_per_day
+        if budget is None and user_cap is None and global_cap is None:
             return None
-        estimate = _estimate(prompt_chars)
-        return await reserve_tokens(self._pool, user_id=due.mission.user_id, agent_id=agent.id,
-                                    mission_id=due.mission.id, estimate=estimate,
-                                    budget=int(agent.max_tokens_per_day))
+        reservation = await reserve_tokens(self._pool, user_id=due.mission.user_id,
+                                           agent_id=agent.id if agent else LEGACY_AI_PRINCIPAL,
+                                           mission_id=due.mission.id, estimate=_estimate(prompt_chars),
+                                           budget=budget, user_cap=user_cap, global_cap=global_cap)
+        if global_cap is not None:
+            if reservation.global_used_24h >= global_cap:
+                self.global_budget.refused(reservation.global_used_24h)
+            else:
+                self.global_budget.granted(reservation.global_used_24h)
+        return reservation
 
     async def _over_budget(self, due: MissionDue, reservation: Reservation) -> MissionOutcome:
-        """No LLM call; the slot stays due and runs once usage ages out of the 24 h window."""
-        self._metrics.agent_decisions.labels(decision=SKIPPED_BUDGET).inc()
-        log.info("mission.skipped", extra={**self._context(due), "decision": SKIPPED_BUDGET,
-                                           "used_24h": reservation.used_24h,
-                                           "budget": due.agent.max_tokens_per_day if due.agent else None})
-        return await self._hand_back(due, SKIPPED_BUDGET)
+        """No LLM call; the slot stays due and runs once usage ages out of the 24 h window.
+
+        The widest cap reached names the decision. A deployment-wide pause is told once (by
+        `GlobalBudget`), so its per-mission lines are debug lines.
+        """
+        settings = self._settings
+        cap: float | None
+        if reservation.refused_by == GLOBAL_CAP:
+            decision, used, cap = SKIPPED_GLOBAL_BUDGET, reservation.global_used_24h, settings.max_tokens_per_day
+        elif reservation.refused_by == USER_CAP:
+            decision, used, cap = SKIPPED_USER_BUDGET, reservation.user_used_24h, settings.user_max_tokens_per_day
+        else:
+            decision, used = SKIPPED_BUDGET, reservation.used_24h
+            cap = due.agent.max_tokens_per_day if due.agent else None
+        self._metrics.agent_decisions.labels(decision=decision).inc()
+        log.log(logging.DEBUG if decision == SKIPPED_GLOBAL_BUDGET else logging.INFO, "mission.skipped",
+                extra={**self._context(due), "decision": decision, "used_24h": used, "budget": cap})
+        return await self._hand_back(due, decision)
 
     async def _hand_back(self, due: MissionDue, decision: str) -> MissionOutcome:
         """The slot goes back without using up an attempt (over budget, shutting down)."""

@@ -21,6 +21,7 @@ from werkzeug.exceptions import HTTPException
 
 from actors.registry import AgentRegistry
 from actors.snapshot import SnapshotActor
+from actors.spend import GlobalSpend
 from http_api.audit import register_audit
 from http_api.auth import UNAUTHORIZED, service_key_ok
 from http_api.console import ConsoleDeps, register_console
@@ -50,6 +51,7 @@ class AppDeps:
     jwks: JwksCache | None = None  # mana-auth's key set for /api/v1/me/ai-audit; None refuses every token
     llm_health: Callable[[], LlmHealth] | None = None  # how the last LLM calls went (None: not shown)
     sync_schema: SyncSchema | None = None  # the sync_changes generation found at start (None: not shown)
+    global_budget: Callable[[], GlobalSpend] | None = None  # the deployment's daily token cap (None: not shown)
 
 
 def create_app(deps: AppDeps) -> QuartTrio:
@@ -197,6 +199,7 @@ async def _health(deps: AppDeps, check: DatabaseCheck) -> tuple[dict[str, Any], 
         "tick": {"enabled": settings.tick_enabled, "running": settings.tick_enabled and actor.alive},
         **_llm_json(deps),
         **({} if deps.sync_schema is None else {"syncChanges": deps.sync_schema.as_json()}),
+        **_budget_json(deps),
         "checks": {
             "database": database,
             "snapshotActor": actor.alive,
@@ -211,6 +214,15 @@ async def _health(deps: AppDeps, check: DatabaseCheck) -> tuple[dict[str, Any], 
         },
     }
     return body, ok
+
+
+def _budget_json(deps: AppDeps) -> dict[str, Any]:
+    """The deployment's daily token cap (MANA_AI_MAX_TOKENS_PER_DAY), when set. Never makes the
+    daemon not-ok: planning pauses by design and resumes on its own."""
+    if deps.global_budget is None:
+        return {}
+    spend = deps.global_budget()
+    return {} if spend.cap is None else {"tokenBudget": spend.as_json()}
 
 
 def _llm_json(deps: AppDeps) -> dict[str, Any]:

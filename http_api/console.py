@@ -15,7 +15,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, ParamSpec, TypeVar
@@ -26,7 +26,7 @@ import trio
 from quart import Blueprint, Response, g, redirect, render_template, request
 from quart_trio import QuartTrio
 
-from actors.explain import budgeted_agents, explain_missions
+from actors.explain import CapsUse, budgeted_agents, explain_missions
 from actors.registry import AgentRegistry
 from actors.snapshot import SnapshotActor
 from http_api.auth import service_key_ok
@@ -35,12 +35,17 @@ from http_api.console_auth import LoginLimiter, Session, SessionSigner
 from http_api.console_views import (
     agent_rows, bar_chart, cycle_rows, digits, health_view, iso_or_dash, reason_words,
 )
+from http_api.console_views import SpendView, spend_view
+from http_api.inspection import read_caps
 from observability.redact import Redactor
+from planner import LEGACY_AI_PRINCIPAL
 from planner.iteration import iso_ms
 from settings import Settings
 from store.inspect import (
     all_agents, ledger_counts, open_dead_slots, planned_per_minute, usage_24h_of, user_missions,
 )
+from store.inspect import AgentSnapshotRow, spend_24h
+from store.records import Agent
 from store.research_jobs import jobs_of_user
 from store.usage import usage_24h
 
@@ -49,6 +54,7 @@ log = logging.getLogger(__name__)
 COOKIE = "mana_ai_console"
 REFRESH_S = 5
 AGENTS_LIMIT = 500
+SPEND_USERS = 50  # users shown in the overview's spend section, the most used first
 DEAD_LIMIT = 200
 CHART_MINUTES = 60
 Health = Callable[[], Awaitable[tuple[dict[str, Any], bool]]]
@@ -268,12 +274,26 @@ class _Console:
             usage = await _read(usage_24h_of, self._pool, [(a.user_id, a.agent_id) for a in shown])
             if usage is not None:
                 agents = agent_rows(shown, self._deps.registry.actor_stats(), usage, now)
+        spend = await self._spend(snapshots, body)
         counts = await _read(ledger_counts, self._pool)
         per_minute = await _read(planned_per_minute, self._pool, CHART_MINUTES)
         return {"health": health_view(body), "cycles": cycle_rows(self._deps.snapshots.recent_cycles(), now),
                 "counts": counts, "chart": None if per_minute is None else bar_chart(per_minute),
                 "agents": agents, "agents_truncated": snapshots is not None and len(snapshots) > AGENTS_LIMIT,
-                "agents_limit": AGENTS_LIMIT}
+                "agents_limit": AGENTS_LIMIT, "spend": spend}
+
+    async def _spend(self, snapshots: list[AgentSnapshotRow] | None, health: Mapping[str, Any]) -> SpendView | None:
+        """Spend per user and agent over 24 h; None when the database did not answer."""
+        rows = await _read(spend_24h, self._pool, SPEND_USERS)
+        if rows is None:
+            return None
+        settings = self._deps.settings
+        agents = {(a.user_id, a.agent_id): Agent.from_record(a.user_id, a.record) for a in snapshots or ()}
+        budget = health.get("tokenBudget")
+        return spend_view(rows, agents, user_cap=settings.user_max_tokens_per_day,
+                          global_cap=settings.max_tokens_per_day,
+                          paused=bool(isinstance(budget, Mapping) and budget.get("paused")),
+                          limit=SPEND_USERS, legacy_id=LEGACY_AI_PRINCIPAL)
 
     async def _missions(self, user_id: str) -> dict[str, Any]:
         """The verdicts of `GET /internal/missions/{userId}` (both show `explain_missions`)."""
@@ -288,11 +308,13 @@ class _Console:
             if usage is not None:
                 used[agent_id] = usage.used
         settings = self._deps.settings
+        caps = await _read(read_caps, self._pool, settings, user_id)
         jobs = {}
         if settings.mana_research_url is not None and settings.research_service_key is not None:
             jobs = await _read(jobs_of_user, self._pool, user_id) or {}
         rows = []
-        for v in explain_missions(user_id, found, self._deps.registry.actor_stats(), used, jobs):
+        for v in explain_missions(user_id, found, self._deps.registry.actor_stats(), used, jobs,
+                                  caps or CapsUse()):
             m, agent, verdict = v.mission, v.agent, v.verdict
             title = m.record.get("title")
             next_run = m.record.get("nextRunAt")

@@ -14,7 +14,7 @@ from typing import Any
 
 from actors.agent import AgentStats
 from actors.snapshot import FinishedCycle
-from store.inspect import AgentSnapshotRow
+from store.inspect import AgentSnapshotRow, SpendRow
 from store.records import Agent
 
 # the reasons of actors/explain.py, in words (docs/inspection.md has the codes)
@@ -34,6 +34,8 @@ REASON_WORDS: Mapping[str, str] = {
     "agent-paused": "Its agent is paused",
     "agent-archived": "Its agent is archived",
     "over-budget": "Its agent used up its daily token budget",
+    "over-user-budget": "Its user used up the daily token cap per user",
+    "over-global-budget": "The deployment used up its daily token cap: planning is paused",
     "due": "Due: the next cycle runs it",
 }
 
@@ -151,6 +153,74 @@ def _row(user_id: str, agent_id: str | None, name: str, state: str, stats: Agent
         OutcomeView(o.kind, o.mission_id, age(now - o.at), o.error) for o in stats.recent[:outcomes])
     return AgentRow(user_id, agent_id, name, state, None if stats is None else len(stats.in_flight),
                     None if stats is None else stats.queued, used, budget, recent)
+
+
+@dataclass(frozen=True)
+class AgentSpend:
+    agent_id: str
+    name: str  # the agent's name; its id when its snapshot is not at hand; "legacy" for legacy missions
+    used_24h: int
+    budget: int | None  # the agent's maxTokensPerDay; None: none
+
+    @property
+    def share(self) -> float | None:
+        return None if self.budget is None else self.used_24h / max(1, self.budget)
+
+
+@dataclass(frozen=True)
+class UserSpend:
+    user_id: str
+    used_24h: int
+    cap: int | None  # MANA_AI_USER_MAX_TOKENS_PER_DAY; None: no cap
+    agents: tuple[AgentSpend, ...]  # closest to their budget first, then most used
+
+    @property
+    def over_cap(self) -> bool:
+        return self.cap is not None and self.used_24h >= self.cap
+
+    @property
+    def meter_max(self) -> int:
+        return max(1, self.cap or 0)
+
+
+@dataclass(frozen=True)
+class SpendView:
+    users: tuple[UserSpend, ...]  # closest to the user cap first (most used first)
+    total_24h: int
+    global_cap: int | None  # MANA_AI_MAX_TOKENS_PER_DAY; None: no cap
+    paused: bool            # planning paused at the deployment's cap
+    limit: int              # users shown at most
+
+    @property
+    def meter_max(self) -> int:
+        return max(1, self.global_cap or 0)
+
+    @property
+    def over_cap(self) -> bool:
+        return self.global_cap is not None and self.total_24h >= self.global_cap
+
+
+def spend_view(rows: Iterable[SpendRow], agents: Mapping[tuple[str, str], Agent], *, user_cap: int | None,
+               global_cap: int | None, paused: bool, limit: int, legacy_id: str) -> SpendView:
+    """Tokens per user and agent over 24 h next to their caps; the users closest to their cap
+    first. `rows` come grouped by user (store/inspect.py `spend_24h`); `agents` name them."""
+    by_user: dict[str, list[AgentSpend]] = {}
+    user_used: dict[str, int] = {}
+    total = 0
+    for r in rows:
+        total = r.total
+        user_used[r.user_id] = r.user_used
+        agent = agents.get((r.user_id, r.agent_id))
+        budget = agent.max_tokens_per_day if agent is not None else None
+        name = "legacy" if r.agent_id == legacy_id else (agent.name if agent is not None else r.agent_id)
+        by_user.setdefault(r.user_id, []).append(
+            AgentSpend(r.agent_id, name, r.used, None if budget is None or budget < 0 else int(budget)))
+    users = [UserSpend(user_id, user_used[user_id], user_cap,
+                       tuple(sorted(spends, key=lambda a: (-(a.share if a.share is not None else -1.0),
+                                                           -a.used_24h, a.agent_id))))
+             for user_id, spends in by_user.items()]
+    users.sort(key=lambda u: (-(u.used_24h / max(1, u.cap) if u.cap is not None else u.used_24h), u.user_id))
+    return SpendView(tuple(users), total, global_cap, paused, limit)
 
 
 @dataclass(frozen=True)

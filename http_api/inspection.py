@@ -16,7 +16,7 @@ from quart import jsonify, request
 from quart_trio import QuartTrio
 
 from actors.agent import AgentStats
-from actors.explain import budgeted_agents, explain_missions
+from actors.explain import CapsUse, budgeted_agents, explain_missions
 from actors.registry import AgentRegistry
 from http_api.audit import parse_limit
 from planner import AI_AVAILABLE_TOOLS, PolicyError, filter_tools_by_agent_policy, iso_ms
@@ -24,7 +24,7 @@ from settings import Settings
 from store.inspect import RejectedRow, agent_snapshot, dead_slots, rejected_rows, user_missions
 from store.records import Agent
 from store.research_jobs import ResearchJobRow, jobs_of_user
-from store.usage import usage_24h
+from store.usage import caps_usage_24h, usage_24h
 
 
 def register_inspection(app: QuartTrio, pool: asyncpg.Pool, registry: AgentRegistry, settings: Settings) -> None:
@@ -66,8 +66,9 @@ def register_inspection(app: QuartTrio, pool: asyncpg.Pool, registry: AgentRegis
         deep_research = settings.mana_research_url is not None and settings.research_service_key is not None
         jobs = await jobs_of_user(pool, user_id) if deep_research else {}
         used = {agent_id: (await usage_24h(pool, user_id, agent_id)).used for agent_id in budgeted_agents(found)}
+        caps = await read_caps(pool, settings, user_id)
         missions = []
-        for v in explain_missions(user_id, found, registry.actor_stats(), used, jobs):
+        for v in explain_missions(user_id, found, registry.actor_stats(), used, jobs, caps):
             m, verdict = v.mission, v.verdict
             missions.append({
                 "missionId": m.mission_id,
@@ -94,6 +95,14 @@ def register_inspection(app: QuartTrio, pool: asyncpg.Pool, registry: AgentRegis
         user_id = request.args.get("userId") or None
         rows = await rejected_rows(pool, user_id, parse_limit(request.args.get("limit")))
         return jsonify({"rows": [_rejected_json(r) for r in rows]})
+
+
+async def read_caps(pool: asyncpg.Pool, settings: Settings, user_id: str) -> CapsUse:
+    """The user's and the deployment's caps with their 24 h use (one query; none without caps)."""
+    user_cap, global_cap = settings.user_max_tokens_per_day, settings.max_tokens_per_day
+    user_used, global_used = await caps_usage_24h(pool, user_id, user=user_cap is not None,
+                                                  deployment=global_cap is not None)
+    return CapsUse(user_cap, user_used, global_cap, global_used)
 
 
 def _actor_summary(stats: AgentStats) -> dict[str, Any]:

@@ -31,7 +31,7 @@ PLANNER_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 30, 60)
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 ROUND_BUCKETS = (1, 2, 3, 4, 5)
 DECISIONS = ("ran", "skipped-paused", "skipped-archived", "skipped-concurrency", "skipped-budget",
-             "skipped-research-pending")
+             "skipped-research-pending", "skipped-user-budget", "skipped-global-budget")
 AGENT_STATES = ("active", "paused", "archived", "legacy")
 GRANT_SKIP_REASONS = ("not-configured", "expired", "malformed", "wrap-rejected")
 LEDGER_WRITES = ("release", "cycle-release", "fail", "usage")
@@ -202,6 +202,13 @@ class Metrics:
         self.retention_errors = Counter("mana_ai_retention_errors_total",
                                         "Retention rounds of a table that failed (database error or timeout)",
                                         ["table"], registry=r)
+        # ours: the deployment's daily token cap (MANA_AI_MAX_TOKENS_PER_DAY; actors/spend.py)
+        self.global_budget_exhausted = Gauge("mana_ai_global_budget_exhausted",
+                                             "1 while planning is paused at the deployment's daily token cap",
+                                             registry=r)
+        self.global_tokens_24h = Gauge("mana_ai_global_tokens_24h",
+                                       "The deployment's rolling 24 h token use as last read by a reservation "
+                                       "(with MANA_AI_MAX_TOKENS_PER_DAY set)", registry=r)
         for table in RETENTION_TABLES:
             self.retention_pruned.labels(table=table)
             self.retention_errors.labels(table=table)

@@ -61,6 +61,9 @@ class Settings:
     mailbox_size: int = 32
     dispatch_limit: int = 1000
     usage_retention_h: int = 48
+    # rolling 24 h token caps above the agent's own budget (docs/operations.md "Token budgets"); None: no cap
+    user_max_tokens_per_day: int | None = None  # MANA_AI_USER_MAX_TOKENS_PER_DAY: per user
+    max_tokens_per_day: int | None = None       # MANA_AI_MAX_TOKENS_PER_DAY: the whole deployment
     # retention in days (docs/operations.md "Retention"); 0 keeps forever
     runs_retention_days: int = 30        # planned and discarded run-ledger slots
     dead_runs_retention_days: int = 180  # dead slots never discarded (the console offers Retry)
@@ -314,6 +317,8 @@ _SPEC: dict[str, _Var] = {
     "MANA_AI_AUDIT_RETENTION_DAYS": _Var("audit_retention_days", _int(0, 36_500), _DAYS),
     "MANA_AI_REJECTED_RETENTION_DAYS": _Var("rejected_retention_days", _int(0, 36_500), _DAYS),
     "MANA_AI_DISPATCH_LIMIT": _Var("dispatch_limit", _int(1, 100_000), _int_expected(1, 100_000)),
+    "MANA_AI_USER_MAX_TOKENS_PER_DAY": _Var("user_max_tokens_per_day", _int(0), _int_expected(0)),
+    "MANA_AI_MAX_TOKENS_PER_DAY": _Var("max_tokens_per_day", _int(0), _int_expected(0)),
     "MANA_AI_MAILBOX_SIZE": _Var("mailbox_size", _int(1, 10_000), _int_expected(1, 10_000)),
     "MANA_AI_RETRY_BASE_S": _Var("retry_base_s", _float(0), "a number of seconds >= 0"),
     "MANA_AI_RETRY_MAX_S": _Var("retry_max_s", _float(0), "a number of seconds >= 0"),

@@ -132,6 +132,21 @@ async def usage_24h_of(pool: asyncpg.Pool, keys: list[tuple[str, str]]) -> dict[
 
 
 @dataclass(frozen=True)
+class SpendRow:
+    user_id: str
+    agent_id: str  # the legacy principal for legacy missions
+    used: int       # the agent's 24 h use
+    user_used: int  # the user's
+    total: int      # the deployment's
+
+
+async def spend_24h(pool: asyncpg.Pool, users: int) -> list[SpendRow]:
+    """The 24 h use per agent of the `users` users who used most (most first), with their totals."""
+    rows = await aio_as_trio(_fetch)(pool, Q["console_spend_24h"], (users, STALE_RESERVATION_S))
+    return [SpendRow(r["user_id"], r["agent_id"], int(r["used"]), int(r["user_used"]), int(r["total"])) for r in rows]
+
+
+@dataclass(frozen=True)
 class LedgerCounts:
     running: int
     backing_off: int

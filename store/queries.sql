@@ -664,3 +664,40 @@ WHERE ctid = ANY (ARRAY(
   SELECT ctid FROM mana_ai.rejected_rows WHERE rejected_at < now() - make_interval(days => $1::int)
   LIMIT $2
   FOR UPDATE SKIP LOCKED));
+
+-- name: reserve_capped
+-- Reserve $4 tokens when the rolling 24 h uses of the agent, the user and the deployment are
+-- below their caps $5, $6, $7 (NULL: that cap does not apply and is not read), locks and all in
+-- one round trip (migration 0017). One row: the three uses (0 where not read) and the
+-- reservation's id (NULL: refused).
+SELECT r_agent_used AS agent_used, r_user_used AS user_used, r_global_used AS global_used, r_id AS id
+FROM mana_ai.reserve_capped_tokens($1, $2, $3, $4, $5, $6, $7, $8::float8);
+
+-- name: caps_usage_24h
+-- The rolling 24 h use of user $1 (when $2) and of the whole deployment (when $3), counted as
+-- reserve_capped counts it (used plus reservations younger than $4 seconds); NULL: not read.
+WITH window_use AS NOT MATERIALIZED (
+  SELECT user_id, CASE WHEN status = 'reserved' THEN reserved_tokens ELSE prompt_tokens + completion_tokens END AS tokens
+  FROM mana_ai.token_usage
+  WHERE ts > now() - interval '24 hours'
+    AND (status = 'used' OR (status = 'reserved' AND ts > now() - make_interval(secs => $4::float8)))
+)
+SELECT CASE WHEN $2::bool THEN (SELECT COALESCE(sum(tokens), 0) FROM window_use WHERE user_id = $1) END::bigint AS user_used,
+       CASE WHEN $3::bool THEN (SELECT COALESCE(sum(tokens), 0) FROM window_use) END::bigint AS global_used;
+
+-- name: console_spend_24h
+-- The rolling 24 h use per user and agent (used plus reservations younger than $2 seconds) of
+-- the $1 users who used most, most first, with the deployment's total beside every row.
+WITH per_agent AS (
+  SELECT user_id, agent_id,
+         sum(CASE WHEN status = 'reserved' THEN reserved_tokens ELSE prompt_tokens + completion_tokens END)::bigint AS used
+  FROM mana_ai.token_usage
+  WHERE ts > now() - interval '24 hours'
+    AND (status = 'used' OR (status = 'reserved' AND ts > now() - make_interval(secs => $2::float8)))
+  GROUP BY user_id, agent_id
+), per_user AS (
+  SELECT user_id, sum(used)::bigint AS user_used FROM per_agent GROUP BY user_id ORDER BY user_used DESC, user_id LIMIT $1
+)
+SELECT a.user_id, a.agent_id, a.used, u.user_used, (SELECT COALESCE(sum(used), 0) FROM per_agent)::bigint AS total
+FROM per_agent a JOIN per_user u USING (user_id)
+ORDER BY u.user_used DESC, a.user_id, a.used DESC, a.agent_id;

@@ -13,10 +13,17 @@ from store.sql import Q
 STALE_RESERVATION_S = 3600.0
 
 
+# Which cap refused a reservation (`Reservation.refused_by`).
+AGENT_CAP, USER_CAP, GLOBAL_CAP = "agent", "user", "global"
+
+
 @dataclass(frozen=True)
 class Reservation:
-    id: int | None  # None: refused, the agent is at or over its budget
-    used_24h: int   # the agent's use when asked (settled tokens plus live reservations)
+    id: int | None  # None: refused, a cap is reached (`refused_by`)
+    used_24h: int   # the agent's use when asked (settled tokens plus live reservations); 0 without a budget
+    user_used_24h: int = 0    # the user's, when a user cap applies
+    global_used_24h: int = 0  # the deployment's, when a deployment cap applies
+    refused_by: str | None = None  # AGENT_CAP, USER_CAP or GLOBAL_CAP; the widest one reached
 
     @property
     def granted(self) -> bool:
@@ -64,24 +71,47 @@ class Usage24h:
 
 
 async def _reserve(pool: asyncpg.Pool, user_id: str, agent_id: str, mission_id: str, estimate: int,
-                   budget: int | None) -> Reservation:
-    async with pool.acquire() as conn, conn.transaction():
-        if budget is not None:
-            await conn.execute(Q["budget_lock"], user_id, agent_id)
-        usage = await conn.fetchrow(Q["usage_24h"], user_id, agent_id, STALE_RESERVATION_S)
-        used = int(usage["used"])
-        row_id = await conn.fetchval(Q["reserve_tokens"], user_id, agent_id, mission_id, estimate, budget, used)
-    return Reservation(row_id, used)
+                   budget: int | None, user_cap: int | None, global_cap: int | None) -> Reservation:
+    if user_cap is None and global_cap is None:
+        async with pool.acquire() as conn, conn.transaction():
+            if budget is not None:
+                await conn.execute(Q["budget_lock"], user_id, agent_id)
+            usage = await conn.fetchrow(Q["usage_24h"], user_id, agent_id, STALE_RESERVATION_S)
+            used = int(usage["used"])
+            row_id = await conn.fetchval(Q["reserve_tokens"], user_id, agent_id, mission_id, estimate, budget, used)
+            return Reservation(row_id, used, refused_by=None if row_id is not None else AGENT_CAP)
+    async with pool.acquire() as conn:  # one statement: locks, sums and insert (its own transaction)
+        row = await conn.fetchrow(Q["reserve_capped"], user_id, agent_id, mission_id, estimate, budget, user_cap,
+                                  global_cap, STALE_RESERVATION_S)
+    return _capped(row, budget, user_cap, global_cap)
+
+
+def _capped(row: asyncpg.Record, budget: int | None, user_cap: int | None, global_cap: int | None) -> Reservation:
+    agent_used, user_used, global_used = int(row["agent_used"]), int(row["user_used"]), int(row["global_used"])
+    refused_by = None
+    if row["id"] is None:  # the widest cap reached names the skip
+        if global_cap is not None and global_used >= global_cap:
+            refused_by = GLOBAL_CAP
+        elif user_cap is not None and user_used >= user_cap:
+            refused_by = USER_CAP
+        else:
+            refused_by = AGENT_CAP
+    return Reservation(row["id"], agent_used, user_used, global_used, refused_by)
 
 
 async def reserve_tokens(pool: asyncpg.Pool, *, user_id: str, agent_id: str, mission_id: str, estimate: int,
-                         budget: int | None) -> Reservation:
-    """Reserve `estimate` tokens unless the agent's rolling 24 h use is at or over `budget`.
+                         budget: int | None, user_cap: int | None = None,
+                         global_cap: int | None = None) -> Reservation:
+    """Reserve `estimate` tokens unless a rolling 24 h use is at or over its cap: the agent's
+    `budget`, the user's `user_cap` (all of the user's agents and legacy missions) or the
+    deployment's `global_cap`.
 
-    Checks of one agent are serialised (advisory lock), so concurrent runs see each other's
-    reservations. `budget=None` never refuses (legacy missions, agents without a budget).
+    Checks of one agent, one user and the deployment are serialised (advisory locks, taken in
+    one order), so concurrent runs see each other's reservations: a cap is passed by at most
+    one reservation. `None` never refuses (legacy missions, agents without a budget, no cap).
     """
-    reservation: Reservation = await aio_as_trio(_reserve)(pool, user_id, agent_id, mission_id, estimate, budget)
+    reservation: Reservation = await aio_as_trio(_reserve)(pool, user_id, agent_id, mission_id, estimate, budget,
+                                                           user_cap, global_cap)
     return reservation
 
 
@@ -104,6 +134,23 @@ async def _usage(pool: asyncpg.Pool, user_id: str, agent_id: str) -> Usage24h:
 async def usage_24h(pool: asyncpg.Pool, user_id: str, agent_id: str) -> Usage24h:
     usage: Usage24h = await aio_as_trio(_usage)(pool, user_id, agent_id)
     return usage
+
+
+async def _caps_usage(pool: asyncpg.Pool, user_id: str, user: bool, deployment: bool) -> tuple[int | None, int | None]:
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(Q["caps_usage_24h"], user_id, user, deployment, STALE_RESERVATION_S)
+    return (None if row["user_used"] is None else int(row["user_used"]),
+            None if row["global_used"] is None else int(row["global_used"]))
+
+
+async def caps_usage_24h(pool: asyncpg.Pool, user_id: str, *, user: bool,
+                         deployment: bool) -> tuple[int | None, int | None]:
+    """The rolling 24 h use of `user_id` (when `user`) and of the deployment (when `deployment`),
+    as the reservations count it; no round trip when neither is asked for."""
+    if not user and not deployment:
+        return None, None
+    used: tuple[int | None, int | None] = await aio_as_trio(_caps_usage)(pool, user_id, user, deployment)
+    return used
 
 
 async def _prune(pool: asyncpg.Pool, retention_h: int, batch: int) -> int:

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from actors.agent import AgentStats, InFlight
-from actors.explain import Situation, budgeted_agents, explain, explain_missions
+from actors.explain import CapsUse, Situation, budgeted_agents, explain, explain_missions
 from store.inspect import MissionRow, RunRow, UserMissions
 from store.records import Agent
 from store.research_jobs import ResearchJobRow
@@ -58,6 +58,17 @@ def agent(**fields: object) -> Agent:
     ({"agent": agent(maxTokensPerDay=100), "used_24h": 99}, "due"),
     ({"agent": agent(maxTokensPerDay=0), "used_24h": 0}, "over-budget"),
     ({"agent": agent(state="paused"), "run": run("planned")}, "planned"),  # the ledger speaks first
+    # the caps above the agent: the widest one reached names the reason
+    ({"caps": CapsUse(user_cap=100, user_used=100)}, "over-user-budget"),
+    ({"caps": CapsUse(user_cap=100, user_used=99)}, "due"),
+    ({"caps": CapsUse(user_cap=0, user_used=0)}, "over-user-budget"),
+    ({"caps": CapsUse(global_cap=10, global_used=10)}, "over-global-budget"),
+    ({"caps": CapsUse(global_cap=10, global_used=9)}, "due"),
+    ({"caps": CapsUse(user_cap=100, user_used=100, global_cap=10, global_used=10),
+      "agent": agent(maxTokensPerDay=100), "used_24h": 100}, "over-global-budget"),
+    ({"caps": CapsUse(user_cap=100, user_used=100), "agent": agent(maxTokensPerDay=100), "used_24h": 100},
+     "over-user-budget"),
+    ({"caps": CapsUse(global_cap=10, global_used=10), "agent": agent(state="paused")}, "agent-paused"),
 ])
 def test_reasons(changes: dict[str, object], reason: str) -> None:
     verdict = explain(dataclasses.replace(BASE, **changes))  # type: ignore[arg-type]

@@ -293,3 +293,22 @@ async def test_a_failing_database_is_said_on_the_page_and_health_is_still_shown(
     assert overview.text.count('data-testid="db-error"') == 1 and "did not answer" in overview.text
     assert dead.status_code == 200 and 'data-testid="db-error"' in dead.text
     assert action.status_code == 503 and action.json() == {"error": "the database did not answer"}
+
+
+async def test_the_overview_shows_spend_per_user_and_agent_closest_to_the_cap_first(pool: asyncpg.Pool) -> None:
+    await fetch(pool, "INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, status, prompt_tokens, ts)"
+                      " VALUES ('u-light', 'a1', 'x', 'used', 100, now()),"
+                      " ('u-heavy', 'h1', 'x', 'used', 700, now()), ('u-heavy', 'h2', 'x', 'used', 200, now()),"
+                      " ('u-heavy', 'legacy:ai-default', 'x', 'used', 50, now()),"
+                      " ('u-mid', 'm1', 'x', 'used', 400, now()),"
+                      " ('u-gone', 'g1', 'x', 'used', 10000, now() - interval '25 hours') RETURNING id")
+    async with running_daemon(pool, user_max_tokens_per_day=1000, max_tokens_per_day=5000) as d:
+        await log_in(d.client)
+        overview = (await d.client.get("/ui")).text
+        live = (await d.client.get("/ui/live/overview")).text
+    assert 'data-testid="spend"' in overview and 'data-testid="spend"' in live
+    users = re.findall(r'data-spend-user="([^"]+)"', overview)
+    assert users == ["u-heavy", "u-mid", "u-light"]  # closest to the cap first; old spend is gone
+    assert "950 / 1,000" in overview and "1,450 / 5,000" in overview
+    heavy = overview[overview.index('data-spend-user="u-heavy"'):overview.index('data-spend-user="u-mid"')]
+    assert re.findall(r'data-spend-agent="([^"]+)"', heavy) == ["h1", "h2", "legacy:ai-default"]

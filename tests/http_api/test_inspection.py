@@ -103,3 +103,24 @@ async def test_agents_and_missions_explain_what_is_going_on(pool: asyncpg.Pool) 
     by_id = {m["missionId"]: m for m in missions["missions"]}
     assert by_id["m-dead"]["run"]["attempts"] == 5 and by_id["m-dead"]["due"] is False
     assert "other-instance" in by_id["m-leased"]["detail"]
+
+
+async def test_missions_name_the_user_and_deployment_caps(pool: asyncpg.Pool) -> None:
+    await insert_rows(pool, {**mission("m1"), "created_at": PAST}, {**mission("m2", user="u-2"), "created_at": PAST})
+    await fetch(pool, "INSERT INTO mana_ai.token_usage (user_id, agent_id, mission_id, status, prompt_tokens)"
+                      " VALUES ('u-1', 'a1', 'earlier', 'used', 120), ('u-2', 'b1', 'earlier', 'used', 30)"
+                      " RETURNING id")
+    async with running_daemon(pool, user_max_tokens_per_day=100, max_tokens_per_day=150) as d:
+        stats = (await d.client.post("/internal/tick", headers=KEY)).json()
+        assert (stats["dueMissionCount"], stats["plansProduced"]) == (2, 0)  # both held back, no LLM call
+        [m2] = (await d.client.get("/internal/missions/u-2", headers=KEY)).json()["missions"]
+        health = (await d.client.get("/health")).json()
+    assert (m2["reason"], m2["due"]) == ("over-global-budget", False)
+    assert "150 of 150" in m2["detail"] and "MANA_AI_MAX_TOKENS_PER_DAY" in m2["detail"]
+    assert health["tokenBudget"] == {"maxTokensPerDay": 150, "used24h": 150, "paused": True}
+    async with running_daemon(pool, user_max_tokens_per_day=100, max_tokens_per_day=1000) as d:
+        [m1] = (await d.client.get("/internal/missions/u-1", headers=KEY)).json()["missions"]
+        [m2] = (await d.client.get("/internal/missions/u-2", headers=KEY)).json()["missions"]
+    assert (m1["reason"], m1["due"]) == ("over-user-budget", False)
+    assert "120 of 100" in m1["detail"] and "MANA_AI_USER_MAX_TOKENS_PER_DAY" in m1["detail"]
+    assert m2["reason"] == "due"

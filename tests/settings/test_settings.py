@@ -237,3 +237,19 @@ def test_a_bad_retention_names_the_variable(name: str, value: str) -> None:
         load_settings({name: value})
     expected = "a number of days >= 0 and <= 36500 (0 keeps forever)"
     assert str(caught.value) == f"{name}={value!r} is invalid: expected {expected}"
+
+
+def test_spend_caps_are_unset_by_default_and_zero_blocks() -> None:
+    s = load_settings({})
+    assert (s.user_max_tokens_per_day, s.max_tokens_per_day) == (None, None)
+    s = load_settings({"MANA_AI_USER_MAX_TOKENS_PER_DAY": "200000", "MANA_AI_MAX_TOKENS_PER_DAY": " 0 "})
+    assert (s.user_max_tokens_per_day, s.max_tokens_per_day) == (200_000, 0)
+    assert load_settings({"MANA_AI_MAX_TOKENS_PER_DAY": ""}).max_tokens_per_day is None  # empty: unset
+
+
+@pytest.mark.parametrize("name", ["MANA_AI_USER_MAX_TOKENS_PER_DAY", "MANA_AI_MAX_TOKENS_PER_DAY"])
+@pytest.mark.parametrize("value", ["-1", "1e6", "lots", "1.5"])
+def test_a_bad_spend_cap_names_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({name: value})
+    assert str(caught.value) == f"{name}={value!r} is invalid: expected an integer >= 0"
