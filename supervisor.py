@@ -76,7 +76,8 @@ async def run_daemon(settings: Settings, pool: asyncpg.Pool, metrics: Metrics, s
             if await set_notify_trigger(pool, True):
                 listener = ChangeListener(listen_dsn, runtime.snapshots.hint)
         app = create_app(AppDeps(settings, metrics, pool, runtime.snapshots, runtime.registry, listener, jwks=jwks,
-                                 llm_health=runtime.llm.health, sync_schema=runtime.sync))
+                                 llm_health=runtime.llm.health, sync_schema=runtime.sync,
+                                 llm_queue=runtime.llm.waiting_users))
         config = hypercorn_config(settings.bind_host, settings.port, settings.grace_s + 1)
         async with trio.open_nursery() as scanning:
             await scanning.start(runtime.snapshots.run)

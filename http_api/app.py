@@ -33,6 +33,7 @@ from settings import Settings
 from store.listen import ChangeListener
 from store.pool import probe
 from store.sync_schema import SyncSchema
+from upstream.fair_slots import WaitingUser
 from upstream.llm import LlmHealth
 
 VERSION = "0.1.0"
@@ -50,6 +51,7 @@ class AppDeps:
     jwks: JwksCache | None = None  # mana-auth's key set for /api/v1/me/ai-audit; None refuses every token
     llm_health: Callable[[], LlmHealth] | None = None  # how the last LLM calls went (None: not shown)
     sync_schema: SyncSchema | None = None  # the sync_changes generation found at start (None: not shown)
+    llm_queue: Callable[[], list[WaitingUser]] | None = None  # who waits for an LLM slot (None: not shown)
 
 
 def create_app(deps: AppDeps) -> QuartTrio:
@@ -124,7 +126,7 @@ def create_app(deps: AppDeps) -> QuartTrio:
     register_audit(app, deps.pool, deps.jwks, deps.settings)
     register_slot_actions(app, deps.pool)
     register_console(app, ConsoleDeps(deps.pool, deps.settings, deps.snapshots, deps.registry,
-                                      health=lambda: _health(deps, database)))
+                                      health=lambda: _health(deps, database), llm_queue=deps.llm_queue))
     return app
 
 
