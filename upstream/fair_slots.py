@@ -235,12 +235,13 @@ class FairSlots:
         self._observe_wait(0.0)
 
     async def acquire(self, who: SlotKey = ANONYMOUS) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
         try:
             self.acquire_nowait(who)
         except trio.WouldBlock:
             pass
         else:
-            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.cancel_shielded_checkpoint()  # a slot taken is never lost to a cancel
             return
         ticket = self._queue.push(who, self._clock())
         ticket.event = trio.Event()

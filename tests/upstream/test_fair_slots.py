@@ -74,38 +74,32 @@ _step = st.one_of(st.tuples(st.just("push"), st.integers(0, 6), st.integers(0, 3
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_step, max_size=120))
-def test_a_user_waiting_with_one_ticket_is_behind_at_most_one_grant_of_each_other_user(
+def test_a_user_that_starts_waiting_is_behind_at_most_one_grant_of_each_other_user(
         steps: list[tuple[str, int, int, int]]) -> None:
     queue = FairQueue()
     waiting: list[Ticket] = []
-    lone: dict[int, Ticket] = {}  # user → the ticket it waited with alone
-    granted_since: dict[int, dict[str, int]] = {}  # id(lone ticket) → grants to other users since
+    behind: dict[str, dict[str, int]] = {}  # a user waiting since it had nothing waiting → grants to others since
     for op, a, b, c in [*steps, *[("pop", 0, 0, 0)] * 200]:
         if op == "push":
             user = f"u{a}"
-            alone = not any(t.key.user == user for t in waiting)
-            ticket = queue.push(SlotKey(user, f"a{b}", f"2026-01-01T00:0{c}:00Z"))
-            waiting.append(ticket)
-            if alone:
-                lone[id(ticket)] = ticket
-                granted_since[id(ticket)] = {}
+            if not any(t.key.user == user for t in waiting):
+                behind[user] = {}
+            waiting.append(queue.push(SlotKey(user, f"a{b}", f"2026-01-01T00:0{c}:00Z")))
         elif op == "cancel" and waiting:
             ticket = waiting.pop(a % len(waiting))
             queue.cancel(ticket)
-            lone.pop(id(ticket), None)
+            if not any(t.key.user == ticket.key.user for t in waiting):
+                behind.pop(ticket.key.user, None)
         elif op == "pop":
             got = queue.pop()
             if got is None:
                 assert not waiting
                 continue
             waiting.remove(got)
-            for key, ticket in list(lone.items()):
-                if ticket is got:
-                    del lone[key]
-                elif ticket.key.user != got.key.user:
-                    seen = granted_since[key]
-                    seen[got.key.user] = seen.get(got.key.user, 0) + 1
-                    assert seen[got.key.user] <= 1, f"{ticket.key.user} waited behind two grants of {got.key.user}"
+            behind.pop(got.key.user, None)  # its turn came
+            for user, seen in behind.items():
+                seen[got.key.user] = seen.get(got.key.user, 0) + 1
+                assert seen[got.key.user] <= 1, f"{user} waited behind two grants of {got.key.user}"
         assert queue.waiting == len(waiting)
         assert queue.users_waiting == len({t.key.user for t in waiting})
 
@@ -181,3 +175,11 @@ async def test_waits_are_observed() -> None:
         assert [round(w.longest_wait_s, 3) for w in slots.waiting_users()] == [2.5]
         slots.release()
     assert waits == [0.0, 2.5]
+
+
+async def test_a_cancelled_caller_takes_no_slot_and_one_taken_is_kept() -> None:
+    slots = FairSlots(2)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await slots.acquire(SlotKey("u"))
+    assert slots.borrowed_tokens == 0
