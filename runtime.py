@@ -41,6 +41,7 @@ from store.migrate import read_sync_schema
 from store.runs import renew_leases
 from store.sync_schema import SyncSchema
 from upstream.deep_research_client import DeepResearchClient, open_deep_research_http_client
+from upstream.fair_slots import FairSlots
 from upstream.llm import LlmClient, open_llm_http_client
 from upstream.research_client import ResearchClient, open_research_http_client
 
@@ -113,7 +114,7 @@ async def open_runtime(settings: Settings, pool: asyncpg.Pool, metrics: Metrics,
         nursery = await stack.enter_async_context(trio.open_nursery())
         llm = LlmClient(http, base_url=settings.mana_llm_url, api_key=settings.llm_api_key,
                         model=settings.llm_model, timeout_s=settings.llm_timeout_s, retries=settings.llm_retries,
-                        limiter=trio.CapacityLimiter(settings.llm_concurrency),
+                        limiter=llm_slots(settings, metrics),
                         observe_duration=metrics.planner_duration.observe,
                         max_tokens=settings.llm_max_tokens,
                         on_retry=lambda reason: metrics.llm_retries.labels(reason=reason).inc())
@@ -155,6 +156,15 @@ async def open_runtime(settings: Settings, pool: asyncpg.Pool, metrics: Metrics,
                 writer.close()
                 leases.close()
                 await tracing.aclose()
+
+
+def llm_slots(settings: Settings, metrics: Metrics) -> FairSlots:
+    """MANA_AI_LLM_CONCURRENCY slots for LLM requests, shared fairly between users; their
+    queue is seen in the metrics."""
+    slots = FairSlots(settings.llm_concurrency, observe_wait=metrics.llm_queue_wait.observe)
+    metrics.llm_users_waiting.set_function(lambda: slots.users_waiting)
+    metrics.llm_missions_waiting.set_function(lambda: slots.waiting)
+    return slots
 
 
 def announce_sync_schema(settings: Settings, sync: SyncSchema) -> None:

@@ -77,7 +77,8 @@ async def run_daemon(settings: Settings, pool: asyncpg.Pool, metrics: Metrics, s
                 listener = ChangeListener(listen_dsn, runtime.snapshots.hint)
         app = create_app(AppDeps(settings, metrics, pool, runtime.snapshots, runtime.registry, listener, jwks=jwks,
                                  llm_health=runtime.llm.health, sync_schema=runtime.sync,
-                                 global_budget=runtime.global_budget.state if runtime.global_budget else None))
+                                 global_budget=runtime.global_budget.state if runtime.global_budget else None,
+                                 llm_queue=runtime.llm.waiting_users))
         config = hypercorn_config(settings.bind_host, settings.port, settings.grace_s + 1)
         async with trio.open_nursery() as scanning:
             await scanning.start(runtime.snapshots.run)

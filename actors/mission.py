@@ -22,6 +22,7 @@ import uuid
 from contextvars import ContextVar
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import asyncpg
 import trio
@@ -94,6 +95,7 @@ from store.group_commit import GroupCommit
 from store.sync_schema import V0_6_SCHEMA, SyncSchema
 from store.writeback import Provenance, WriteBack, WriteRequest, write_back
 from upstream.errors import LlmClosed, LlmError, LlmTimeout
+from upstream.fair_slots import SlotKey
 from upstream.llm import Completion, LlmClient
 from upstream.research_client import ResearchClient, ResearchFailed
 
@@ -225,7 +227,7 @@ class MissionRunner:
             return await self._over_budget(due, reservation)
         reservation_id = reservation.id if reservation is not None else None
         with self._metrics.stage("llm"):
-            completion = await self._call_llm(messages, reservation_id)
+            completion = await self._call_llm(messages, reservation_id, _slot_key(due))
         if isinstance(completion, LlmClosed):
             return await self._hand_back(due, SKIPPED_SHUTDOWN)
         if isinstance(completion, LlmError):
@@ -295,10 +297,11 @@ class MissionRunner:
             await write_back(self._pool, request.claim, request.write, request.provenance, request.usage,
                              sync=self._sync, bounds=self._bounds)
 
-    async def _call_llm(self, messages: PlannerMessages, reservation_id: int | None) -> Completion | LlmError:
+    async def _call_llm(self, messages: PlannerMessages, reservation_id: int | None,
+                        who: SlotKey) -> Completion | LlmError:
         """The LLM call; a reservation is given back when the call fails or is cancelled."""
         try:
-            return await self._complete(messages.system, messages.user)
+            return await self._complete(messages.system, messages.user, who)
         except LlmError as exc:
             if isinstance(exc, LlmTimeout):
                 self._metrics.llm_timeouts.inc()
@@ -370,12 +373,12 @@ class MissionRunner:
                 "server.address": safe_url(self._settings.mana_llm_url),
                 **({} if max_tokens is None else {"gen_ai.request.max_tokens": max_tokens})}
 
-    async def _complete(self, system: str, user: str) -> Completion:
+    async def _complete(self, system: str, user: str, who: SlotKey) -> Completion:
         """The LLM call in a client span with the gen_ai semantic conventions (no message content)."""
         model = self._settings.llm_model
         with self._tracing.span(f"chat {model}", self._llm_span_attributes(), client=True) as span:
             try:
-                completion = await self._llm.complete(system, user)
+                completion = await self._llm.complete(system, user, who=who)
             except LlmError as exc:
                 span.fail(str(exc))  # the tracer also records error.type as the span ends
                 raise
@@ -406,7 +409,7 @@ class MissionRunner:
         reservation_id = reservation.id if reservation is not None else None
         try:
             with self._metrics.stage("llm"):
-                result = await run_tool_loop(messages.system, messages.user, tools, chat=self._chat_round,
+                result = await run_tool_loop(messages.system, messages.user, tools, chat=partial(self._chat_round, who=_slot_key(due)),
                                              budget=self._round_budget(due, reservation, _estimate(prompt_chars)),
                                              max_rounds=settings.planner_max_rounds,
                                              max_steps=settings.planner_max_steps, bounds=self._bounds)
@@ -482,12 +485,13 @@ class MissionRunner:
 
         return view
 
-    async def _chat_round(self, messages: Sequence[WireMessage], tools: Sequence[FunctionSchema]) -> AssistantTurn:
+    async def _chat_round(self, messages: Sequence[WireMessage], tools: Sequence[FunctionSchema], *,
+                          who: SlotKey) -> AssistantTurn:
         """One round in a client span with the gen_ai semantic conventions (no message content)."""
         model = self._settings.llm_model
         with self._tracing.span(f"chat {model}", self._llm_span_attributes(), client=True) as span:
             try:
-                turn = await self._llm.chat_with_tools(messages, tools)
+                turn = await self._llm.chat_with_tools(messages, tools, who=who)
             except LlmError as exc:
                 span.fail(str(exc))
                 raise
@@ -591,6 +595,11 @@ class MissionRunner:
         return {"mission": due.mission.id, "user": due.mission.user_id,
                 "agent": agent.id if agent else "legacy", "slot": due.claim.due_slot,
                 "duration_ms": round((time.perf_counter() - _RUN_STARTED.get(time.perf_counter())) * 1000, 1)}
+
+
+def _slot_key(due: MissionDue) -> SlotKey:
+    """Where the mission's LLM requests wait for a slot: its user, its agent, its due slot."""
+    return SlotKey(due.mission.user_id, due.agent.id if due.agent is not None else "", due.claim.due_slot)
 
 
 def _unscheduled(delay_s: float) -> None:

@@ -49,6 +49,7 @@ import trio  # noqa: E402
 
 from bench._harness import stand_in_llm  # noqa: E402
 from upstream._http import declared_larger_than, read_up_to  # noqa: E402
+from upstream.fair_slots import FairSlots  # noqa: E402
 from upstream.h11_transport import Endpoint, H11Client  # noqa: E402
 from upstream.llm import (  # noqa: E402
     Completion,
@@ -216,7 +217,7 @@ async def h11_client(base_url: str, concurrency: int) -> AsyncIterator[Call]:
 async def llm_client(base_url: str, concurrency: int) -> AsyncIterator[Call]:
     async with open_llm_http_client(concurrency) as http:
         client = LlmClient(http, base_url=base_url, api_key="bench-key", model=MODEL, timeout_s=TIMEOUT_S,
-                           retries=0, limiter=trio.CapacityLimiter(concurrency), max_response_bytes=MAX_BYTES)
+                           retries=0, limiter=FairSlots(concurrency), max_response_bytes=MAX_BYTES)
         yield lambda: client.complete("You plan. " * 300, "# Mission\n" + "Context line. " * 400)
 
 

@@ -34,6 +34,7 @@ from settings import Settings
 from store.listen import ChangeListener
 from store.pool import probe
 from store.sync_schema import SyncSchema
+from upstream.fair_slots import WaitingUser
 from upstream.llm import LlmHealth
 
 VERSION = "0.1.0"
@@ -52,6 +53,7 @@ class AppDeps:
     llm_health: Callable[[], LlmHealth] | None = None  # how the last LLM calls went (None: not shown)
     sync_schema: SyncSchema | None = None  # the sync_changes generation found at start (None: not shown)
     global_budget: Callable[[], GlobalSpend] | None = None  # the deployment's daily token cap (None: not shown)
+    llm_queue: Callable[[], list[WaitingUser]] | None = None  # who waits for an LLM slot (None: not shown)
 
 
 def create_app(deps: AppDeps) -> QuartTrio:
@@ -126,7 +128,7 @@ def create_app(deps: AppDeps) -> QuartTrio:
     register_audit(app, deps.pool, deps.jwks, deps.settings)
     register_slot_actions(app, deps.pool)
     register_console(app, ConsoleDeps(deps.pool, deps.settings, deps.snapshots, deps.registry,
-                                      health=lambda: _health(deps, database)))
+                                      health=lambda: _health(deps, database), llm_queue=deps.llm_queue))
     return app
 
 

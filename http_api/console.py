@@ -33,7 +33,7 @@ from http_api.auth import service_key_ok
 from http_api.console_actions import DB_FAILURES, DB_TIMEOUT_S, OUTCOMES, Action, BodyRefused, act, read_body
 from http_api.console_auth import LoginLimiter, Session, SessionSigner
 from http_api.console_views import (
-    agent_rows, bar_chart, cycle_rows, digits, health_view, iso_or_dash, reason_words,
+    agent_rows, bar_chart, cycle_rows, digits, health_view, iso_or_dash, llm_queue_view, reason_words,
 )
 from http_api.console_views import SpendView, spend_view
 from http_api.inspection import read_caps
@@ -48,6 +48,7 @@ from store.inspect import AgentSnapshotRow, spend_24h
 from store.records import Agent
 from store.research_jobs import jobs_of_user
 from store.usage import usage_24h
+from upstream.fair_slots import WaitingUser
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class ConsoleDeps:
     snapshots: SnapshotActor
     registry: AgentRegistry
     health: Health  # /health's body and verdict, computed as /health computes them
+    llm_queue: Callable[[], list[WaitingUser]] | None = None  # who waits for an LLM slot (None: not shown)
 
 
 def register_console(app: QuartTrio, deps: ConsoleDeps) -> None:
@@ -280,7 +282,8 @@ class _Console:
         return {"health": health_view(body), "cycles": cycle_rows(self._deps.snapshots.recent_cycles(), now),
                 "counts": counts, "chart": None if per_minute is None else bar_chart(per_minute),
                 "agents": agents, "agents_truncated": snapshots is not None and len(snapshots) > AGENTS_LIMIT,
-                "agents_limit": AGENTS_LIMIT, "spend": spend}
+                "agents_limit": AGENTS_LIMIT, "spend": spend,
+                "llm_queue": None if self._deps.llm_queue is None else llm_queue_view(self._deps.llm_queue())}
 
     async def _spend(self, snapshots: list[AgentSnapshotRow] | None, health: Mapping[str, Any]) -> SpendView | None:
         """Spend per user and agent over 24 h; None when the database did not answer."""

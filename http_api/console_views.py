@@ -16,6 +16,7 @@ from actors.agent import AgentStats
 from actors.snapshot import FinishedCycle
 from store.inspect import AgentSnapshotRow, SpendRow
 from store.records import Agent
+from upstream.fair_slots import WaitingUser
 
 # the reasons of actors/explain.py, in words (docs/inspection.md has the codes)
 REASON_WORDS: Mapping[str, str] = {
@@ -271,3 +272,27 @@ def health_view(body: Mapping[str, Any]) -> HealthView:
 
 def iso_or_dash(at: datetime | None) -> str:
     return "—" if at is None else at.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+QUEUE_ROWS = 20  # users shown waiting for an LLM slot, the longest wait first
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    user_id: str
+    missions: int
+    waiting: str  # how long its oldest request has waited, as `age` says it
+
+
+@dataclass(frozen=True)
+class LlmQueueView:
+    users: int
+    missions: int
+    rows: list[QueueRow]  # at most QUEUE_ROWS, the longest wait first
+
+
+def llm_queue_view(waiting: list[WaitingUser]) -> LlmQueueView:
+    """Who waits for an LLM slot (sorted by the longest wait), for the overview."""
+    rows = [QueueRow(w.user or "(none)", w.missions, age(w.longest_wait_s) if w.longest_wait_s >= 1 else "< 1 s")
+            for w in waiting[:QUEUE_ROWS]]
+    return LlmQueueView(len(waiting), sum(w.missions for w in waiting), rows)

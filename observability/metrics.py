@@ -30,6 +30,7 @@ TICK_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120)
 PLANNER_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 30, 60)
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 ROUND_BUCKETS = (1, 2, 3, 4, 5)
+QUEUE_WAIT_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 DECISIONS = ("ran", "skipped-paused", "skipped-archived", "skipped-concurrency", "skipped-budget",
              "skipped-research-pending", "skipped-user-budget", "skipped-global-budget")
 AGENT_STATES = ("active", "paused", "archived", "legacy")
@@ -167,6 +168,14 @@ class Metrics:
         self.llm_up = Gauge("mana_ai_llm_up", "1 while the last LLM call succeeded (or none was made yet)",
                             registry=r)
         self.llm_up.set(1)
+        # The LLM slots, shared fairly between users (upstream/fair_slots.py)
+        self.llm_queue_wait = Histogram("mana_ai_llm_queue_wait_seconds",
+                                        "Time an LLM request waited for a slot (0 when one was free)",
+                                        buckets=QUEUE_WAIT_BUCKETS, registry=r)
+        self.llm_users_waiting = Gauge("mana_ai_llm_users_waiting", "Users with a request waiting for an LLM slot",
+                                       registry=r)
+        self.llm_missions_waiting = Gauge("mana_ai_llm_missions_waiting", "LLM requests waiting for a slot",
+                                          registry=r)
         self.stage_duration = Histogram("mana_ai_stage_duration_seconds",
                                         "Time spent per stage of a cycle (refresh, select, claim, dispatch, "
                                         "housekeeping) and of a mission (inputs, llm, write-back)",

@@ -47,6 +47,7 @@ from upstream.errors import (
     LlmTimeout,
     LlmUnavailable,
 )
+from upstream.fair_slots import ANONYMOUS, FairSlots, SlotKey, WaitingUser
 from upstream.h11_transport import Endpoint, H11Client, H11Response
 
 __all__ = [
@@ -299,8 +300,9 @@ def _encode(request: Mapping[str, object]) -> bytes:
 class LlmClient:
     """Chat completions from mana-llm: one bounded attempt at a time, retried with backoff.
 
-    The limiter is held only while a request is in flight, never during a backoff sleep; the
-    wait for it is not part of an attempt's ``timeout_s`` (each holder is itself bounded).
+    The limiter (the LLM slots, shared fairly between users) is held only while a request is in
+    flight, never during a backoff sleep or between the tool planner's rounds; the wait for it
+    is not part of an attempt's ``timeout_s`` (each holder is itself bounded).
     """
 
     def __init__(
@@ -312,7 +314,7 @@ class LlmClient:
         model: str,
         timeout_s: float,
         retries: int,
-        limiter: trio.CapacityLimiter,
+        limiter: FairSlots,
         observe_duration: Callable[[float], None] = lambda s: None,
         on_retry: Callable[[str], None] = lambda reason: None,
         max_response_bytes: int = 1_048_576,
@@ -356,11 +358,18 @@ class LlmClient:
         self._backoff_max_s = backoff_max_s
         self._random = random
 
+    def waiting_users(self) -> list[WaitingUser]:
+        """Who waits for an LLM slot now, and for how long (the console's overview)."""
+        return self._limiter.waiting_users()
+
     def health(self) -> LlmHealth:
         return LlmHealth(self._failures == 0, self._failures, self._last_success_at, self._last_error)
 
-    async def complete(self, system: str, user: str, *, temperature: float = 0.3) -> Completion:
-        """Post the chat completion; raises an ``LlmError`` when no usable answer came back."""
+    async def complete(self, system: str, user: str, *, temperature: float = 0.3,
+                       who: SlotKey = ANONYMOUS) -> Completion:
+        """Post the chat completion; raises an ``LlmError`` when no usable answer came back.
+
+        ``who`` (user, agent, due slot) places each attempt's wait for a slot in the fair order."""
         request: ChatRequest = {
             "model": self._model,
             "temperature": temperature,
@@ -368,10 +377,10 @@ class LlmClient:
         }
         if self._max_tokens is not None:
             request["max_tokens"] = self._max_tokens
-        return await self._tracked(_encode(request), parse_completion)
+        return await self._tracked(_encode(request), parse_completion, who)
 
     async def chat_with_tools(self, messages: Sequence[Mapping[str, object]], tools: Sequence[Mapping[str, object]],
-                              *, temperature: float = 0.3) -> AssistantTurn:
+                              *, temperature: float = 0.3, who: SlotKey = ANONYMOUS) -> AssistantTurn:
         """One round of the tool-calling planner: ``messages`` and ``tools`` with
         ``tool_choice: "auto"``; the assistant message (text and tool calls) and the usage.
 
@@ -381,12 +390,12 @@ class LlmClient:
                                       "tools": list(tools), "tool_choice": "auto"}
         if self._max_tokens is not None:
             request["max_tokens"] = self._max_tokens
-        return await self._tracked(_encode(request), parse_assistant_turn)
+        return await self._tracked(_encode(request), parse_assistant_turn, who)
 
-    async def _tracked(self, payload: bytes, parse: Callable[[bytes, str, int], _T]) -> _T:
+    async def _tracked(self, payload: bytes, parse: Callable[[bytes, str, int], _T], who: SlotKey) -> _T:
         """Post and parse, with the health bookkeeping (an unusable answer is a failed call)."""
         try:
-            body, attempts = await self._post(payload)
+            body, attempts = await self._post(payload, who)
             result = parse(body, self._model, attempts)
         except LlmClosed:
             raise
@@ -398,12 +407,12 @@ class LlmClient:
         self._failures, self._last_success_at, self._last_error = 0, time.time(), None
         return result
 
-    async def _post(self, payload: bytes) -> tuple[bytes, int]:
+    async def _post(self, payload: bytes, who: SlotKey) -> tuple[bytes, int]:
         """The 2xx body and the number of attempts it took."""
         attempt = 0
         while True:
             attempt += 1
-            verdict = _judge(await self._attempt(payload), self._shown_url, time.time())
+            verdict = _judge(await self._attempt(payload, who), self._shown_url, time.time())
             if not isinstance(verdict, _Failed):
                 return verdict, attempt
             if verdict.retry is None or attempt > self._retries:
@@ -427,11 +436,11 @@ class LlmClient:
         for scope in self._waiting:
             scope.cancel()
 
-    async def _acquire(self) -> None:
+    async def _acquire(self, who: SlotKey) -> None:
         if self._closed:
             raise LlmClosed()
         try:
-            self._limiter.acquire_nowait()  # a free slot: no cancel scope (CPU) needed
+            self._limiter.acquire_nowait(who)  # a free slot: no cancel scope (CPU) needed
             return
         except trio.WouldBlock:
             pass
@@ -439,15 +448,15 @@ class LlmClient:
             if not self._closed:
                 self._waiting.add(waiting)
                 try:
-                    await self._limiter.acquire()
+                    await self._limiter.acquire(who)
                     return
                 finally:
                     self._waiting.discard(waiting)
         raise LlmClosed()
 
-    async def _attempt(self, payload: bytes) -> _Answered | _Unreached:
+    async def _attempt(self, payload: bytes, who: SlotKey) -> _Answered | _Unreached:
         """One request under the limiter and ``fail_after``; its duration is observed."""
-        await self._acquire()
+        await self._acquire(who)
         try:
             started = trio.current_time()
             try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
+from functools import partial
 
 import asyncpg
 import pytest
@@ -13,10 +14,11 @@ import trio
 
 from console_seed import CSRF, HOSTILE, KEY, OLD_SLOT, SLOT, log_in, run_of, seed_console
 from daemon import SERVICE_KEY, running_daemon
+from fake_llm import Reply, running_fake_llm
 from front_probes import split_url
 from http_api.console import COOKIE, CSP
 from http_api.console_auth import SessionSigner
-from seed import fetch
+from seed import fetch, insert_rows, mission
 
 PROTECTED = ["/ui/missions", "/ui/missions/u-1", "/ui/missions?user=u-1", "/ui/dead", "/ui/live/overview",
              "/ui/live/missions/u-1", "/ui/live/dead"]
@@ -312,3 +314,27 @@ async def test_the_overview_shows_spend_per_user_and_agent_closest_to_the_cap_fi
     assert "950 / 1,000" in overview and "1,450 / 5,000" in overview
     heavy = overview[overview.index('data-spend-user="u-heavy"'):overview.index('data-spend-user="u-mid"')]
     assert re.findall(r'data-spend-agent="([^"]+)"', heavy) == ["h1", "h2", "legacy:ai-default"]
+
+
+async def test_the_overview_shows_who_waits_for_an_llm_slot(pool: asyncpg.Pool) -> None:
+    """One slot, held by a call that does not answer: the two other users wait, on the page and
+    in the metrics."""
+    await insert_rows(pool, *[mission(f"m-{u}", user=f"u-{u}", agent_id=None, next_run_at="2026-01-01T00:00:00.000Z")
+                              for u in (1, 2, 3)])
+    async with running_fake_llm(Reply(hang=True)) as llm, running_daemon(
+            pool, mana_llm_url=llm.url, llm_concurrency=1, llm_timeout_s=60) as d:
+        await log_in(d.client)
+        assert 'data-testid="llm-queue-empty"' in (await d.client.get("/ui")).text
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(d.client.post, "/internal/tick", headers=KEY))  # it waits for the calls
+            with trio.fail_after(10):
+                while llm.in_flight == 0 or d.metric("mana_ai_llm_missions_waiting") < 2:
+                    await trio.sleep(0.02)
+            assert d.metric("mana_ai_llm_users_waiting") == 2
+            overview = (await d.client.get("/ui/live/overview")).text
+            table = overview[overview.index('data-testid="llm-queue-table"'):]
+            waiting = re.findall(r'<a href="/ui/missions/(u-\d)">u-\d</a></td><td class="num">(\d+)</td>', table)
+            assert len(waiting) == 2 and {count for _, count in waiting} == {"1"}
+            assert "2 requests of 2 users wait for a slot" in overview
+            nursery.cancel_scope.cancel()
+        assert d.metric("mana_ai_llm_queue_wait_seconds_count") >= 1  # the first call found its slot free

@@ -31,6 +31,7 @@ from cryptography.x509.oid import NameOID
 
 from raw_http import OK_BODY, Peer, RawServer, answer_all, raw_server
 from upstream.errors import LlmBadResponse, LlmHttpError, LlmTimeout, LlmUnavailable
+from upstream.fair_slots import FairSlots
 from upstream.h11_transport import Endpoint, H11Client, H11ClientStatistics
 from upstream.llm import Completion, LlmClient, open_llm_http_client
 
@@ -47,7 +48,7 @@ def llm(http: H11Client, url: str, seen: Seen | None = None, **overrides: Any) -
     seen = seen if seen is not None else Seen()
     options: dict[str, Any] = {
         "api_key": "k", "model": MODEL, "timeout_s": 5.0, "retries": 2,
-        "limiter": trio.CapacityLimiter(4), "on_retry": seen.retries.append,
+        "limiter": FairSlots(4), "on_retry": seen.retries.append,
         "backoff_base_s": 0.01, "backoff_max_s": 0.05,
     }
     return LlmClient(http, base_url=url, **(options | overrides))

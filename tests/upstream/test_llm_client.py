@@ -19,6 +19,7 @@ from fake_llm import FakeLlm, Reply, call, completion, plan_reply, running_fake_
 from planner.chat import AssistantTurn, RawToolCall
 from planner.parse import ParseFailure, parse_planner_response
 from upstream.errors import LlmBadResponse, LlmClosed, LlmError, LlmHttpError, LlmTimeout, LlmUnavailable
+from upstream.fair_slots import FairSlots
 from upstream.h11_transport import H11Client
 from upstream.llm import Completion, LlmClient, backoff_s, open_llm_http_client, retry_after_s
 
@@ -44,7 +45,7 @@ def make_client(http: H11Client, url: str, seen: Seen | None = None, **overrides
     seen = seen if seen is not None else Seen()
     options: dict[str, Any] = {
         "api_key": API_KEY, "model": MODEL, "timeout_s": 5.0, "retries": 2,
-        "limiter": trio.CapacityLimiter(4), "observe_duration": seen.durations.append,
+        "limiter": FairSlots(4), "observe_duration": seen.durations.append,
         "on_retry": seen.retries.append, "backoff_base_s": 0.01, "backoff_max_s": 0.05,
     }
     return LlmClient(http, base_url=url, **(options | overrides))
@@ -339,7 +340,7 @@ async def test_error_text_is_truncated_to_500_characters(http: H11Client) -> Non
 
 
 async def test_the_limiter_is_free_during_backoff(http: H11Client) -> None:
-    limiter = trio.CapacityLimiter(1)
+    limiter = FairSlots(1)
     borrowed: list[int] = []
     with trio.fail_after(10):
         async with running_fake_llm(Reply(status=500), completion("ok")) as fake:
@@ -365,7 +366,7 @@ async def test_a_closed_port_is_retried_then_unavailable(http: H11Client) -> Non
 
 async def test_a_hanging_server_times_out_once_and_frees_the_limiter(http: H11Client) -> None:
     seen = Seen()
-    limiter = trio.CapacityLimiter(1)
+    limiter = FairSlots(1)
     with trio.fail_after(10):
         async with running_fake_llm(Reply(hang=True)) as fake:
             started = trio.current_time()
@@ -390,7 +391,7 @@ async def test_a_slow_body_counts_against_the_same_budget(http: H11Client) -> No
 
 
 async def test_the_limiter_bounds_requests_in_flight(http: H11Client) -> None:
-    limiter = trio.CapacityLimiter(3)
+    limiter = FairSlots(3)
     results: list[Completion] = []
     with trio.fail_after(10):
         async with running_fake_llm(with_delay(completion("ok"), 0.1)) as fake:
@@ -409,7 +410,7 @@ async def test_the_limiter_bounds_requests_in_flight(http: H11Client) -> None:
 
 async def test_cancellation_in_flight_propagates_and_frees_the_limiter(http: H11Client) -> None:
     seen = Seen()
-    limiter = trio.CapacityLimiter(1)
+    limiter = FairSlots(1)
     arrived = trio.Event()
     outcome: list[str] = []
 
@@ -443,7 +444,7 @@ async def test_cancellation_in_flight_propagates_and_frees_the_limiter(http: H11
 
 async def test_close_ends_waiting_calls_and_starts_no_request(http: H11Client) -> None:
     async with running_fake_llm(dataclasses.replace(completion("ok"), delay_s=0.3)) as fake:
-        client = make_client(http, fake.url, limiter=trio.CapacityLimiter(1))
+        client = make_client(http, fake.url, limiter=FairSlots(1))
         results: list[object] = []
 
         async def call() -> None:
@@ -471,7 +472,7 @@ async def test_the_fake_counts_concurrent_requests(http: H11Client) -> None:
     fake: FakeLlm
     with trio.fail_after(10):
         async with running_fake_llm(with_delay(completion("a"), 0.1)) as fake:
-            client = make_client(http, fake.url, limiter=trio.CapacityLimiter(5))
+            client = make_client(http, fake.url, limiter=FairSlots(5))
             async with trio.open_nursery() as nursery:
                 for _ in range(5):
                     nursery.start_soon(client.complete, "s", "u")
