@@ -55,6 +55,7 @@ from store.usage import prune_usage
 log = logging.getLogger(__name__)
 
 _PRUNE_EVERY_S = 3600.0
+_GAUGE_READ_TIMEOUT_S = 10.0  # a ledger-gauge read outside a cycle (after settlement, an operator's action)
 _FAILURE_BACKOFF_BASE_S = 0.5
 _FAILURE_BACKOFF_MAX_S = 30.0
 #: The due timer fires no sooner than this after the previous cycle ended, whatever the data or the
@@ -157,6 +158,7 @@ class SnapshotActor:
         self._retry_at = -math.inf  # trio time before which no scheduled cycle starts (back-off)
         self._stopping = False
         self._recent: deque[FinishedCycle] = deque(maxlen=20)  # the console's ring, newest first
+        self._ledger_read = trio.Lock()  # gauge reads one at a time: the last value set is the newest
 
     # -- what others may call -------------------------------------------------------------
 
@@ -190,6 +192,16 @@ class SnapshotActor:
             if self._sleep is not None and not self._failures and self._settings.tick_enabled:
                 # a back-off is not cut short, and the timer's floor holds for hand-backs too
                 self._sleep.deadline = min(self._sleep.deadline, max(at, self._cycle_ended_at + DUE_TIMER_FLOOR_S))
+
+    async def observe_ledger(self) -> None:
+        """Read the run-ledger gauges now: after an operator's retry or discard (and once a
+        cycle's missions have settled). A database that fails or does not answer in time leaves
+        the last values; the next read sets them."""
+        try:
+            with trio.fail_after(_GAUGE_READ_TIMEOUT_S):
+                await self._observe_ledger()
+        except _CYCLE_ERRORS as exc:
+            log.debug("ledger.gauges_unread", extra={"error": self._redact(f"{type(exc).__name__}: {exc}")})
 
     def state(self) -> SnapshotActorState:
         return SnapshotActorState(self._alive, self._cycles_completed, self._last_completed_at,
@@ -334,6 +346,10 @@ class SnapshotActor:
         if not batch.done:
             stats.errors.append(f"cycle timed out after {self._settings.cycle_timeout_s:g}s "
                                 "waiting for dispatched missions")
+        if stats.due_mission_count:
+            # the gauges read at dispatch show these slots running: read them again now that
+            # they have settled (planned, backing off or dead)
+            await self.observe_ledger()
         duration = time.perf_counter() - started
         self._metrics.tick_duration.observe(duration)
         self._cycles_completed += 1
@@ -474,10 +490,11 @@ class SnapshotActor:
             log.info("usage.pruned", extra={"rows": deleted, "retention_h": self._settings.usage_retention_h})
 
     async def _observe_ledger(self) -> None:
-        gauges = await ledger_gauges(self._pool)
-        self._metrics.ledger_slots.labels(status="running").set(gauges.running)
-        self._metrics.ledger_slots.labels(status="backing-off").set(gauges.backing_off)
-        self._metrics.ledger_slots.labels(status="dead").set(gauges.dead)
+        async with self._ledger_read:
+            gauges = await ledger_gauges(self._pool)
+            self._metrics.ledger_slots.labels(status="running").set(gauges.running)
+            self._metrics.ledger_slots.labels(status="backing-off").set(gauges.backing_off)
+            self._metrics.ledger_slots.labels(status="dead").set(gauges.dead)
 
     def _record_refresh(self, missions: RefreshStats, agents: RefreshStats | None) -> None:
         for stream_stats in (missions, agents):

@@ -126,7 +126,7 @@ def create_app(deps: AppDeps) -> QuartTrio:
 
     register_inspection(app, deps.pool, deps.registry, deps.settings)
     register_audit(app, deps.pool, deps.jwks, deps.settings)
-    register_slot_actions(app, deps.pool)
+    register_slot_actions(app, deps.pool, deps.snapshots)
     register_console(app, ConsoleDeps(deps.pool, deps.settings, deps.snapshots, deps.registry,
                                       health=lambda: _health(deps, database), llm_queue=deps.llm_queue))
     return app

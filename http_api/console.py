@@ -245,7 +245,7 @@ class _Console:
         if not user_id or not mission_id or not slot:
             return redirect("/ui/dead?done=no-dead-slot", 303)
         try:
-            result = await act(self._pool, action, user_id, mission_id, slot, via="console")
+            result = await act(self._pool, self._deps.snapshots, action, user_id, mission_id, slot, via="console")
         except DB_FAILURES:
             return await self._page("console/dead.html", session, "dead", notice="The database did not answer.",
                                     notice_ok=False, slots=None, total=0, status=503)

@@ -3,7 +3,8 @@
 `POST /internal/missions/{userId}/{missionId}/retry|discard` (behind the service-key gate of
 `http_api/app.py`) names the slot as `?dueSlot=` or a JSON body `{"dueSlot": "…"}`; without one
 the mission's dead slot at its current `nextRunAt` is meant (else its newest dead slot).
-Every change is logged as one line: `console.slot_retried` or `console.slot_discarded`.
+Every change is logged as one line: `console.slot_retried` or `console.slot_discarded`; the
+run-ledger gauges are read again at once, and a retried slot wakes the scheduler.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import trio
 from quart import jsonify, request
 from quart_trio import QuartTrio
 
+from actors.snapshot import SnapshotActor
 from store.errors import DATABASE_ERRORS
 from store.inspect import SlotAction, discard_dead_slot, retry_dead_slot
 
@@ -62,8 +64,8 @@ async def read_body(max_bytes: int = MAX_BODY_BYTES, timeout_s: float = BODY_TIM
     return bytes(data)
 
 
-async def act(pool: asyncpg.Pool, action: Action, user_id: str, mission_id: str, due_slot: str | None,
-              *, via: str) -> SlotAction:
+async def act(pool: asyncpg.Pool, snapshots: SnapshotActor, action: Action, user_id: str, mission_id: str,
+              due_slot: str | None, *, via: str) -> SlotAction:
     """Retry or discard one dead slot; a change is logged with who asked (`via`: console, api)."""
     with trio.fail_after(DB_TIMEOUT_S):
         if action == "retry":
@@ -74,12 +76,15 @@ async def act(pool: asyncpg.Pool, action: Action, user_id: str, mission_id: str,
                "client": request.remote_addr or "?"}
     if result.outcome == "retried":
         log.info("console.slot_retried", extra=context)
+        snapshots.due_again(0.0)  # due now: the next cycle need not wait for the interval
     elif result.outcome == "discarded":
         log.info("console.slot_discarded", extra=context)
+    if result.outcome in ("retried", "discarded"):
+        await snapshots.observe_ledger()
     return result
 
 
-def register_slot_actions(app: QuartTrio, pool: asyncpg.Pool) -> None:
+def register_slot_actions(app: QuartTrio, pool: asyncpg.Pool, snapshots: SnapshotActor) -> None:
     @app.post("/internal/missions/<user_id>/<mission_id>/<any(retry, discard):action>")
     async def slot_action(user_id: str, mission_id: str, action: Action) -> Any:
         try:
@@ -87,7 +92,7 @@ def register_slot_actions(app: QuartTrio, pool: asyncpg.Pool) -> None:
         except BodyRefused as exc:
             return jsonify({"error": str(exc)}), 400
         try:
-            result = await act(pool, action, user_id, mission_id, due_slot, via="api")
+            result = await act(pool, snapshots, action, user_id, mission_id, due_slot, via="api")
         except DB_FAILURES:
             return jsonify({"error": "the database did not answer"}), 503
         status, message = OUTCOMES[result.outcome]
