@@ -701,3 +701,179 @@ WITH per_agent AS (
 SELECT a.user_id, a.agent_id, a.used, u.user_used, (SELECT COALESCE(sum(used), 0) FROM per_agent)::bigint AS total
 FROM per_agent a JOIN per_user u USING (user_id)
 ORDER BY u.user_used DESC, a.user_id, a.used DESC, a.agent_id;
+
+-- name: dead_slots_page_all
+-- Dead slots not discarded, everyone's, in byte-wise key order after the key ($1, $2, $3), at
+-- most $4 (GET /internal/dead-slots; idx_mission_runs_dead_open, migration 0018). The start key
+-- is ('', '', ''): no slot has an empty due slot (a nextRunAt that names no instant is never due).
+SELECT r.user_id, r.mission_id, r.due_slot, r.attempts, r.outcome, r.last_error, r.finished_at,
+       s.record->>'agentId' AS agent_id,
+       COALESCE(s.record->>'nextRunAt' = r.due_slot AND NOT s.tombstone, false) AS current
+FROM mana_ai.mission_runs r
+LEFT JOIN mana_ai.mission_snapshots s ON s.user_id = r.user_id AND s.mission_id = r.mission_id
+WHERE r.status = 'dead' AND r.discarded_at IS NULL
+  AND (r.user_id COLLATE "C", r.mission_id COLLATE "C", r.due_slot COLLATE "C") > ($1, $2, $3)
+ORDER BY r.user_id COLLATE "C", r.mission_id COLLATE "C", r.due_slot COLLATE "C"
+LIMIT $4;
+
+-- name: dead_slots_page_of_user
+-- dead_slots_page_all for user $1 only, and of agent $2 when it is not NULL (the mission
+-- snapshot's agentId); the key ($3, $4, $5), at most $6.
+SELECT r.user_id, r.mission_id, r.due_slot, r.attempts, r.outcome, r.last_error, r.finished_at,
+       s.record->>'agentId' AS agent_id,
+       COALESCE(s.record->>'nextRunAt' = r.due_slot AND NOT s.tombstone, false) AS current
+FROM mana_ai.mission_runs r
+LEFT JOIN mana_ai.mission_snapshots s ON s.user_id = r.user_id AND s.mission_id = r.mission_id
+WHERE r.status = 'dead' AND r.discarded_at IS NULL AND r.user_id = $1
+  AND ($2::text IS NULL OR s.record->>'agentId' = $2)
+  AND (r.user_id COLLATE "C", r.mission_id COLLATE "C", r.due_slot COLLATE "C") > ($3, $4, $5)
+ORDER BY r.user_id COLLATE "C", r.mission_id COLLATE "C", r.due_slot COLLATE "C"
+LIMIT $6;
+
+-- name: dead_slots_count
+-- How many dead slots not discarded there are: everyone's ($1 NULL), user $1's, or of agent $2
+-- of user $1 (the console's confirmation step).
+SELECT count(*) AS total
+FROM mana_ai.mission_runs r
+LEFT JOIN mana_ai.mission_snapshots s ON s.user_id = r.user_id AND s.mission_id = r.mission_id
+WHERE r.status = 'dead' AND r.discarded_at IS NULL
+  AND ($1::text IS NULL OR r.user_id = $1)
+  AND ($2::text IS NULL OR s.record->>'agentId' = $2);
+
+-- name: dead_slots_per_user
+-- Dead slots not discarded per user and agent (the console's bulk actions), the users with the
+-- most first, at most $1 rows.
+SELECT r.user_id, s.record->>'agentId' AS agent_id, count(*) AS slots
+FROM mana_ai.mission_runs r
+LEFT JOIN mana_ai.mission_snapshots s ON s.user_id = r.user_id AND s.mission_id = r.mission_id
+WHERE r.status = 'dead' AND r.discarded_at IS NULL
+GROUP BY 1, 2
+ORDER BY sum(count(*)) OVER (PARTITION BY r.user_id) DESC, r.user_id, slots DESC, agent_id NULLS LAST
+LIMIT $1;
+
+-- name: retry_dead_slots_all
+-- Bulk retry, one batch: the next at most $4 dead slots not discarded, everyone's, after the key
+-- ($1, $2, $3), locked in byte-wise key order (the one lock order, see claim_runs); each one that
+-- is still its mission's due slot is retried as console_retry_slot does (attempts 0, due now,
+-- reopened on the snapshot); the others stay dead (superseded). Returns how many were taken and
+-- retried, and the last key taken (the next batch starts after it).
+WITH batch AS MATERIALIZED (
+  SELECT r.user_id, r.mission_id, r.due_slot
+  FROM mana_ai.mission_runs r
+  WHERE r.status = 'dead' AND r.discarded_at IS NULL
+    AND (r.user_id COLLATE "C", r.mission_id COLLATE "C", r.due_slot COLLATE "C") > ($1, $2, $3)
+  ORDER BY r.user_id COLLATE "C", r.mission_id COLLATE "C", r.due_slot COLLATE "C"
+  LIMIT $4
+  FOR UPDATE OF r
+), run AS (
+  UPDATE mana_ai.mission_runs r
+  SET status = 'retry', attempts = 0, next_attempt_at = now(), finished_at = NULL, discarded_at = NULL,
+      updated_at = now()
+  FROM batch, mana_ai.mission_snapshots s
+  WHERE r.user_id = batch.user_id AND r.mission_id = batch.mission_id AND r.due_slot = batch.due_slot
+    AND s.user_id = r.user_id AND s.mission_id = r.mission_id AND s.record->>'nextRunAt' = r.due_slot
+    AND NOT s.tombstone
+  RETURNING r.user_id, r.mission_id, r.due_slot
+), reopened AS (
+  UPDATE mana_ai.mission_snapshots s SET settled_slot = NULL
+  FROM run WHERE s.user_id = run.user_id AND s.mission_id = run.mission_id AND s.settled_slot = run.due_slot
+)
+SELECT (SELECT count(*) FROM batch) AS taken, (SELECT count(*) FROM run) AS changed,
+       last.user_id, last.mission_id, last.due_slot
+FROM (SELECT 1) AS one
+LEFT JOIN LATERAL (
+  SELECT user_id, mission_id, due_slot FROM batch
+  ORDER BY user_id COLLATE "C" DESC, mission_id COLLATE "C" DESC, due_slot COLLATE "C" DESC LIMIT 1
+) AS last ON true;
+
+-- name: retry_dead_slots_of_user
+-- retry_dead_slots_all for user $1 only, and of agent $2 when it is not NULL; the key ($3, $4,
+-- $5), at most $6.
+WITH batch AS MATERIALIZED (
+  SELECT r.user_id, r.mission_id, r.due_slot
+  FROM mana_ai.mission_runs r
+  LEFT JOIN mana_ai.mission_snapshots s ON s.user_id = r.user_id AND s.mission_id = r.mission_id
+  WHERE r.status = 'dead' AND r.discarded_at IS NULL AND r.user_id = $1
+    AND ($2::text IS NULL OR s.record->>'agentId' = $2)
+    AND (r.user_id COLLATE "C", r.mission_id COLLATE "C", r.due_slot COLLATE "C") > ($3, $4, $5)
+  ORDER BY r.user_id COLLATE "C", r.mission_id COLLATE "C", r.due_slot COLLATE "C"
+  LIMIT $6
+  FOR UPDATE OF r
+), run AS (
+  UPDATE mana_ai.mission_runs r
+  SET status = 'retry', attempts = 0, next_attempt_at = now(), finished_at = NULL, discarded_at = NULL,
+      updated_at = now()
+  FROM batch, mana_ai.mission_snapshots s
+  WHERE r.user_id = batch.user_id AND r.mission_id = batch.mission_id AND r.due_slot = batch.due_slot
+    AND s.user_id = r.user_id AND s.mission_id = r.mission_id AND s.record->>'nextRunAt' = r.due_slot
+    AND NOT s.tombstone
+  RETURNING r.user_id, r.mission_id, r.due_slot
+), reopened AS (
+  UPDATE mana_ai.mission_snapshots s SET settled_slot = NULL
+  FROM run WHERE s.user_id = run.user_id AND s.mission_id = run.mission_id AND s.settled_slot = run.due_slot
+)
+SELECT (SELECT count(*) FROM batch) AS taken, (SELECT count(*) FROM run) AS changed,
+       last.user_id, last.mission_id, last.due_slot
+FROM (SELECT 1) AS one
+LEFT JOIN LATERAL (
+  SELECT user_id, mission_id, due_slot FROM batch
+  ORDER BY user_id COLLATE "C" DESC, mission_id COLLATE "C" DESC, due_slot COLLATE "C" DESC LIMIT 1
+) AS last ON true;
+
+-- name: discard_dead_slots_all
+-- Bulk discard, one batch: the next at most $4 dead slots not discarded, everyone's, after the
+-- key ($1, $2, $3), locked in byte-wise key order, are discarded as console_discard_slot does
+-- (they stay dead). Returns how many were taken and discarded, and the last key taken.
+WITH batch AS MATERIALIZED (
+  SELECT r.user_id, r.mission_id, r.due_slot
+  FROM mana_ai.mission_runs r
+  WHERE r.status = 'dead' AND r.discarded_at IS NULL
+    AND (r.user_id COLLATE "C", r.mission_id COLLATE "C", r.due_slot COLLATE "C") > ($1, $2, $3)
+  ORDER BY r.user_id COLLATE "C", r.mission_id COLLATE "C", r.due_slot COLLATE "C"
+  LIMIT $4
+  FOR UPDATE OF r
+), run AS (
+  UPDATE mana_ai.mission_runs r SET discarded_at = now(), updated_at = now()
+  FROM batch
+  WHERE r.user_id = batch.user_id AND r.mission_id = batch.mission_id AND r.due_slot = batch.due_slot
+  RETURNING r.user_id
+)
+SELECT (SELECT count(*) FROM batch) AS taken, (SELECT count(*) FROM run) AS changed,
+       last.user_id, last.mission_id, last.due_slot
+FROM (SELECT 1) AS one
+LEFT JOIN LATERAL (
+  SELECT user_id, mission_id, due_slot FROM batch
+  ORDER BY user_id COLLATE "C" DESC, mission_id COLLATE "C" DESC, due_slot COLLATE "C" DESC LIMIT 1
+) AS last ON true;
+
+-- name: discard_dead_slots_of_user
+-- discard_dead_slots_all for user $1 only, and of agent $2 when it is not NULL; the key ($3, $4,
+-- $5), at most $6.
+WITH batch AS MATERIALIZED (
+  SELECT r.user_id, r.mission_id, r.due_slot
+  FROM mana_ai.mission_runs r
+  LEFT JOIN mana_ai.mission_snapshots s ON s.user_id = r.user_id AND s.mission_id = r.mission_id
+  WHERE r.status = 'dead' AND r.discarded_at IS NULL AND r.user_id = $1
+    AND ($2::text IS NULL OR s.record->>'agentId' = $2)
+    AND (r.user_id COLLATE "C", r.mission_id COLLATE "C", r.due_slot COLLATE "C") > ($3, $4, $5)
+  ORDER BY r.user_id COLLATE "C", r.mission_id COLLATE "C", r.due_slot COLLATE "C"
+  LIMIT $6
+  FOR UPDATE OF r
+), run AS (
+  UPDATE mana_ai.mission_runs r SET discarded_at = now(), updated_at = now()
+  FROM batch
+  WHERE r.user_id = batch.user_id AND r.mission_id = batch.mission_id AND r.due_slot = batch.due_slot
+  RETURNING r.user_id
+)
+SELECT (SELECT count(*) FROM batch) AS taken, (SELECT count(*) FROM run) AS changed,
+       last.user_id, last.mission_id, last.due_slot
+FROM (SELECT 1) AS one
+LEFT JOIN LATERAL (
+  SELECT user_id, mission_id, due_slot FROM batch
+  ORDER BY user_id COLLATE "C" DESC, mission_id COLLATE "C" DESC, due_slot COLLATE "C" DESC LIMIT 1
+) AS last ON true;
+
+-- name: bulk_timeouts
+-- Bounds of one bulk retry/discard batch (store/dead_slots.py), for the rest of its transaction:
+-- the statement's run time ($1) and any wait for a row or table lock ($2).
+SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $2, true);
