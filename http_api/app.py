@@ -1,5 +1,5 @@
 """The quart-trio app: health, metrics, the manual tick and the `/internal/*` gate; the inspection
-routes, the audit endpoint, the dead-slot actions and the console (`/ui`) come from their modules.
+routes, the audit endpoint, the dead-slot actions (one slot, and in bulk) and the console (`/ui`) come from their modules.
 
 `VERSION` here is the one version (package metadata, `--version`, `/health`, traces)."""
 
@@ -26,6 +26,7 @@ from http_api.audit import register_audit
 from http_api.auth import UNAUTHORIZED, service_key_ok
 from http_api.console import ConsoleDeps, register_console
 from http_api.console_actions import register_slot_actions
+from http_api.dead_slots import register_dead_slots
 from http_api.inspection import register_inspection
 from http_api.jwt import JwksCache
 from observability.metrics import Metrics
@@ -127,6 +128,7 @@ def create_app(deps: AppDeps) -> QuartTrio:
     register_inspection(app, deps.pool, deps.registry, deps.settings)
     register_audit(app, deps.pool, deps.jwks, deps.settings)
     register_slot_actions(app, deps.pool, deps.snapshots)
+    register_dead_slots(app, deps.pool, deps.snapshots, deps.settings)
     register_console(app, ConsoleDeps(deps.pool, deps.settings, deps.snapshots, deps.registry,
                                       health=lambda: _health(deps, database), llm_queue=deps.llm_queue))
     return app

@@ -23,13 +23,14 @@ from trio_asyncio import aio_as_trio
 from store.errors import DRIVER_ERRORS, StoreError
 from store.sql import Q
 
-__all__ = ["BATCH_ROWS", "BulkResult", "DeadSlotRow", "DeadSlotScope", "Key", "START", "UserDeadSlots",
+__all__ = ["BATCH_ROWS", "BulkAction", "BulkResult", "DeadSlotRow", "DeadSlotScope", "Key", "START", "UserDeadSlots",
            "count_dead_slots", "dead_slots_page", "dead_slots_per_user", "recover_dead_slots"]
 
 BulkAction = Literal["retry", "discard"]
 Key = tuple[str, str, str]  # (user, mission, due slot)
 START: Key = ("", "", "")  # before every slot: none has an empty due slot (such a nextRunAt is never due)
 BATCH_ROWS = 500
+_ANSWER_GRACE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -143,21 +144,22 @@ async def _batch(pool: asyncpg.Pool, action: BulkAction, scope: DeadSlotScope, a
     return batch
 
 
-async def recover_dead_slots(pool: asyncpg.Pool, action: BulkAction, scope: DeadSlotScope, *,
-                             batch_rows: int = BATCH_ROWS, batch_timeout_s: float = 10.0,
-                             time_limit_s: float = 30.0) -> BulkResult:
-    """Retry or discard every open dead slot of `scope`, batch by batch, until none is left or
-    `time_limit_s` has passed (then `complete` is False: call again to go on). Each batch commits
-    on its own.
+async def recover_dead_slots(pool: asyncpg.Pool, result: BulkResult, *, batch_rows: int = BATCH_ROWS,
+                             batch_timeout_s: float = 10.0, time_limit_s: float = 30.0) -> BulkResult:
+    """Retry or discard every open dead slot of `result.scope`, batch by batch, until none is left
+    or `time_limit_s` has passed (then `complete` stays False: call again to go on). Each batch
+    commits on its own and is counted into `result` at once, so what was done is known when a
+    later batch fails or the caller is cancelled.
 
-    Raises `StoreError` when a batch fails (the batches before it stay done)."""
-    result = BulkResult(action, scope)
+    Raises `StoreError` when a batch fails, `trio.TooSlowError` when one gets no answer in time
+    (the batches before it stay done)."""
     deadline = trio.current_time() + time_limit_s
     while True:
-        batch = await _batch(pool, action, scope, result.last_key, batch_rows, batch_timeout_s)
+        with trio.fail_after(batch_timeout_s + _ANSWER_GRACE_S):  # the server's own timeout comes first
+            batch = await _batch(pool, result.action, result.scope, result.last_key, batch_rows, batch_timeout_s)
         result.batches += 1
         result.changed += batch.changed
-        if action == "retry":
+        if result.action == "retry":
             result.superseded += batch.taken - batch.changed
         if batch.last_key is not None:
             result.last_key = batch.last_key

@@ -7,66 +7,26 @@ commit on their own, and a lock held on another user's slot does not hold it up.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 import asyncpg
 import pytest
 import trio
 from trio_asyncio import aio_as_trio
 
+from dead_seed import DEAD, DISCARDED, RETRIED, SLOT, mixed, seed, states
 from seed import fetch
 from store.dead_slots import (
-    START, DeadSlotScope, count_dead_slots, dead_slots_page, dead_slots_per_user, recover_dead_slots,
+    START, BulkResult, DeadSlotScope, count_dead_slots, dead_slots_page, dead_slots_per_user, recover_dead_slots,
 )
 from store.errors import StoreError
 from store.sql import Q
 
-SLOT = "2026-04-15T09:00:00.000Z"
 OLD = "2026-04-14T09:00:00.000Z"
-
-
-async def seed(pool: asyncpg.Pool, rows: Sequence[tuple[str, str, str | None, str]], *, slot: str = SLOT) -> None:
-    """(user, mission, agent, ledger status) → a mission snapshot due at `slot` and its ledger row;
-    a dead slot is settled on the snapshot as fail_run settles it."""
-    await fetch(pool, """
-        WITH x AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS x(u, m, a, st)),
-        snaps AS (
-          INSERT INTO mana_ai.mission_snapshots (user_id, mission_id, record, settled_slot)
-          SELECT u, m, jsonb_build_object('id', m, 'state', 'active', 'nextRunAt', $5::text, 'agentId', a),
-                 CASE WHEN st = 'dead' THEN $5::text END FROM x)
-        INSERT INTO mana_ai.mission_runs (user_id, mission_id, due_slot, status, attempts, outcome, last_error,
-                                          finished_at, lease_owner, lease_token, lease_expires_at, next_attempt_at)
-        SELECT u, m, $5, st, 5, 'error', 'mana-llm 503', CASE WHEN st = 'dead' THEN now() END,
-               CASE WHEN st = 'running' THEN 'other' END, CASE WHEN st = 'running' THEN gen_random_uuid() END,
-               CASE WHEN st = 'running' THEN now() + interval '1 hour' END,
-               CASE WHEN st = 'retry' THEN now() + interval '1 hour' END
-        FROM x RETURNING 1""",
-                [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows], slot)
-
-
-async def states(pool: asyncpg.Pool) -> dict[tuple[str, str], tuple[Any, ...]]:
-    rows = await fetch(pool, "SELECT r.user_id, r.mission_id, r.status, r.attempts, r.discarded_at IS NOT NULL AS d,"
-                             " s.settled_slot IS NULL AS reopened FROM mana_ai.mission_runs r"
-                             " JOIN mana_ai.mission_snapshots s USING (user_id, mission_id)")
-    return {(r["user_id"], r["mission_id"]): (r["status"], r["attempts"], r["d"], r["reopened"]) for r in rows}
-
-
-DEAD = ("dead", 5, False, False)
-RETRIED = ("retry", 0, False, True)
-DISCARDED = ("dead", 5, True, False)
-
-
-def mixed() -> list[tuple[str, str, str | None, str]]:
-    return [("u-a", "m1", "a1", "dead"), ("u-a", "m2", "a1", "dead"), ("u-a", "m3", "a2", "dead"),
-            ("u-a", "m4", None, "dead"), ("u-a", "m5", "a1", "running"), ("u-a", "m6", "a1", "retry"),
-            ("u-a", "m7", "a1", "planned"), ("u-b", "m1", "a1", "dead"), ("u-b", "m2", "a9", "dead")]
 
 
 async def test_a_user_scope_leaves_other_users_and_slots_that_are_not_dead(pool: asyncpg.Pool) -> None:
     await seed(pool, mixed())
     before = await states(pool)
-    result = await recover_dead_slots(pool, "retry", DeadSlotScope("u-a"))
+    result = await recover_dead_slots(pool, BulkResult("retry", DeadSlotScope("u-a")))
     assert (result.changed, result.superseded, result.complete) == (4, 0, True)
     after = await states(pool)
     assert {k for k, v in after.items() if v != before[k]} == {("u-a", m) for m in ("m1", "m2", "m3", "m4")}
@@ -78,7 +38,7 @@ async def test_an_agent_scope_leaves_the_users_other_agents_and_other_users_agen
         pool: asyncpg.Pool) -> None:
     await seed(pool, mixed())
     before = await states(pool)
-    result = await recover_dead_slots(pool, "discard", DeadSlotScope("u-a", "a1"))
+    result = await recover_dead_slots(pool, BulkResult("discard", DeadSlotScope("u-a", "a1")))
     assert (result.changed, result.complete) == (2, True)
     after = await states(pool)
     assert {k for k, v in after.items() if v != before[k]} == {("u-a", "m1"), ("u-a", "m2")}
@@ -87,9 +47,9 @@ async def test_an_agent_scope_leaves_the_users_other_agents_and_other_users_agen
 
 async def test_all_touches_only_dead_slots_and_discarded_ones_stay_discarded(pool: asyncpg.Pool) -> None:
     await seed(pool, mixed())
-    await recover_dead_slots(pool, "discard", DeadSlotScope("u-b", "a9"))
+    await recover_dead_slots(pool, BulkResult("discard", DeadSlotScope("u-b", "a9")))
     before = await states(pool)
-    result = await recover_dead_slots(pool, "retry", DeadSlotScope())
+    result = await recover_dead_slots(pool, BulkResult("retry", DeadSlotScope()))
     assert result.changed == 5  # u-a's four, u-b's m1; u-b's m2 was discarded
     after = await states(pool)
     for key in [("u-a", "m5"), ("u-a", "m6"), ("u-a", "m7"), ("u-b", "m2")]:
@@ -103,16 +63,16 @@ async def test_a_retry_leaves_superseded_slots_dead_and_counts_them(pool: asyncp
     # m2 moved on to another slot after OLD died, and m1 was deleted: neither can run again
     await fetch(pool, "UPDATE mana_ai.mission_runs SET due_slot = $1 WHERE mission_id = 'm2' RETURNING 1", OLD)
     await fetch(pool, "UPDATE mana_ai.mission_snapshots SET tombstone = true WHERE mission_id = 'm1' RETURNING 1")
-    result = await recover_dead_slots(pool, "retry", DeadSlotScope("u-a"))
+    result = await recover_dead_slots(pool, BulkResult("retry", DeadSlotScope("u-a")))
     assert (result.changed, result.superseded, result.complete) == (0, 2, True)
     assert {v[0] for v in (await states(pool)).values()} == {"dead"}
     assert await count_dead_slots(pool, DeadSlotScope("u-a")) == 2  # still listed: discard them
-    assert (await recover_dead_slots(pool, "discard", DeadSlotScope("u-a"))).changed == 2
+    assert (await recover_dead_slots(pool, BulkResult("discard", DeadSlotScope("u-a")))).changed == 2
 
 
 async def test_two_thousand_dead_slots_go_in_batches_each_its_own_transaction(pool: asyncpg.Pool) -> None:
     await seed(pool, [("u-big", f"m{i:04d}", "a1", "dead") for i in range(2000)] + [("u-small", "m1", "a1", "dead")])
-    result = await recover_dead_slots(pool, "retry", DeadSlotScope("u-big"), batch_rows=500)
+    result = await recover_dead_slots(pool, BulkResult("retry", DeadSlotScope("u-big")), batch_rows=500)
     assert (result.changed, result.batches, result.complete) == (2000, 5, True)  # the fifth finds none
     transactions = await fetch(pool, "SELECT count(DISTINCT xmin::text) AS n, count(*) AS rows"
                                      " FROM mana_ai.mission_runs WHERE user_id = 'u-big' AND status = 'retry'")
@@ -122,9 +82,9 @@ async def test_two_thousand_dead_slots_go_in_batches_each_its_own_transaction(po
 
 async def test_a_time_limit_stops_between_batches_and_a_second_call_goes_on(pool: asyncpg.Pool) -> None:
     await seed(pool, [("u-big", f"m{i:03d}", "a1", "dead") for i in range(30)])
-    first = await recover_dead_slots(pool, "discard", DeadSlotScope("u-big"), batch_rows=10, time_limit_s=0)
+    first = await recover_dead_slots(pool, BulkResult("discard", DeadSlotScope("u-big")), batch_rows=10, time_limit_s=0)
     assert (first.changed, first.batches, first.complete) == (10, 1, False)
-    rest = await recover_dead_slots(pool, "discard", DeadSlotScope("u-big"), batch_rows=10)
+    rest = await recover_dead_slots(pool, BulkResult("discard", DeadSlotScope("u-big")), batch_rows=10)
     assert (rest.changed, rest.complete) == (20, True)
 
 
@@ -144,10 +104,10 @@ async def test_a_lock_on_another_users_slot_does_not_hold_up_a_bulk_action(aio_l
         await aio_as_trio(other.execute)(
             "SELECT 1 FROM mana_ai.mission_runs WHERE user_id = 'u-b' AND mission_id = 'm2' FOR UPDATE")
         with trio.fail_after(5):
-            done = await recover_dead_slots(pool, "discard", DeadSlotScope("u-a"), batch_timeout_s=3)
+            done = await recover_dead_slots(pool, BulkResult("discard", DeadSlotScope("u-a")), batch_timeout_s=3)
         assert (done.changed, done.complete) == (1, True)
         with pytest.raises(StoreError, match="bulk discard"):
-            await recover_dead_slots(pool, "discard", DeadSlotScope("u-b"), batch_timeout_s=0.2)
+            await recover_dead_slots(pool, BulkResult("discard", DeadSlotScope("u-b")), batch_timeout_s=0.2)
         assert (await states(pool))[("u-b", "m1")] == DEAD  # that batch rolled back whole
     finally:
         await aio_as_trio(other.close)()
