@@ -2,7 +2,7 @@
 
 Pages: the overview (health, recent cycles, ledger counts, planned missions per minute, every
 agent), one user's missions with why each is (not) due, and the dead slots with Retry and
-Discard. Each page's tables are refreshed in place by `static/console.js` polling
+Discard, one by one or in bulk (per user, per agent, all: each after a confirmation page). Each page's tables are refreshed in place by `static/console.js` polling
 `/ui/live/...`. `GET /ui` and `POST /ui/login` are open (the login form); everything else needs
 the session cookie and answers a redirect to the login without it, never data. Forms that change
 something carry the session's CSRF token. Reads go through the same store functions as the
@@ -36,6 +36,8 @@ from http_api.console_views import (
     agent_rows, bar_chart, cycle_rows, digits, health_view, iso_or_dash, llm_queue_view, reason_words,
 )
 from http_api.console_views import SpendView, spend_view
+from http_api.console_views import BULK_GROUP_ROWS, BULK_VERBS, bulk_notice, dead_groups
+from http_api.dead_slots import ScopeRefused, run_bulk, scope_of
 from http_api.inspection import read_caps
 from observability.redact import Redactor
 from planner import LEGACY_AI_PRINCIPAL
@@ -44,6 +46,7 @@ from settings import Settings
 from store.inspect import (
     all_agents, ledger_counts, open_dead_slots, planned_per_minute, usage_24h_of, user_missions,
 )
+from store.dead_slots import BulkAction, BulkResult, DeadSlotScope, count_dead_slots, dead_slots_per_user
 from store.inspect import AgentSnapshotRow, spend_24h
 from store.records import Agent
 from store.research_jobs import jobs_of_user
@@ -102,6 +105,8 @@ def register_console(app: QuartTrio, deps: ConsoleDeps) -> None:
     bp.add_url_rule("/missions/<user_id>", "missions", console.missions, methods=["GET"])
     bp.add_url_rule("/dead", "dead", console.dead, methods=["GET"])
     bp.add_url_rule("/dead/<any(retry, discard):action>", "dead_action", console.dead_action, methods=["POST"])
+    bp.add_url_rule("/dead/bulk", "dead_bulk_confirm", console.dead_bulk_confirm, methods=["GET"])
+    bp.add_url_rule("/dead/bulk/<any(retry, discard):action>", "dead_bulk", console.dead_bulk, methods=["POST"])
     bp.add_url_rule("/live/overview", "live_overview", console.live_overview, methods=["GET"])
     bp.add_url_rule("/live/missions/<user_id>", "live_missions", console.live_missions, methods=["GET"])
     bp.add_url_rule("/live/dead", "live_dead", console.live_dead, methods=["GET"])
@@ -222,8 +227,14 @@ class _Console:
     async def dead(self) -> Any:
         done = request.args.get("done")
         notice = OUTCOMES[done][1] if done in OUTCOMES else None
+        notice_ok = done in ("retried", "discarded")
+        bulk = request.args.get("bulk")
+        if bulk in BULK_VERBS:  # after a bulk action (the counts only say what the redirect said)
+            notice = bulk_notice(bulk, _count(request.args.get("changed")), _count(request.args.get("superseded")),
+                                 request.args.get("complete") == "1")
+            notice_ok = True
         return await self._page("console/dead.html", g.console_session, "dead", live="/ui/live/dead",
-                                notice=notice, notice_ok=done in ("retried", "discarded"), **await self._dead())
+                                notice=notice, notice_ok=notice_ok, **await self._dead())
 
     async def live_dead(self) -> Any:
         return await self._page("console/_dead.html", g.console_session, "dead", **await self._dead())
@@ -250,6 +261,42 @@ class _Console:
             return await self._page("console/dead.html", session, "dead", notice="The database did not answer.",
                                     notice_ok=False, slots=None, total=0, status=503)
         return redirect(f"/ui/dead?done={result.outcome}", 303)
+
+    async def dead_bulk_confirm(self) -> Any:
+        """The confirmation step of a bulk action: what it will act on and how many slots; a GET
+        changes nothing, the form it shows does (with the session's CSRF token)."""
+        action = request.args.get("action")
+        if action not in BULK_VERBS:
+            return redirect("/ui/dead", 303)
+        try:
+            scope = _bulk_scope(request.args)
+        except ScopeRefused:
+            return redirect("/ui/dead", 303)
+        count = await _read(count_dead_slots, self._pool, scope)
+        return await self._page("console/dead_confirm.html", g.console_session, "dead", action=action,
+                                verb=BULK_VERBS[action][0], count=count, scope_words=_scope_words(scope),
+                                user_id=scope.user_id, agent_id=scope.agent_id, status=200 if count is not None else 503)
+
+    async def dead_bulk(self, action: BulkAction) -> Any:
+        session: Session = g.console_session
+        fields = await self._checked_form(session)
+        if fields is None:
+            return await self._refused()
+        try:
+            scope = _bulk_scope(fields)
+        except ScopeRefused:
+            return redirect("/ui/dead", 303)
+        result = BulkResult(action, scope)
+        who = {"via": "console", "session": hashlib.sha256(session.nonce.encode()).hexdigest()[:12],
+               "client": request.remote_addr or "?"}
+        try:
+            await run_bulk(self._pool, self._deps.snapshots, result, who)
+        except DB_FAILURES:
+            done = bulk_notice(action, result.changed, result.superseded, complete=True) if result.changed else ""
+            return await self._page("console/dead.html", session, "dead", notice=f"The database did not answer. {done}",
+                                    notice_ok=False, slots=None, total=0, groups=None, status=503)
+        return redirect(f"/ui/dead?bulk={action}&changed={result.changed}&superseded={result.superseded}"
+                        f"&complete={int(result.complete)}", 303)
 
     async def static(self, name: str) -> Any:
         if name not in _STATIC:
@@ -332,11 +379,17 @@ class _Console:
         return {"user_id": user_id, "missions": rows, "checked_at": iso_ms(found.db_now)}
 
     async def _dead(self) -> dict[str, Any]:
+        per_user = await _read(dead_slots_per_user, self._pool, BULK_GROUP_ROWS + 1)
+        bulk = {"groups": None if per_user is None else dead_groups(
+                    (r.user_id, r.agent_id, r.slots) for r in per_user[:BULK_GROUP_ROWS]),
+                "groups_truncated": per_user is not None and len(per_user) > BULK_GROUP_ROWS,
+                "groups_limit": BULK_GROUP_ROWS}
         found = await _read(open_dead_slots, self._pool, DEAD_LIMIT)
         if found is None:
-            return {"slots": None, "total": 0}
+            return {"slots": None, "total": 0, **bulk}
         slots, total = found
-        return {"slots": [{"slot": s, "finished": iso_or_dash(s.finished_at)} for s in slots], "total": total}
+        return {"slots": [{"slot": s, "finished": iso_or_dash(s.finished_at)} for s in slots], "total": total,
+                **bulk}
 
 
 async def _read(fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T | None:
@@ -355,6 +408,32 @@ def _form(body: bytes) -> dict[str, str]:
     except (UnicodeDecodeError, ValueError) as exc:
         raise BodyRefused("the form could not be read") from exc
     return {name: values[0] for name, values in parsed.items() if "\x00" not in values[0]}
+
+
+def _bulk_scope(fields: Mapping[str, str]) -> DeadSlotScope:
+    """The scope a bulk form or confirmation link names: `all=1`, or `user` (and `agent`); nothing
+    named is no scope (`ScopeRefused`), never "all"."""
+    user_id, agent_id = fields.get("user") or None, fields.get("agent") or None
+    if fields.get("all") == "1":
+        if user_id is not None or agent_id is not None:
+            raise ScopeRefused("all, or a user")
+        return DeadSlotScope()
+    if user_id is None:
+        raise ScopeRefused("no scope")
+    return scope_of(user_id, agent_id)
+
+
+def _scope_words(scope: DeadSlotScope) -> str:
+    if scope.user_id is None:
+        return "of every user"
+    if scope.agent_id is None:
+        return f"of user {scope.user_id}"
+    return f"of agent {scope.agent_id} of user {scope.user_id}"
+
+
+def _count(raw: str | None) -> int:
+    """A count from the redirect after a bulk action (0 unless it is a small non-negative integer)."""
+    return int(raw) if raw is not None and raw.isdigit() and len(raw) <= 9 else 0
 
 
 def _over_https() -> bool:

@@ -296,3 +296,38 @@ def llm_queue_view(waiting: list[WaitingUser]) -> LlmQueueView:
     rows = [QueueRow(w.user or "(none)", w.missions, age(w.longest_wait_s) if w.longest_wait_s >= 1 else "< 1 s")
             for w in waiting[:QUEUE_ROWS]]
     return LlmQueueView(len(waiting), sum(w.missions for w in waiting), rows)
+
+
+BULK_GROUP_ROWS = 100  # (user, agent) groups of dead slots the bulk section shows, the users with the most first
+
+
+@dataclass(frozen=True)
+class DeadGroup:
+    """One user's open dead slots for the bulk actions: in all, and per agent."""
+
+    user_id: str
+    total: int
+    agents: list[tuple[str | None, int]]  # (agent id, slots); None: missions without an agent
+
+
+def dead_groups(rows: Iterable[tuple[str, str | None, int]]) -> list[DeadGroup]:
+    """(user, agent, slots) rows, users with the most first, grouped by user (order kept)."""
+    groups: dict[str, list[tuple[str | None, int]]] = {}
+    for user_id, agent_id, slots in rows:
+        groups.setdefault(user_id, []).append((agent_id, slots))
+    return [DeadGroup(user, sum(n for _, n in agents), agents) for user, agents in groups.items()]
+
+
+BULK_VERBS = {"retry": ("Retry", "retried"), "discard": ("Discard", "discarded")}
+
+
+def bulk_notice(action: str, changed: int, superseded: int, complete: bool) -> str:
+    """What a bulk retry or discard did, in words, for the dead-slots page."""
+    verb = BULK_VERBS.get(action, ("", action))[1]
+    text = f"{verb.capitalize()} {changed:,} dead slot{'' if changed == 1 else 's'}."
+    if action == "retry" and superseded:
+        text += (f" {superseded:,} could not run again (their mission has moved on, or was deleted): they stay"
+                 " dead; discard them.")
+    if not complete:
+        text += " Stopped after its time limit: run it again to go on."
+    return text

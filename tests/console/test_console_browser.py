@@ -158,3 +158,41 @@ async def test_a_dead_slot_retried_in_the_browser_is_due_again_and_the_page_stay
 
     with trio.fail_after(30):
         await browser.run(says_unreachable)
+
+
+async def test_a_users_dead_slots_retried_in_bulk_after_a_confirmation(pool: asyncpg.Pool,
+                                                                       browser: BrowserThread) -> None:
+    """Retry all of u-1 (one slot runs again, the superseded one stays), then Discard all: each
+    through its confirmation page, the count shown before and the result after."""
+    async with running_daemon(pool) as d:
+        await seed_console(pool, d)
+
+        async def scenario() -> tuple[str, str]:
+            s = await new_session(browser.browser, d.url)
+            await log_in(s)
+            await s.page.click("nav >> text=Dead slots")
+            bulk = s.page.locator('[data-testid="bulk-table"]')
+            await bulk.wait_for()
+            await bulk.locator('tr[data-bulk-user="u-1"]:not([data-bulk-agent])').locator(
+                '[data-testid="bulk-retry-user"]').click()
+            count = await s.page.inner_text('[data-testid="bulk-count"]')
+            await screenshot(s.page, "dead-bulk-confirm")
+            await s.page.click('[data-testid="bulk-confirm-button"]')
+            retried = await s.page.inner_text('[data-testid="notice"]')
+            assert await s.page.locator('tr[data-mission="m-dead"]').count() == 0
+            await s.page.click('[data-testid="bulk-discard-all"]')
+            assert "Discard 1 dead slot of every user?" in await s.page.inner_text('[data-testid="bulk-count"]')
+            await s.page.click('[data-testid="bulk-confirm-button"]')
+            discarded = await s.page.inner_text('[data-testid="notice"]')
+            assert "Discarded 1 dead slot." in discarded
+            assert "No dead slots." in await s.page.inner_text('[data-testid="dead-table"]')
+            await screenshot(s.page, "dead-bulk-after")
+            assert_clean(s)
+            await s.context.close()
+            return count, retried
+
+        count, retried = await browser.run(scenario)
+        assert count == "Retry 2 dead slots of user u-1?"
+        assert retried.startswith("Retried 1 dead slot. 1 could not run again")
+        run = await run_of(pool, "m-dead")
+        assert (run["status"], run["attempts"], run["due_now"], run["settled_slot"]) == ("retry", 0, True, None)
