@@ -701,3 +701,9 @@ WITH per_agent AS (
 SELECT a.user_id, a.agent_id, a.used, u.user_used, (SELECT COALESCE(sum(used), 0) FROM per_agent)::bigint AS total
 FROM per_agent a JOIN per_user u USING (user_id)
 ORDER BY u.user_used DESC, a.user_id, a.used DESC, a.agent_id;
+
+-- name: insert_example_mission
+-- One mission as a user's device writes it to sync_changes (`mana-ai seed-example`): record id,
+-- user, the mission record, the user's actor stamp.
+INSERT INTO public.sync_changes (app_id, table_name, record_id, user_id, op, data, client_id, actor)
+VALUES ('ai', 'aiMissions', $1, $2, 'insert', $3, 'mana-ai-example', $4);
