@@ -53,6 +53,19 @@ from store.pool import open_pool
 
 log = logging.getLogger("mana_ai")
 
+#: How long shutdown may take after `MANA_AI_GRACE_S`: missions cancelled at its end give back
+#: their token reservation (at most 5 s) and then their claim (at most 5 s), shielded
+#: (actors/mission.py; a cycle cut short hands its claims back within 10 s meanwhile,
+#: actors/snapshot.py); then the pool closes (at most 5 s, store/pool.py). An embedded PostgreSQL
+#: is stopped after that (a fast shutdown: a checkpoint).
+AFTER_GRACE_S = 5.0 + 5.0 + 5.0
+
+
+def shutdown_bound_s(settings: Settings) -> float:
+    """The longest SIGTERM → exit of `serve` on an external database: what a container's stop
+    timeout must exceed (deploy/compose.yaml, the README's `docker run`)."""
+    return settings.grace_s + AFTER_GRACE_S
+
 
 async def watch_signals(shutdown: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
