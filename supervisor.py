@@ -256,8 +256,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "stand-in-llm":  # no database
         try:
             trio.run(_stand_in_main, args.host, args.port)
-        except OSError as exc:  # the port is taken
-            print(f"mana-ai: stand-in LLM: {exc}", file=sys.stderr)
+        except BaseException as exc:  # noqa: BLE001 - a taken port is one line; anything else is re-raised
+            leaf = single_leaf(exc)
+            if isinstance(leaf, KeyboardInterrupt):  # before the signal watcher took over
+                return 0
+            if not isinstance(leaf, OSError):
+                raise
+            print(f"mana-ai: stand-in LLM: cannot listen on {args.host}:{args.port}: {leaf}", file=sys.stderr)
             return 1
         return 0
     embedded: EmbeddedPostgres | None = None

@@ -148,3 +148,15 @@ async def test_a_shared_env_file_of_the_mana_services_starts_the_daemon(tmp_path
     ignored = [line for line in log.splitlines() if "config.shared_variables_ignored" in line]
     assert len(ignored) == 1 and "MANA_AI_BENCH_DSN,MANA_AI_PUBLIC_KEY_PEM,MANA_AI_TEST_PG_DSN" in ignored[0], log
     assert "bench-secret" not in log and "test-secret" not in log and "MIIBIjAN" not in log
+
+
+async def test_the_stand_in_llm_on_a_taken_port_says_so_in_one_line() -> None:
+    with trio.socket.socket() as busy:
+        await busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = await trio.run_process([sys.executable, "-m", "supervisor", "stand-in-llm", "--port", str(port)],
+                                      env=daemon_env(), capture_stdout=True, capture_stderr=True, check=False)
+    assert done.returncode == 1
+    assert done.stderr.decode().splitlines() == [
+        f"mana-ai: stand-in LLM: cannot listen on 127.0.0.1:{port}: [Errno 98] Address already in use"]
