@@ -23,8 +23,8 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from functools import partial
 from types import FrameType
 
