@@ -4,6 +4,8 @@
     mana-ai tick      run one cycle and print its TickStats JSON
     mana-ai migrate   apply the schema and exit
     mana-ai demo      the whole loop on a throwaway embedded Postgres with seeded data
+    mana-ai stand-in-llm [--host H] [--port P]   the demo's stand-in LLM as a server, until SIGTERM/SIGINT
+    mana-ai seed-example [--user U]              one due example mission in the configured database
 
 Shutdown on SIGTERM/SIGINT (DESIGN §2.3), within one grace period in total: at once, HTTP
 stops accepting, the snapshot actor starts no cycle and agent actors start no mission (queued
@@ -22,6 +24,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from functools import partial
 from types import FrameType
 
@@ -31,6 +34,9 @@ import trio
 from actors.groups import single_leaf
 from actors.janitor import Janitor, retention_of
 from demo import run_demo
+from demo.example import EXAMPLE_USER, seed_example
+from demo.seeds import PLANS
+from demo.stand_in_llm import stand_in_app
 from http_api.app import VERSION, AppDeps, create_app
 from http_api.jwt import open_jwks_cache
 from http_api.server import FrontFailed, hypercorn_config, serve_http
@@ -46,6 +52,19 @@ from store.listen import ChangeListener, set_notify_trigger
 from store.pool import open_pool
 
 log = logging.getLogger("mana_ai")
+
+#: How long shutdown may take after `MANA_AI_GRACE_S`: missions cancelled at its end give back
+#: their token reservation (at most 5 s) and then their claim (at most 5 s), shielded
+#: (actors/mission.py; a cycle cut short hands its claims back within 10 s meanwhile,
+#: actors/snapshot.py); then the pool closes (at most 5 s, store/pool.py). An embedded PostgreSQL
+#: is stopped after that (a fast shutdown: a checkpoint).
+AFTER_GRACE_S = 5.0 + 5.0 + 5.0
+
+
+def shutdown_bound_s(settings: Settings) -> float:
+    """The longest SIGTERM → exit of `serve` on an external database: what a container's stop
+    timeout must exceed (deploy/compose.yaml, the README's `docker run`)."""
+    return settings.grace_s + AFTER_GRACE_S
 
 
 async def watch_signals(shutdown: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -150,6 +169,32 @@ async def _demo_main(settings: Settings, dsn: str) -> None:
         await run_demo(settings, dsn)
 
 
+async def _seed_example_main(settings: Settings, dsn: str, user_id: str) -> None:
+    async with open_asyncio_bridge(), open_pool(dsn, 2, settings.db_connect_timeout_s) as pool:
+        await migrate(pool, create_sync_changes=settings.embedded, embedded_generation=settings.embedded_sync_schema)
+        seeded = await seed_example(pool, user_id, datetime.now(timezone.utc))
+    print(json.dumps(seeded))
+
+
+async def _stand_in_main(host: str, port: int) -> None:
+    """The demo's stand-in LLM (OpenAI-compatible: `/v1/chat/completions`, `/v1/models`) until
+    SIGTERM or SIGINT; one line per answer."""
+    def answered(title: str, steps: int) -> None:
+        print(f"answered {title!r} with {steps} steps", flush=True)
+
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(watch_signals, shutdown)
+        config = hypercorn_config(host, port, graceful_timeout_s=1)
+        url = (await nursery.start(partial(serve_http, stand_in_app(PLANS, answered), config, shutdown.wait)))[0]
+        print(f"stand-in LLM listening on {url}\n"
+              f"  start the daemon with MANA_LLM_URL={url}\n"
+              "  it answers the demo's missions (and `mana-ai seed-example`'s) with prepared plans; "
+              "Ctrl-C stops it", flush=True)
+        await shutdown.wait()
+    print("stand-in LLM stopped", flush=True)
+
+
 COMMANDS = {"serve": _serve_main, "tick": _tick_main, "migrate": _migrate_main, "demo": _demo_main}
 
 
@@ -170,7 +215,7 @@ def _sigterm_raises() -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="mana-ai", usage="%(prog)s [-h] [--version] [serve | tick | migrate | demo]",
+        prog="mana-ai", usage="%(prog)s [-h] [--version] [serve | tick | migrate | demo | stand-in-llm | seed-example]",
         description="The background mission planner of the mana AI workbench.",
         epilog="Configured by environment variables only (docs/configuration.md). Without "
                "SYNC_DATABASE_URL an embedded PostgreSQL runs under MANA_AI_STATE_DIR.")
@@ -185,6 +230,15 @@ def main(argv: list[str] | None = None) -> int:
                  "stand-in LLM; touches no configured database"),
     ]:
         commands.add_parser(name, help=text, description=text)
+    text = ("serve the demo's stand-in LLM (OpenAI-compatible, prepared plans) until Ctrl-C or SIGTERM; "
+            "point MANA_LLM_URL at the URL it prints")
+    stand_in = commands.add_parser("stand-in-llm", help=text, description=text)
+    stand_in.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    stand_in.add_argument("--port", type=int, default=3020, help="port (default: 3020; 0 picks a free one)")
+    text = ("write one due example mission (the demo's 'Weekly review') into the configured database, "
+            "as a user's device would, print it as JSON, exit")
+    seed = commands.add_parser("seed-example", help=text, description=text)
+    seed.add_argument("--user", default=EXAMPLE_USER, help=f"the mission's user (default: {EXAMPLE_USER})")
     parser.set_defaults(command="serve")
     args = parser.parse_args(argv)
     try:
@@ -195,6 +249,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mana-ai: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
+    if settings.shared_variables:  # names only: their values are other services' (keys, DSNs)
+        log.debug("config.shared_variables_ignored", extra={
+            "names": ",".join(settings.shared_variables),
+            "detail": "read by other Mana services and tools, not by this daemon (docs/configuration.md)"})
+    if args.command == "stand-in-llm":  # no database
+        try:
+            trio.run(_stand_in_main, args.host, args.port)
+        except BaseException as exc:  # noqa: BLE001 - a taken port is one line; anything else is re-raised
+            leaf = single_leaf(exc)
+            if isinstance(leaf, KeyboardInterrupt):  # before the signal watcher took over
+                return 0
+            if not isinstance(leaf, OSError):
+                raise
+            print(f"mana-ai: stand-in LLM: cannot listen on {args.host}:{args.port}: {leaf}", file=sys.stderr)
+            return 1
+        return 0
     embedded: EmbeddedPostgres | None = None
     try:
         with _sigterm_raises():  # so `finally` still stops an embedded Postgres we started
@@ -206,7 +276,10 @@ def main(argv: list[str] | None = None) -> int:
             if dsn is None:
                 embedded = EmbeddedPostgres(settings.state_dir)
                 dsn = embedded.start()
-            trio.run(COMMANDS[args.command], settings, dsn)
+            if args.command == "seed-example":
+                trio.run(_seed_example_main, settings, dsn, args.user)
+            else:
+                trio.run(COMMANDS[args.command], settings, dsn)
         return 0
     except BaseException as exc:  # noqa: BLE001 - sorted below; anything unexpected is re-raised
         leaf = single_leaf(exc)

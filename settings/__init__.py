@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-__all__ = ["ConfigError", "Settings", "load_settings", "KNOWN_VARIABLES", "DEFAULT_SERVICE_KEY"]
+__all__ = ["ConfigError", "Settings", "load_settings", "KNOWN_VARIABLES", "SHARED_VARIABLES", "DEFAULT_SERVICE_KEY"]
 
 DEFAULT_SERVICE_KEY = "dev-service-key"  # public (README): with it, the daemon serves loopback only
 MIN_SERVICE_KEY_CHARS = 16
@@ -95,6 +95,9 @@ class Settings:
     planner_max_steps: int = 25
     # MANA_AI_SYNC_SCHEMA: the sync_changes generation an embedded database is created with
     embedded_sync_schema: str = "v0.6"
+    # MANA_AI_* variables of other Mana services and tools found in the environment (SHARED_VARIABLES):
+    # accepted so that one shared env file starts every service, ignored, named at start at debug level
+    shared_variables: tuple[str, ...] = ()
 
     def secrets(self) -> tuple[str, ...]:
         """Every credential in the configuration, to keep them out of errors and logs."""
@@ -340,6 +343,14 @@ _SPEC: dict[str, _Var] = {
     "MANA_AI_SYNC_SCHEMA": _Var("embedded_sync_schema", _choice("v0.6", "field-meta"), "v0.6|field-meta"),
 }
 
+#: MANA_AI_* names that other programs read, not the daemon: one shared env file of the Mana services
+#: may carry them. Accepted and ignored (named at debug level at start, never their values).
+SHARED_VARIABLES = frozenset({
+    "MANA_AI_PUBLIC_KEY_PEM",  # mana-auth: the public half of MANA_AI_PRIVATE_KEY_PEM, to mint key grants
+    "MANA_AI_BENCH_DSN",  # bench/: the admin DSN the benchmarks run on
+    "MANA_AI_TEST_PG_DSN",  # tests/: the admin DSN the test suite runs on
+})
+
 KNOWN_VARIABLES = frozenset(_SPEC)
 
 
@@ -360,7 +371,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     switches = [environ.get(name) for name in ("MANA_AI_DEEP_RESEARCH", "MANA_AI_DEEP_RESEARCH_ENABLED")]
     if all(switches) and _bool(switches[0] or "") != _bool(switches[1] or ""):
         raise ConfigError("MANA_AI_DEEP_RESEARCH and MANA_AI_DEEP_RESEARCH_ENABLED disagree: set one of them")
-    unknown = sorted(k for k in environ if k.startswith("MANA_AI_") and k not in KNOWN_VARIABLES)
+    unknown = sorted(k for k in environ if k.startswith("MANA_AI_") and k not in KNOWN_VARIABLES | SHARED_VARIABLES)
     if unknown:
         raise ConfigError(f"{unknown[0]} is not a known setting (see docs/configuration.md)")
     if "log_level" in values:
@@ -368,4 +379,5 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     if not values.get("instance_id"):
         # unique per process start, so a restarted daemon never mistakes old leases for its own
         values["instance_id"] = f"mana-ai-{uuid.uuid4().hex[:12]}"
+    values["shared_variables"] = tuple(sorted(k for k in SHARED_VARIABLES if environ.get(k)))
     return Settings(**values)  # type: ignore[arg-type]

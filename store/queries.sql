@@ -877,3 +877,9 @@ LEFT JOIN LATERAL (
 -- Bounds of one bulk retry/discard batch (store/dead_slots.py), for the rest of its transaction:
 -- the statement's run time ($1) and any wait for a row or table lock ($2).
 SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $2, true);
+
+-- name: insert_example_mission
+-- One mission as a user's device writes it to sync_changes (`mana-ai seed-example`): record id,
+-- user, the mission record, the user's actor stamp.
+INSERT INTO public.sync_changes (app_id, table_name, record_id, user_id, op, data, client_id, actor)
+VALUES ('ai', 'aiMissions', $1, $2, 'insert', $3, 'mana-ai-example', $4);

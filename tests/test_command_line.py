@@ -23,7 +23,8 @@ def test_help_says_what_each_command_does(capsys: pytest.CaptureFixture[str]) ->
     assert exited.value.code == 0
     out = capsys.readouterr().out
     for command, words in [("serve", "daemon"), ("tick", "one cycle"), ("migrate", "migrations"),
-                           ("demo", "throwaway")]:
+                           ("demo", "throwaway"), ("stand-in-llm", "stand-in LLM"),
+                           ("seed-example", "example mission")]:
         line = re.search(rf"^\s+{command}\s+(.+)$", out, re.MULTILINE)
         assert line is not None and words in line.group(1), out
     assert "--version" in out and "MANA_AI_STATE_DIR" in out

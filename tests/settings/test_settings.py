@@ -253,3 +253,18 @@ def test_a_bad_spend_cap_names_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings({name: value})
     assert str(caught.value) == f"{name}={value!r} is invalid: expected an integer >= 0"
+
+
+def test_variables_of_the_other_mana_services_are_accepted_and_ignored() -> None:
+    """A shared `.env` of the Mana services carries mana-auth's public key and the bench's and
+    tests' databases: they start the daemon (recorded, to be logged at debug), typos do not."""
+    shared = {"MANA_AI_PUBLIC_KEY_PEM": "-----BEGIN PUBLIC KEY-----\\nAAAA\\n-----END PUBLIC KEY-----",
+              "MANA_AI_BENCH_DSN": "postgresql://bench@127.0.0.1/bench",
+              "MANA_AI_TEST_PG_DSN": "postgresql://test@127.0.0.1/postgres"}
+    s = load_settings(shared)
+    assert s.shared_variables == ("MANA_AI_BENCH_DSN", "MANA_AI_PUBLIC_KEY_PEM", "MANA_AI_TEST_PG_DSN")
+    assert s.private_key_pem is None and s.sync_database_url is None
+    assert load_settings({}).shared_variables == ()
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**shared, "MANA_AI_PUBLIC_KEY": "x"})
+    assert str(caught.value) == "MANA_AI_PUBLIC_KEY is not a known setting (see docs/configuration.md)"
