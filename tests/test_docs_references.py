@@ -79,3 +79,32 @@ def test_each_kind_of_reference_is_caught(line: str) -> None:
 ])
 def test_ordinary_words_pass(line: str) -> None:
     assert offending_lines(line) == []
+
+
+def anchors_of(markdown: str) -> set[str]:
+    """GitHub's anchors of a document's headings: lower case, punctuation dropped, spaces → `-`."""
+    headings = re.findall(r"^#{1,6}\s+(.+?)\s*$", markdown, re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
+
+
+def test_anchors_are_read_as_github_makes_them() -> None:
+    assert anchors_of("## Bounding an answer: `MANA_AI_LLM_MAX_TOKENS`\n### Both generations of `sync_changes`") \
+        == {"bounding-an-answer-mana_ai_llm_max_tokens", "both-generations-of-sync_changes"}
+
+
+@pytest.mark.parametrize("path", [p for p in scoped_files() if p.suffix == ".md"],
+                         ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_links_between_documents_resolve(path: Path) -> None:
+    """Every relative link names a file of the repository, and a heading of it after `#`."""
+    broken = []
+    text = re.sub(r"`[^`\n]*`", "", re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.DOTALL))
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):  # links outside code
+        if re.match(r"[a-z]+:", target):
+            continue  # http(s):, mailto:
+        file_part, _, anchor = target.partition("#")
+        linked = (path.parent / file_part).resolve() if file_part else path
+        if not linked.exists():
+            broken.append(f"{target}: no such file")
+        elif anchor and linked.suffix == ".md" and anchor not in anchors_of(linked.read_text(encoding="utf-8")):
+            broken.append(f"{target}: no such heading")
+    assert broken == [], f"{path.relative_to(ROOT)}: {broken}"
