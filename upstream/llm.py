@@ -54,6 +54,8 @@ __all__ = [
     "Completion",
     "LlmClient",
     "LlmHealth",
+    "StartupCheck",
+    "models_probe",
     "open_llm_http_client",
     "parse_assistant_turn",
 ]
@@ -89,6 +91,18 @@ class LlmHealth:
     consecutive_failures: int
     last_success_at: float | None  # unix time
     last_error: str | None  # the error's kind, never a response body (it may echo user text)
+    last_call: Literal["none", "ok", "failed"] = "none"  # "none": no call made yet (`ok` is then true)
+
+
+@dataclass
+class StartupCheck:
+    """The start-up probe of the LLM (MANA_AI_LLM_STARTUP_PROBE), as /health shows it."""
+
+    state: Literal["off", "pending", "ok", "failed"] = "off"
+    error: str | None = None  # what went wrong (a status or a connection problem, never a body)
+
+    def as_json(self) -> dict[str, object]:
+        return {"state": self.state, "error": self.error}
 
 
 class ChatMessage(TypedDict):
@@ -363,7 +377,28 @@ class LlmClient:
         return self._limiter.waiting_users()
 
     def health(self) -> LlmHealth:
-        return LlmHealth(self._failures == 0, self._failures, self._last_success_at, self._last_error)
+        last_call: Literal["none", "ok", "failed"] = (
+            "failed" if self._failures else "none" if self._last_success_at is None else "ok")
+        return LlmHealth(self._failures == 0, self._failures, self._last_success_at, self._last_error, last_call)
+
+    async def probe(self) -> None:
+        """One tiny chat completion (``max_tokens`` 1), not retried: whether the LLM answers at
+        all (the circuit breaker's probe). Raises an ``LlmError`` as ``complete`` does; any
+        answer (a 4xx too) returns."""
+        request = {"model": self._model, "temperature": 0,
+                   "messages": [{"role": "system", "content": "Answer OK."}, {"role": "user", "content": "ping"}],
+                   "max_tokens": 1}
+        try:
+            verdict = _judge(await self._attempt(_encode(request), ANONYMOUS), self._shown_url, time.time())
+            if isinstance(verdict, _Failed) and verdict.retry is not None:
+                raise verdict.error from verdict.cause
+        except LlmClosed:
+            raise
+        except LlmError as exc:
+            self._failures += 1
+            self._last_error = _health_error(exc)
+            raise
+        self._failures, self._last_success_at, self._last_error = 0, time.time(), None
 
     async def complete(self, system: str, user: str, *, temperature: float = 0.3,
                        who: SlotKey = ANONYMOUS) -> Completion:
@@ -401,8 +436,7 @@ class LlmClient:
             raise
         except LlmError as exc:
             self._failures += 1
-            self._last_error = (f"mana-llm {exc.status}" if isinstance(exc, LlmHttpError)
-                                else f"{type(exc).__name__}: {exc}")
+            self._last_error = _health_error(exc)
             raise
         self._failures, self._last_success_at, self._last_error = 0, time.time(), None
         return result
@@ -490,6 +524,31 @@ class LlmClient:
                 return _Unreached(exc)
             # the response began, then broke off: not retried (mana-llm may have done the work)
             raise LlmUnavailable(f"mana-llm unreachable at {self._shown_url}: {_describe(exc)}") from exc
+
+
+def _health_error(exc: LlmError) -> str:
+    return f"mana-llm {exc.status}" if isinstance(exc, LlmHttpError) else f"{type(exc).__name__}: {exc}"
+
+
+async def models_probe(http: httpx.AsyncClient, base_url: str, api_key: str | None, *,
+                       timeout_s: float = 5.0) -> str | None:
+    """The start-up check: ``GET {base}/v1/models``; None when the LLM is reachable and took the
+    key, else what went wrong (a status or a connection problem, never a body).
+
+    A 404 or 405 counts as reachable: a server that has no model list (the built-in stand-in)
+    still answers chat completions. 401 and 403 (the key), 429 and 5xx are failures."""
+    url = chat_completions_url(base_url).removesuffix("/chat/completions") + "/models"
+    headers = {} if api_key is None else {"authorization": f"Bearer {api_key}", "x-api-key": api_key}
+    try:
+        with trio.fail_after(timeout_s):
+            response = await http.get(url, headers=headers)
+    except trio.TooSlowError:
+        return f"no answer from {safe_url(url)} within {timeout_s:g}s"
+    except httpx.HTTPError as exc:
+        return f"{safe_url(url)} unreachable: {_describe(exc)}"
+    if response.status_code < 400 or response.status_code in (404, 405):
+        return None
+    return f"{safe_url(url)} answered {response.status_code}"
 
 
 async def _read_capped(response: H11Response, limit: int) -> bytes:
