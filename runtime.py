@@ -123,6 +123,7 @@ async def open_runtime(settings: Settings, pool: asyncpg.Pool, metrics: Metrics,
                         on_retry=lambda reason: metrics.llm_retries.labels(reason=reason).inc())
         circuit = llm_circuit(settings, metrics, llm)
         await nursery.start(circuit.run)  # probes while the circuit is open; ends on close()
+        llm.admits = circuit.admits  # no request (nor retry) goes out while it is open, but the probe
         inputs = InputResolver(pool, load_mission_key(settings.private_key_pem), metrics, sync=sync)
         leases = LeaseKeeper(partial(renew_leases, pool), metrics, lease_s=settings.lease_s)
         await nursery.start(leases.run)  # ends after the registry handed every claim back

@@ -38,6 +38,7 @@ import trio
 
 from observability.redact import safe_url
 from planner.chat import AssistantTurn, RawToolCall
+from upstream.circuit import LlmCircuitOpen
 from upstream.errors import (
     ERROR_TEXT_CHARS,
     LlmBadResponse,
@@ -70,6 +71,7 @@ _ERROR_TEXT_BYTES = 4 * ERROR_TEXT_CHARS  # enough UTF-8 for 500 characters
 _MAX_EXPONENT = 60  # 2**60 * any sane base is far above any cap; avoids float overflow
 
 RetryReason = Literal["connect", "429", "5xx"]
+_PROBE = SlotKey("")  # the circuit's probe: the one request let through while the circuit is open
 _T = TypeVar("_T")
 
 
@@ -371,6 +373,9 @@ class LlmClient:
         self._backoff_base_s = backoff_base_s
         self._backoff_max_s = backoff_max_s
         self._random = random
+        # whether requests may go out (the LLM circuit is closed; set by the runtime): checked
+        # before each try, also a retry's, and again after a wait for a slot
+        self.admits: Callable[[], bool] = lambda: True
 
     def waiting_users(self) -> list[WaitingUser]:
         """Who waits for an LLM slot now, and for how long (the console's overview)."""
@@ -389,7 +394,7 @@ class LlmClient:
                    "messages": [{"role": "system", "content": "Answer OK."}, {"role": "user", "content": "ping"}],
                    "max_tokens": 1}
         try:
-            verdict = _judge(await self._attempt(_encode(request), ANONYMOUS), self._shown_url, time.time())
+            verdict = _judge(await self._attempt(_encode(request), _PROBE), self._shown_url, time.time())
             if isinstance(verdict, _Failed) and verdict.retry is not None:
                 raise verdict.error from verdict.cause
         except LlmClosed:
@@ -432,7 +437,7 @@ class LlmClient:
         try:
             body, attempts = await self._post(payload, who)
             result = parse(body, self._model, attempts)
-        except LlmClosed:
+        except (LlmClosed, LlmCircuitOpen):
             raise
         except LlmError as exc:
             self._failures += 1
@@ -473,6 +478,8 @@ class LlmClient:
     async def _acquire(self, who: SlotKey) -> None:
         if self._closed:
             raise LlmClosed()
+        if who is not _PROBE and not self.admits():
+            raise LlmCircuitOpen()
         try:
             self._limiter.acquire_nowait(who)  # a free slot: no cancel scope (CPU) needed
             return
@@ -483,9 +490,12 @@ class LlmClient:
                 self._waiting.add(waiting)
                 try:
                     await self._limiter.acquire(who)
-                    return
                 finally:
                     self._waiting.discard(waiting)
+                if who is not _PROBE and not self.admits():  # the circuit opened while it waited
+                    self._limiter.release()
+                    raise LlmCircuitOpen()
+                return
         raise LlmClosed()
 
     async def _attempt(self, payload: bytes, who: SlotKey) -> _Answered | _Unreached:
