@@ -40,9 +40,11 @@ from store.group_commit import GroupCommit
 from store.migrate import read_sync_schema
 from store.runs import renew_leases
 from store.sync_schema import SyncSchema
+from upstream.circuit import Breaker, LlmCircuit
 from upstream.deep_research_client import DeepResearchClient, open_deep_research_http_client
 from upstream.fair_slots import FairSlots
-from upstream.llm import LlmClient, open_llm_http_client
+from upstream.errors import LlmError
+from upstream.llm import LlmClient, StartupCheck, models_probe, open_llm_http_client
 from upstream.research_client import ResearchClient, open_research_http_client
 
 log = logging.getLogger("mana_ai")
@@ -56,6 +58,7 @@ class Runtime:
     registry: AgentRegistry
     llm: LlmClient
     sync: SyncSchema  # the generation of sync_changes found at start
+    circuit: LlmCircuit  # the LLM circuit breaker: outages park missions instead of failing them
     desk: ResearchDesk | None = None  # deep research (MANA_RESEARCH_URL and its key set)
     global_budget: GlobalBudget | None = None  # the deployment's daily token cap as reservations see it
 
@@ -118,6 +121,9 @@ async def open_runtime(settings: Settings, pool: asyncpg.Pool, metrics: Metrics,
                         observe_duration=metrics.planner_duration.observe,
                         max_tokens=settings.llm_max_tokens,
                         on_retry=lambda reason: metrics.llm_retries.labels(reason=reason).inc())
+        circuit = llm_circuit(settings, metrics, llm)
+        await nursery.start(circuit.run)  # probes while the circuit is open; ends on close()
+        llm.admits = circuit.admits  # no request (nor retry) goes out while it is open, but the probe
         inputs = InputResolver(pool, load_mission_key(settings.private_key_pem), metrics, sync=sync)
         leases = LeaseKeeper(partial(renew_leases, pool), metrics, lease_s=settings.lease_s)
         await nursery.start(leases.run)  # ends after the registry handed every claim back
@@ -126,7 +132,7 @@ async def open_runtime(settings: Settings, pool: asyncpg.Pool, metrics: Metrics,
         await nursery.start(writer.run)  # ends once the registry is stopped and the queue is empty
         runner = MissionRunner(pool, llm, settings, metrics, tracing=tracing, inputs=inputs, research=research,
                                retry=RetryPolicy(settings.retry_base_s, settings.retry_max_s), leases=leases,
-                               writer=writer, sync=sync)
+                               writer=writer, sync=sync, circuit=circuit)
 
         async def release(due: MissionDue, reason: str) -> None:
             leases.settling(due.claim)
@@ -146,16 +152,47 @@ async def open_runtime(settings: Settings, pool: asyncpg.Pool, metrics: Metrics,
             await nursery.start(desk.run)
         snapshots = SnapshotActor(pool, settings, metrics, dispatcher=desk or registry, leases=leases, sync=sync)
         runner.due_again = snapshots.due_again  # retries and hand-backs after a cycle reach its due timer
+        snapshots.dispatch_held = lambda: not circuit.admits()  # no claims while the LLM is down
+        circuit.on_closed = partial(snapshots.due_again, 0.0)  # parked slots are dispatched at once
         if desk is not None:
             desk.due_again = snapshots.due_again  # and parked slots
         try:
-            yield Runtime(snapshots, registry, llm, sync, desk, runner.global_budget)
+            yield Runtime(snapshots, registry, llm, sync, circuit, desk, runner.global_budget)
         finally:
+            circuit.close()
             with trio.CancelScope(shield=True):
                 await stop_dispatching(registry, desk, settings.grace_s)
                 writer.close()
                 leases.close()
                 await tracing.aclose()
+
+
+def llm_circuit(settings: Settings, metrics: Metrics, llm: LlmClient) -> LlmCircuit:
+    """The LLM's circuit breaker (MANA_AI_LLM_CIRCUIT_*); its probe is one tiny request."""
+    async def probe() -> LlmError | None:
+        try:
+            await llm.probe()
+        except LlmError as exc:
+            return exc
+        return None
+
+    breaker = Breaker(settings.llm_circuit_failures, settings.llm_circuit_min_users, settings.llm_circuit_probe_s,
+                      max(settings.llm_circuit_probe_s, settings.llm_circuit_probe_max_s))
+    return LlmCircuit(breaker, metrics, probe=probe)
+
+
+async def probe_llm_at_start(settings: Settings, check: StartupCheck) -> None:
+    """GET the LLM's model list once (MANA_AI_LLM_STARTUP_PROBE): a wrong URL or key shows at
+    start, as one warning line and in /health, never as an exit."""
+    check.state = "pending"
+    async with httpx.AsyncClient() as http:
+        error = await models_probe(http, settings.mana_llm_url, settings.llm_api_key)
+    check.state, check.error = ("ok", None) if error is None else ("failed", error)
+    if error is None:
+        log.info("llm.startup_probe_ok", extra={"url": safe_url(settings.mana_llm_url)})
+    else:
+        log.warning("llm.startup_probe_failed", extra={
+            "error": error, "then": "the daemon runs on; missions are tried when due (see /health)"})
 
 
 def llm_slots(settings: Settings, metrics: Metrics) -> FairSlots:

@@ -40,9 +40,10 @@ from demo.stand_in_llm import stand_in_app
 from http_api.app import VERSION, AppDeps, create_app
 from http_api.jwt import open_jwks_cache
 from http_api.server import FrontFailed, hypercorn_config, serve_http
+from upstream.llm import StartupCheck
 from observability.logs import configure_logging
 from observability.metrics import Metrics
-from runtime import open_runtime
+from runtime import open_runtime, probe_llm_at_start
 from settings import ConfigError, Settings, load_settings
 from store.bridge import open_asyncio_bridge
 from store.embedded import EmbeddedPostgres, throwaway_postgres
@@ -91,16 +92,20 @@ async def run_daemon(settings: Settings, pool: asyncpg.Pool, metrics: Metrics, s
     settings.check_serving()  # `main` checked before anything started; this holds for other callers too
     async with open_runtime(settings, pool, metrics) as runtime, open_jwks_cache(settings.mana_auth_url) as jwks:
         listener = None
+        startup = StartupCheck("pending" if settings.llm_startup_probe else "off")
         if listen_dsn is not None and settings.notify and settings.tick_enabled:
             if await set_notify_trigger(pool, True):
                 listener = ChangeListener(listen_dsn, runtime.snapshots.hint)
         app = create_app(AppDeps(settings, metrics, pool, runtime.snapshots, runtime.registry, listener, jwks=jwks,
                                  llm_health=runtime.llm.health, sync_schema=runtime.sync,
                                  global_budget=runtime.global_budget.state if runtime.global_budget else None,
-                                 llm_queue=runtime.llm.waiting_users))
+                                 llm_queue=runtime.llm.waiting_users, llm_circuit=runtime.circuit.snapshot,
+                                 llm_startup=startup))
         config = hypercorn_config(settings.bind_host, settings.port, settings.grace_s + 1)
         async with trio.open_nursery() as scanning:
             await scanning.start(runtime.snapshots.run)
+            if settings.llm_startup_probe:  # in the background: a slow LLM never delays serving
+                scanning.start_soon(probe_llm_at_start, settings, startup)
             if listener is not None:
                 await scanning.start(listener.run)
             # retention: small batches, a round at start and then hourly; stopped with the scanning

@@ -70,6 +70,7 @@ SKIPPED_USER_BUDGET = "skipped-user-budget"  # the user's MANA_AI_USER_MAX_TOKEN
 SKIPPED_GLOBAL_BUDGET = "skipped-global-budget"  # the deployment's MANA_AI_MAX_TOKENS_PER_DAY is reached
 SKIPPED_SHUTDOWN = "skipped-shutdown"
 SKIPPED_RESEARCH_PENDING = "skipped-research-pending"  # parked while its deep-research job runs
+SKIPPED_LLM_DOWN = "skipped-llm-down"  # parked while the LLM circuit is open (no attempt used)
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from actors.messages import (
     PLANNED,
     SKIPPED_BUDGET,
     SKIPPED_GLOBAL_BUDGET,
+    SKIPPED_LLM_DOWN,
     SKIPPED_SHUTDOWN,
     SKIPPED_USER_BUDGET,
     MissionDue,
@@ -94,6 +95,7 @@ from store.usage import (
 from store.group_commit import GroupCommit
 from store.sync_schema import V0_6_SCHEMA, SyncSchema
 from store.writeback import Provenance, WriteBack, WriteRequest, write_back
+from upstream.circuit import LlmCircuit, LlmCircuitOpen
 from upstream.errors import LlmClosed, LlmError, LlmTimeout
 from upstream.fair_slots import SlotKey
 from upstream.llm import Completion, LlmClient
@@ -126,7 +128,8 @@ class MissionRunner:
                  jitter: Callable[[], float] = random.random, tracing: Tracing | None = None,
                  inputs: InputResolver | None = None, research: ResearchClient | None = None,
                  writer: GroupCommit | None = None, sync: SyncSchema = V0_6_SCHEMA,
-                 global_budget: GlobalBudget | None = None) -> None:
+                 global_budget: GlobalBudget | None = None, circuit: LlmCircuit | None = None) -> None:
+        self._circuit = circuit  # None: no circuit breaker (every failure costs an attempt)
         # the deployment's daily cap as reservations see it (shown by /health)
         self.global_budget = global_budget or GlobalBudget(settings.max_tokens_per_day, metrics)
         self._writer = writer  # None: each write-back is its own round trip
@@ -202,6 +205,8 @@ class MissionRunner:
 
     async def _plan(self, due: MissionDue) -> MissionOutcome:
         mission, agent = due.mission, due.agent
+        if self._circuit is not None and not self._circuit.admits():
+            return await self._park(due)  # delivered before the circuit opened: nothing done yet
         try:
             tools = filter_tools_by_agent_policy(AI_AVAILABLE_TOOLS, agent.policy if agent else None)
         except PolicyError as exc:
@@ -231,6 +236,8 @@ class MissionRunner:
         if isinstance(completion, LlmClosed):
             return await self._hand_back(due, SKIPPED_SHUTDOWN)
         if isinstance(completion, LlmError):
+            if self._outage(due, completion):
+                return await self._park(due)
             return await self._fail(due, ERROR, str(completion))
         parsed = (ParseFailure(CUT_OFF_REASON, completion.content) if completion.finish_reason == "length"
                   else parse_planner_response(completion.content, allowed_tool_names(tools), self._bounds))
@@ -378,10 +385,13 @@ class MissionRunner:
         model = self._settings.llm_model
         with self._tracing.span(f"chat {model}", self._llm_span_attributes(), client=True) as span:
             try:
+                self._admit()
                 completion = await self._llm.complete(system, user, who=who)
             except LlmError as exc:
                 span.fail(str(exc))  # the tracer also records error.type as the span ends
                 raise
+            if self._circuit is not None:
+                self._circuit.succeeded()
             span.set_attributes({"gen_ai.response.model": completion.model,
                                  "gen_ai.usage.input_tokens": completion.prompt_tokens,
                                  "gen_ai.usage.output_tokens": completion.completion_tokens,
@@ -433,6 +443,8 @@ class MissionRunner:
                 await self._release_tokens(reservation_id)
             if isinstance(result.error, LlmClosed):
                 return await self._hand_back(due, SKIPPED_SHUTDOWN)
+            if self._outage(due, result.error):
+                return await self._park(due)
             return await self._fail(due, ERROR, str(result.error),
                                     tokens=(result.prompt_tokens, result.completion_tokens))
         if result.stop_reason == "cut-off":  # a round cut off at the token limit: no plan at all
@@ -491,10 +503,13 @@ class MissionRunner:
         model = self._settings.llm_model
         with self._tracing.span(f"chat {model}", self._llm_span_attributes(), client=True) as span:
             try:
+                self._admit()
                 turn = await self._llm.chat_with_tools(messages, tools, who=who)
             except LlmError as exc:
                 span.fail(str(exc))
                 raise
+            if self._circuit is not None:
+                self._circuit.succeeded()
             span.set_attributes({"gen_ai.response.model": turn.model,
                                  "gen_ai.usage.input_tokens": turn.prompt_tokens,
                                  "gen_ai.usage.output_tokens": turn.completion_tokens,
@@ -548,6 +563,26 @@ class MissionRunner:
         log.log(logging.DEBUG if decision == SKIPPED_GLOBAL_BUDGET else logging.INFO, "mission.skipped",
                 extra={**self._context(due), "decision": decision, "used_24h": used, "budget": cap})
         return await self._hand_back(due, decision)
+
+    def _admit(self) -> None:
+        """Before each LLM request: none while the circuit is open (it may have opened meanwhile)."""
+        if self._circuit is not None and not self._circuit.admits():
+            raise LlmCircuitOpen()
+
+    def _outage(self, due: MissionDue, error: Exception) -> bool:
+        """Tell the circuit how the call failed; True: park the mission (the LLM is down)."""
+        return self._circuit is not None and self._circuit.failed(error, due.mission.user_id)
+
+    async def _park(self, due: MissionDue) -> MissionOutcome:
+        """The LLM is down: the slot goes back without using an attempt and is dispatched again
+        once the circuit closes (the circuit tells the due timer)."""
+        assert self._circuit is not None
+        self._circuit.parked()
+        log.debug("mission.parked", extra={**self._context(due), "decision": SKIPPED_LLM_DOWN})
+        released = await self._release(due, SKIPPED_LLM_DOWN)
+        if released and self._circuit.admits():
+            self.due_again(0.0)  # it closed while this claim went back: the closing cycle may have missed it
+        return MissionOutcome(due.mission.id, SKIPPED_LLM_DOWN)
 
     async def _hand_back(self, due: MissionDue, decision: str) -> MissionOutcome:
         """The slot goes back without using up an attempt (over budget, shutting down)."""

@@ -159,6 +159,9 @@ class SnapshotActor:
         self._stopping = False
         self._recent: deque[FinishedCycle] = deque(maxlen=20)  # the console's ring, newest first
         self._ledger_read = trio.Lock()  # gauge reads one at a time: the last value set is the newest
+        # True while no LLM work may be dispatched (the LLM circuit is open; set by the runtime):
+        # cycles then claim nothing and the due timer waits for `due_again` from the circuit
+        self.dispatch_held: Callable[[], bool] = _not_held
 
     # -- what others may call -------------------------------------------------------------
 
@@ -299,6 +302,8 @@ class SnapshotActor:
                     # a little after the instant, so the due query's `<=` sees it
                     self._due_at = math.inf if wake.seconds is None else trio.current_time() + wake.seconds + 0.01
                     self._due_at = min(self._due_at, self._again_at)  # the query may have missed those
+                    if self.dispatch_held():
+                        self._due_at = math.inf  # told by `due_again` when dispatch resumes
             except* _CYCLE_ERRORS as group:
                 failed = True
                 for exc in leaves(group):
@@ -407,8 +412,8 @@ class SnapshotActor:
                              folded_until: Position | None) -> None:
         """Select what is due (among missions without unfolded rows, with `folded_until`), claim
         it and send it to the agent actors; the cycle's limit counts over all its passes."""
-        if passes.truncated:
-            return
+        if passes.truncated or self.dispatch_held():
+            return  # held: what is due stays unclaimed (no attempt used) until the circuit closes
         limit = passes.remaining
         with self._metrics.stage("select"):
             due = await list_due_missions(self._pool, scanned_at, limit, folded_until=folded_until)
@@ -531,3 +536,7 @@ def _describe(exc: BaseException, timeout_s: float) -> str:
         return f"cycle timed out after {timeout_s:g}s"
     text = str(exc) or type(exc).__name__
     return text if isinstance(exc, StoreError) else f"{type(exc).__name__}: {text}"
+
+
+def _not_held() -> bool:
+    return False

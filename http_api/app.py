@@ -36,7 +36,8 @@ from store.listen import ChangeListener
 from store.pool import probe
 from store.sync_schema import SyncSchema
 from upstream.fair_slots import WaitingUser
-from upstream.llm import LlmHealth
+from upstream.circuit import CircuitState
+from upstream.llm import LlmHealth, StartupCheck
 
 VERSION = "0.1.0"
 _FAILING_AFTER = 3  # cycles failed in a row before /health says the daemon is not ok
@@ -55,6 +56,8 @@ class AppDeps:
     sync_schema: SyncSchema | None = None  # the sync_changes generation found at start (None: not shown)
     global_budget: Callable[[], GlobalSpend] | None = None  # the deployment's daily token cap (None: not shown)
     llm_queue: Callable[[], list[WaitingUser]] | None = None  # who waits for an LLM slot (None: not shown)
+    llm_circuit: Callable[[], CircuitState] | None = None  # the LLM circuit breaker (None: not shown)
+    llm_startup: StartupCheck | None = None  # the start-up probe of the LLM (None: not shown)
 
 
 def create_app(deps: AppDeps) -> QuartTrio:
@@ -230,16 +233,28 @@ def _budget_json(deps: AppDeps) -> dict[str, Any]:
 
 
 def _llm_json(deps: AppDeps) -> dict[str, Any]:
-    """The LLM's state beside the reference fields. It never makes the daemon not-ok: a restart
-    cannot fix an LLM that is down, but an operator sees it at once."""
+    """The LLM's state beside the reference fields. It never makes the daemon not-ok, an open
+    circuit included: a restart cannot fix an LLM that is down (missions are parked meanwhile,
+    not failed), but an operator sees it at once. `ok` is true before any call; `lastCall`
+    tells "none" from "ok"."""
     if deps.llm_health is None:
         return {}
     health = deps.llm_health()
     deps.metrics.llm_up.set(1 if health.ok else 0)
     last = None if health.last_success_at is None else iso_ms(datetime.fromtimestamp(health.last_success_at,
                                                                                       timezone.utc))
-    return {"llm": {"ok": health.ok, "consecutiveFailures": health.consecutive_failures,
-                    "lastSuccessAt": last, "lastError": health.last_error}}
+    body: dict[str, Any] = {"ok": health.ok, "consecutiveFailures": health.consecutive_failures,
+                            "lastSuccessAt": last, "lastError": health.last_error, "lastCall": health.last_call}
+    if deps.llm_circuit is not None:
+        circuit = deps.llm_circuit()
+        body["circuit"] = circuit.state
+        body["circuitDetail"] = {
+            "openedAt": None if circuit.opened_at is None else iso_ms(datetime.fromtimestamp(circuit.opened_at,
+                                                                                              timezone.utc)),
+            "nextProbeInSeconds": circuit.next_probe_in_s, "lastOutageError": circuit.last_error}
+    if deps.llm_startup is not None:
+        body["startupProbe"] = deps.llm_startup.as_json()
+    return {"llm": body}
 
 
 BAD_CHARACTERS = {"error": "invalid characters in the request"}

@@ -218,6 +218,15 @@ class Metrics:
         self.global_tokens_24h = Gauge("mana_ai_global_tokens_24h",
                                        "The deployment's rolling 24 h token use as last read by a reservation "
                                        "(with MANA_AI_MAX_TOKENS_PER_DAY set)", registry=r)
+        # the LLM circuit breaker (upstream/circuit.py)
+        self.llm_circuit_open = Gauge("mana_ai_llm_circuit_open",
+                                      "1 while LLM work is not dispatched (the circuit is open or probing)",
+                                      registry=r)
+        self.llm_circuit_opened = Counter("mana_ai_llm_circuit_opened_total",
+                                          "Times the LLM circuit opened (an outage began)", registry=r)
+        self.llm_circuit_parked = Counter("mana_ai_llm_circuit_parked_total",
+                                          "Claims handed back, no attempt used, because the LLM circuit was open",
+                                          registry=r)
         for table in RETENTION_TABLES:
             self.retention_pruned.labels(table=table)
             self.retention_errors.labels(table=table)

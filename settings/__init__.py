@@ -49,6 +49,12 @@ class Settings:
     llm_concurrency: int = 8
     llm_retries: int = 2
     llm_max_tokens: int | None = None  # MANA_AI_LLM_MAX_TOKENS: unset, requests carry no max_tokens
+    # the LLM circuit breaker (upstream/circuit.py, docs/operations.md "LLM outages")
+    llm_circuit_failures: int = 5  # outage failures in a row that open it; 0: never opens
+    llm_circuit_min_users: int = 2  # distinct users among them (one user's input cannot open it)
+    llm_circuit_probe_s: float = 2.0  # first probe after opening; doubled per failed probe ...
+    llm_circuit_probe_max_s: float = 60.0  # ... up to this
+    llm_startup_probe: bool = True  # MANA_AI_LLM_STARTUP_PROBE: GET /v1/models once at start
     instance_id: str = ""
     lease_s: float = 300.0
     max_attempts: int = 5
@@ -291,6 +297,11 @@ _SPEC: dict[str, _Var] = {
     "MANA_AI_LLM_CONCURRENCY": _Var("llm_concurrency", _int(1, 1024), _int_expected(1, 1024)),
     "MANA_AI_LLM_RETRIES": _Var("llm_retries", _int(0, 10), _int_expected(0, 10)),
     "MANA_AI_LLM_MAX_TOKENS": _Var("llm_max_tokens", _int(1, 1_000_000), _int_expected(1, 1_000_000)),
+    "MANA_AI_LLM_CIRCUIT_FAILURES": _Var("llm_circuit_failures", _int(0, 1000), _int_expected(0, 1000)),
+    "MANA_AI_LLM_CIRCUIT_MIN_USERS": _Var("llm_circuit_min_users", _int(1, 1000), _int_expected(1, 1000)),
+    "MANA_AI_LLM_CIRCUIT_PROBE_S": _Var("llm_circuit_probe_s", _float(0.1), "a number of seconds >= 0.1"),
+    "MANA_AI_LLM_CIRCUIT_PROBE_MAX_S": _Var("llm_circuit_probe_max_s", _float(0.1), "a number of seconds >= 0.1"),
+    "MANA_AI_LLM_STARTUP_PROBE": _Var("llm_startup_probe", _bool, "true|false"),
     "MANA_AI_INSTANCE_ID": _Var("instance_id", _text, "text"),
     "MANA_AI_LEASE_S": _Var("lease_s", _float(1), "a number of seconds >= 1"),
     "MANA_AI_MAX_ATTEMPTS": _Var("max_attempts", _int(1, 100), _int_expected(1, 100)),

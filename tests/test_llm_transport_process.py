@@ -64,7 +64,8 @@ async def test_a_request_the_upstream_read_and_reset_is_sent_once_per_try(
         env = daemon_env(PORT=str(free_port()), SYNC_DATABASE_URL=db_dsn, MANA_AI_HOST="127.0.0.1",
                          MANA_LLM_URL=server.url, MANA_AI_LLM_RETRIES="2", MANA_AI_MAX_ATTEMPTS="3",
                          MANA_AI_RETRY_BASE_S="0.05", MANA_AI_RETRY_MAX_S="0.1",
-                         TICK_INTERVAL_MS="200")  # a retry is due within a tick
+                         TICK_INTERVAL_MS="200",  # a retry is due within a tick
+                         MANA_AI_LLM_STARTUP_PROBE="false")  # count the missions' requests only
         daemon = Daemon(tmp_path, [], env)
         process = await daemon.start()
         try:

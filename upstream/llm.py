@@ -38,6 +38,7 @@ import trio
 
 from observability.redact import safe_url
 from planner.chat import AssistantTurn, RawToolCall
+from upstream.circuit import LlmCircuitOpen
 from upstream.errors import (
     ERROR_TEXT_CHARS,
     LlmBadResponse,
@@ -54,6 +55,8 @@ __all__ = [
     "Completion",
     "LlmClient",
     "LlmHealth",
+    "StartupCheck",
+    "models_probe",
     "open_llm_http_client",
     "parse_assistant_turn",
 ]
@@ -68,6 +71,7 @@ _ERROR_TEXT_BYTES = 4 * ERROR_TEXT_CHARS  # enough UTF-8 for 500 characters
 _MAX_EXPONENT = 60  # 2**60 * any sane base is far above any cap; avoids float overflow
 
 RetryReason = Literal["connect", "429", "5xx"]
+_PROBE = SlotKey("")  # the circuit's probe: the one request let through while the circuit is open
 _T = TypeVar("_T")
 
 
@@ -89,6 +93,18 @@ class LlmHealth:
     consecutive_failures: int
     last_success_at: float | None  # unix time
     last_error: str | None  # the error's kind, never a response body (it may echo user text)
+    last_call: Literal["none", "ok", "failed"] = "none"  # "none": no call made yet (`ok` is then true)
+
+
+@dataclass
+class StartupCheck:
+    """The start-up probe of the LLM (MANA_AI_LLM_STARTUP_PROBE), as /health shows it."""
+
+    state: Literal["off", "pending", "ok", "failed"] = "off"
+    error: str | None = None  # what went wrong (a status or a connection problem, never a body)
+
+    def as_json(self) -> dict[str, object]:
+        return {"state": self.state, "error": self.error}
 
 
 class ChatMessage(TypedDict):
@@ -357,13 +373,37 @@ class LlmClient:
         self._backoff_base_s = backoff_base_s
         self._backoff_max_s = backoff_max_s
         self._random = random
+        # whether requests may go out (the LLM circuit is closed; set by the runtime): checked
+        # before each try, also a retry's, and again after a wait for a slot
+        self.admits: Callable[[], bool] = lambda: True
 
     def waiting_users(self) -> list[WaitingUser]:
         """Who waits for an LLM slot now, and for how long (the console's overview)."""
         return self._limiter.waiting_users()
 
     def health(self) -> LlmHealth:
-        return LlmHealth(self._failures == 0, self._failures, self._last_success_at, self._last_error)
+        last_call: Literal["none", "ok", "failed"] = (
+            "failed" if self._failures else "none" if self._last_success_at is None else "ok")
+        return LlmHealth(self._failures == 0, self._failures, self._last_success_at, self._last_error, last_call)
+
+    async def probe(self) -> None:
+        """One tiny chat completion (``max_tokens`` 1), not retried: whether the LLM answers at
+        all (the circuit breaker's probe). Raises an ``LlmError`` as ``complete`` does; any
+        answer (a 4xx too) returns."""
+        request = {"model": self._model, "temperature": 0,
+                   "messages": [{"role": "system", "content": "Answer OK."}, {"role": "user", "content": "ping"}],
+                   "max_tokens": 1}
+        try:
+            verdict = _judge(await self._attempt(_encode(request), _PROBE), self._shown_url, time.time())
+            if isinstance(verdict, _Failed) and verdict.retry is not None:
+                raise verdict.error from verdict.cause
+        except LlmClosed:
+            raise
+        except LlmError as exc:
+            self._failures += 1
+            self._last_error = _health_error(exc)
+            raise
+        self._failures, self._last_success_at, self._last_error = 0, time.time(), None
 
     async def complete(self, system: str, user: str, *, temperature: float = 0.3,
                        who: SlotKey = ANONYMOUS) -> Completion:
@@ -397,12 +437,11 @@ class LlmClient:
         try:
             body, attempts = await self._post(payload, who)
             result = parse(body, self._model, attempts)
-        except LlmClosed:
+        except (LlmClosed, LlmCircuitOpen):
             raise
         except LlmError as exc:
             self._failures += 1
-            self._last_error = (f"mana-llm {exc.status}" if isinstance(exc, LlmHttpError)
-                                else f"{type(exc).__name__}: {exc}")
+            self._last_error = _health_error(exc)
             raise
         self._failures, self._last_success_at, self._last_error = 0, time.time(), None
         return result
@@ -439,6 +478,8 @@ class LlmClient:
     async def _acquire(self, who: SlotKey) -> None:
         if self._closed:
             raise LlmClosed()
+        if who is not _PROBE and not self.admits():
+            raise LlmCircuitOpen()
         try:
             self._limiter.acquire_nowait(who)  # a free slot: no cancel scope (CPU) needed
             return
@@ -449,9 +490,12 @@ class LlmClient:
                 self._waiting.add(waiting)
                 try:
                     await self._limiter.acquire(who)
-                    return
                 finally:
                     self._waiting.discard(waiting)
+                if who is not _PROBE and not self.admits():  # the circuit opened while it waited
+                    self._limiter.release()
+                    raise LlmCircuitOpen()
+                return
         raise LlmClosed()
 
     async def _attempt(self, payload: bytes, who: SlotKey) -> _Answered | _Unreached:
@@ -490,6 +534,31 @@ class LlmClient:
                 return _Unreached(exc)
             # the response began, then broke off: not retried (mana-llm may have done the work)
             raise LlmUnavailable(f"mana-llm unreachable at {self._shown_url}: {_describe(exc)}") from exc
+
+
+def _health_error(exc: LlmError) -> str:
+    return f"mana-llm {exc.status}" if isinstance(exc, LlmHttpError) else f"{type(exc).__name__}: {exc}"
+
+
+async def models_probe(http: httpx.AsyncClient, base_url: str, api_key: str | None, *,
+                       timeout_s: float = 5.0) -> str | None:
+    """The start-up check: ``GET {base}/v1/models``; None when the LLM is reachable and took the
+    key, else what went wrong (a status or a connection problem, never a body).
+
+    A 404 or 405 counts as reachable: a server that has no model list (the built-in stand-in)
+    still answers chat completions. 401 and 403 (the key), 429 and 5xx are failures."""
+    url = chat_completions_url(base_url).removesuffix("/chat/completions") + "/models"
+    headers = {} if api_key is None else {"authorization": f"Bearer {api_key}", "x-api-key": api_key}
+    try:
+        with trio.fail_after(timeout_s):
+            response = await http.get(url, headers=headers)
+    except trio.TooSlowError:
+        return f"no answer from {safe_url(url)} within {timeout_s:g}s"
+    except httpx.HTTPError as exc:
+        return f"{safe_url(url)} unreachable: {_describe(exc)}"
+    if response.status_code < 400 or response.status_code in (404, 405):
+        return None
+    return f"{safe_url(url)} answered {response.status_code}"
 
 
 async def _read_capped(response: H11Response, limit: int) -> bytes:

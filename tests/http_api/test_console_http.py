@@ -339,3 +339,16 @@ async def test_the_overview_shows_who_waits_for_an_llm_slot(pool: asyncpg.Pool) 
             assert "2 requests of 2 users wait for a slot" in overview
             nursery.cancel_scope.cancel()
         assert d.metric("mana_ai_llm_queue_wait_seconds_count") >= 1  # the first call found its slot free
+
+
+async def test_the_overview_says_when_the_llm_circuit_is_open(pool: asyncpg.Pool) -> None:
+    await insert_rows(pool, *[mission(f"m-{u}", user=f"u-{u}", agent_id=None, next_run_at="2026-01-01T00:00:00.000Z")
+                              for u in (1, 2, 3)])
+    async with running_fake_llm(Reply(status=503, body="down")) as llm, running_daemon(
+            pool, mana_llm_url=llm.url, llm_retries=0, llm_circuit_failures=2, llm_circuit_probe_s=600) as d:
+        await log_in(d.client)
+        before = (await d.client.get("/ui")).text
+        assert 'data-testid="llm-no-call"' in before and 'data-testid="llm-circuit"' not in before
+        await d.client.post("/internal/tick", headers=KEY)
+        overview = (await d.client.get("/ui/live/overview")).text
+    assert 'data-testid="llm-circuit"' in overview and "circuit open: missions parked" in overview

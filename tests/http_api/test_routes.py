@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -168,16 +169,65 @@ async def test_health_shows_the_llm_at_once_without_making_the_daemon_unready(po
     async with running_fake_llm(Reply(status=503, body="overloaded")) as llm, \
             running_daemon(pool, mana_llm_url=llm.url, llm_retries=0) as d:
         body = (await d.client.get("/health")).json()
-        assert body["llm"] == {"ok": True, "consecutiveFailures": 0, "lastSuccessAt": None, "lastError": None}
+        assert _llm_calls(body) == {"ok": True, "consecutiveFailures": 0, "lastSuccessAt": None, "lastError": None,
+                                    "lastCall": "none"}
         await d.client.post("/internal/tick", headers=KEY)  # the one mission's call fails
         response = await d.client.get("/health")
         assert response.status_code == 200 and response.json()["ok"] is True  # a restart would not help
-        assert response.json()["llm"] == {"ok": False, "consecutiveFailures": 1, "lastSuccessAt": None,
-                                          "lastError": "mana-llm 503"}
+        assert _llm_calls(response.json()) == {"ok": False, "consecutiveFailures": 1, "lastSuccessAt": None,
+                                               "lastError": "mana-llm 503", "lastCall": "failed"}
         assert "mana_ai_llm_up{service=\"mana-ai\"} 0.0" in (await d.client.get("/metrics")).text
         llm.script(plan_reply([]))
         await insert_rows(pool, mission("m2", agent_id=None))
         await d.client.post("/internal/tick", headers=KEY)
         health = (await d.client.get("/health")).json()["llm"]
         assert health["ok"] is True and health["consecutiveFailures"] == 0 and health["lastSuccessAt"]
+        assert health["lastCall"] == "ok" and health["circuit"] == "closed"
         assert "mana_ai_llm_up{service=\"mana-ai\"} 1.0" in (await d.client.get("/metrics")).text
+
+
+def _llm_calls(body: dict[str, Any]) -> dict[str, Any]:
+    """/health's account of the LLM calls (without the circuit and the start-up probe)."""
+    return {k: v for k, v in body["llm"].items() if k not in ("circuit", "circuitDetail", "startupProbe")}
+
+
+async def test_health_shows_an_open_circuit_and_the_start_up_probe_and_stays_200(pool: asyncpg.Pool) -> None:
+    await insert_rows(pool, *[{**mission(f"m{i}", user=f"u-{i}", agent_id=None), "created_at": PAST}
+                              for i in range(3)])
+    async with running_fake_llm(Reply(status=503, body="overloaded")) as llm, \
+            running_daemon(pool, mana_llm_url=llm.url, llm_retries=0, llm_circuit_failures=2,
+                           llm_circuit_probe_s=600) as d:
+        with trio.fail_after(10):  # the start-up probe runs in the background: GET /v1/models
+            while (await d.client.get("/health")).json()["llm"]["startupProbe"]["state"] == "pending":
+                await trio.sleep(0.05)
+        body = (await d.client.get("/health")).json()
+        # the stand-in has no model list (404): reachable all the same
+        assert body["llm"]["startupProbe"] == {"state": "ok", "error": None}
+        assert body["llm"]["circuit"] == "closed" and body["llm"]["circuitDetail"]["openedAt"] is None
+        await d.client.post("/internal/tick", headers=KEY)  # two users' calls fail: it opens
+        response = await d.client.get("/health")
+        assert response.status_code == 200 and response.json()["ok"] is True  # the daemon is alive
+        llm_state = response.json()["llm"]
+        assert llm_state["circuit"] == "open"
+        assert llm_state["circuitDetail"]["openedAt"] is not None
+        assert 0 < llm_state["circuitDetail"]["nextProbeInSeconds"] <= 600
+        assert llm_state["circuitDetail"]["lastOutageError"] == "mana-llm 503"
+        text = (await d.client.get("/metrics")).text
+        assert 'mana_ai_llm_circuit_open{service="mana-ai"} 1.0' in text
+        assert 'mana_ai_llm_circuit_opened_total{service="mana-ai"} 1.0' in text
+        assert 'mana_ai_llm_circuit_parked_total{service="mana-ai"} 2.0' in text  # the first used an attempt
+
+
+async def test_a_start_up_probe_that_fails_is_one_warning_and_never_an_exit(
+        pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture) -> None:
+    async with running_fake_llm() as llm:
+        closed_port = llm.url  # nothing listens here once the stand-in is gone
+    async with running_daemon(pool, mana_llm_url=closed_port) as d:
+        with trio.fail_after(10):
+            while (await d.client.get("/health")).json()["llm"]["startupProbe"]["state"] == "pending":
+                await trio.sleep(0.05)
+        response = await d.client.get("/health")
+        assert response.status_code == 200
+        probe = response.json()["llm"]["startupProbe"]
+        assert probe["state"] == "failed" and "unreachable" in probe["error"]
+    assert len([r for r in caplog.records if r.getMessage() == "llm.startup_probe_failed"]) == 1

@@ -92,6 +92,13 @@ def test_instance_id_is_unique_per_start_unless_set() -> None:
      "MANA_AI_PLANNER_MAX_ROUNDS='0' is invalid: expected an integer >= 1 and <= 20"),
     ({"MANA_AI_PLANNER_MAX_STEPS": "many"},
      "MANA_AI_PLANNER_MAX_STEPS='many' is invalid: expected an integer >= 1 and <= 100"),
+    ({"MANA_AI_LLM_CIRCUIT_FAILURES": "-1"},
+     "MANA_AI_LLM_CIRCUIT_FAILURES='-1' is invalid: expected an integer >= 0 and <= 1000"),
+    ({"MANA_AI_LLM_CIRCUIT_MIN_USERS": "0"},
+     "MANA_AI_LLM_CIRCUIT_MIN_USERS='0' is invalid: expected an integer >= 1 and <= 1000"),
+    ({"MANA_AI_LLM_CIRCUIT_PROBE_S": "0"},
+     "MANA_AI_LLM_CIRCUIT_PROBE_S='0' is invalid: expected a number of seconds >= 0.1"),
+    ({"MANA_AI_LLM_STARTUP_PROBE": "maybe"}, "MANA_AI_LLM_STARTUP_PROBE='maybe' is invalid: expected true|false"),
 ])
 def test_a_bad_value_names_the_variable_and_what_was_expected(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as caught:
