@@ -73,4 +73,7 @@ def set_aside_reasoning(content: str) -> Answer:
         closing = _ANY_CLOSING.search(content)
         if closing is not None and _ANY_OPENING.search(content, 0, closing.start()) is None:
             position = closing.end()
-    return Answer(content[position:], position) if position else Answer(content)
+    if not position:
+        return Answer(content)
+    answer = content[position:].lstrip(JS_WHITESPACE)  # the blank lines after the block go with it
+    return Answer(answer, len(content) - len(answer))
