@@ -10,8 +10,10 @@ structured outputs) can only write a plan the strict parser (``planner.parse``) 
 * each step an object naming one allowed tool (its name as a one-value ``enum``), with that
   tool's ``params`` (each catalog parameter typed, its ``enum`` if it has one, the required
   ones required, no others), a ``summary`` and a non-empty ``rationale``, nothing else;
-* summaries and the rationale no longer than a few hundred characters, and never longer than
-  ``MANA_AI_MAX_STRING_BYTES`` allows (a character takes up to 4 UTF-8 bytes).
+* the plan's summary and a step's rationale at most 300 characters, a step's summary 150, and
+  never longer than ``MANA_AI_MAX_STRING_BYTES`` allows (a character takes up to 4 UTF-8
+  bytes). The bounds stay small: llama.cpp turns each character of a bound into a nested
+  grammar rule, per tool (17 tools: about 8,000 rules at these bounds).
 
 What no keyword every server takes can say is left to the parser, which still checks every
 answer (a server may also ignore the format): a NUL or a lone surrogate written as a ``\\u``
@@ -45,9 +47,9 @@ SCHEMA_NAME = "mission_plan"
 #: Steps of one plan: the prompt's "1 bis 10 Schritte".
 MAX_STEPS = 10
 
-_PLAN_SUMMARY_CHARS = 500
-_STEP_SUMMARY_CHARS = 200
-_RATIONALE_CHARS = 500
+_PLAN_SUMMARY_CHARS = 300
+_STEP_SUMMARY_CHARS = 150
+_RATIONALE_CHARS = 300
 _UTF8_MAX_BYTES = 4  # per character
 
 JsonSchema = dict[str, Any]
