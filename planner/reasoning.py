@@ -39,6 +39,7 @@ _TAGS = "|".join(REASONING_TAGS)
 _OPENING = re.compile(r"[" + re.escape(JS_WHITESPACE) + r"]*<(" + _TAGS + r")>", re.IGNORECASE)
 _ANY_CLOSING = re.compile(r"</(?:" + _TAGS + r")>", re.IGNORECASE)
 _ANY_OPENING = re.compile(r"<(?:" + _TAGS + r")>", re.IGNORECASE)
+_CLOSING = {tag: re.compile("</" + tag + ">", re.IGNORECASE) for tag in REASONING_TAGS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +66,7 @@ def set_aside_reasoning(content: str) -> Answer:
     position = 0
     while (opening := _OPENING.match(content, position)) is not None:
         tag = opening.group(1).lower()
-        closing = re.compile("</" + tag + ">", re.IGNORECASE).search(content, opening.end())
+        closing = _CLOSING[tag].search(content, opening.end())
         if closing is None:
             return Answer("", len(content), tag)
         position = closing.end()
