@@ -471,7 +471,8 @@ def test_a_lone_closing_tag_inside_a_plan_is_content() -> None:
        gap=st.sampled_from(["", "\n", "\n\n", "  \n"]), fence=st.booleans())
 def test_whatever_the_thinking_holds_the_answer_after_it_decides(reasoning: str, tag: str, gap: str,
                                                                   fence: bool) -> None:
-    reasoning = re.sub(f"</{tag}>", "", reasoning, flags=re.IGNORECASE)  # a closing tag ends the block
+    while re.search(f"</{tag}>", reasoning, flags=re.IGNORECASE):  # a closing tag ends the block
+        reasoning = re.sub(f"</{tag}>", "", reasoning, flags=re.IGNORECASE)
     answer = fenced(REAL) if fence else REAL
     assert parse_planner_response(f"{gap}<{tag}>{reasoning}</{tag}>{gap}{answer}", KNOWN) == \
         parse_planner_response(answer, KNOWN)
