@@ -55,6 +55,9 @@ class Settings:
     llm_circuit_probe_s: float = 2.0  # first probe after opening; doubled per failed probe ...
     llm_circuit_probe_max_s: float = 60.0  # ... up to this
     llm_startup_probe: bool = True  # MANA_AI_LLM_STARTUP_PROBE: GET /v1/models once at start
+    # MANA_AI_LLM_RESPONSE_FORMAT: the json planner's structured output (planner/plan_schema.py);
+    # "none" sends no response_format (the reference's body)
+    llm_response_format: str = "none"
     instance_id: str = ""
     lease_s: float = 300.0
     max_attempts: int = 5
@@ -302,6 +305,9 @@ _SPEC: dict[str, _Var] = {
     "MANA_AI_LLM_CIRCUIT_PROBE_S": _Var("llm_circuit_probe_s", _float(0.1), "a number of seconds >= 0.1"),
     "MANA_AI_LLM_CIRCUIT_PROBE_MAX_S": _Var("llm_circuit_probe_max_s", _float(0.1), "a number of seconds >= 0.1"),
     "MANA_AI_LLM_STARTUP_PROBE": _Var("llm_startup_probe", _bool, "true|false"),
+    "MANA_AI_LLM_RESPONSE_FORMAT": _Var("llm_response_format",
+                                        _choice("none", "json_object", "json_schema", "json_object_schema"),
+                                        "none|json_object|json_schema|json_object_schema"),
     "MANA_AI_INSTANCE_ID": _Var("instance_id", _text, "text"),
     "MANA_AI_LEASE_S": _Var("lease_s", _float(1), "a number of seconds >= 1"),
     "MANA_AI_MAX_ATTEMPTS": _Var("max_attempts", _int(1, 100), _int_expected(1, 100)),
