@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
 MISSIONS, AGENTS, USERS = 40, 8, 4
 SERVER_CONNECTIONS = 3  # PgBouncer's default_pool_size: fewer than the daemon's pool
 DAEMON_POOL = 10
-LLM_DELAY_S = 0.0
+LLM_DELAY_S = 0.5  # together: missions outlive a third of the 1 s lease, so their leases are renewed
 KEY = "pooler-test-service-key"
 
 
@@ -66,6 +66,7 @@ class Outcome:
     planned: int  # missions with exactly one planned run and exactly one write-back
     failed: int  # the others
     open_runs: int  # runs still running (in flight)
+    renewed: int  # of those, runs whose lease was renewed (expires more than a lease after the claim)
     errors: list[str]
 
     def line(self) -> str:
@@ -83,10 +84,12 @@ def _outcome(pg: PgServer, database: str) -> Outcome:
         " (SELECT count(*) FROM sync_changes w WHERE w.record_id = s.record_id AND w.client_id = 'mana-ai-runner')"
         " FROM sync_changes s WHERE s.table_name = 'aiMissions' AND s.client_id = 'device'", database)
     once = sum(1 for line in rows.splitlines() if line.split("|")[1:] == ["1", "1"])
-    open_runs = int(pg.sql("SELECT count(*) FROM mana_ai.mission_runs WHERE status = 'running'", database))
+    open_runs, renewed = (int(n) for n in pg.sql(
+        "SELECT count(*), count(*) FILTER (WHERE lease_expires_at > created_at + interval '1.2 seconds')"
+        " FROM mana_ai.mission_runs WHERE status = 'running'", database).split("|"))
     errors = pg.sql("SELECT DISTINCT left(split_part(last_error, E'\n', 1), 160) FROM mana_ai.mission_runs"
                     " WHERE last_error IS NOT NULL", database)
-    return Outcome(once, MISSIONS - once, open_runs, [e for e in errors.splitlines() if e])
+    return Outcome(once, MISSIONS - once, open_runs, renewed, [e for e in errors.splitlines() if e])
 
 
 async def tick(client: httpx.AsyncClient) -> dict[str, Any]:
@@ -116,7 +119,7 @@ def pooled_env(bouncer: PgBouncer, database: str, llm_url: str, **extra: str) ->
     return daemon_env(PORT=str(free_port()), SYNC_DATABASE_URL=bouncer.dsn(database), MANA_AI_HOST="127.0.0.1",
                       MANA_SERVICE_KEY=KEY, MANA_LLM_URL=llm_url, MANA_AI_LLM_CONCURRENCY="8",
                       MANA_AI_DB_POOL_SIZE=str(DAEMON_POOL), MANA_AI_LOG_LEVEL="warning", MANA_AI_GRACE_S="0.5",
-                      MANA_AI_SNAPSHOT_LAG_MS="0",
+                      MANA_AI_SNAPSHOT_LAG_MS="0", MANA_AI_DB_POOLER="transaction",
                       MANA_AI_RETRY_BASE_S="600",  # a failed write-back stays failed within the test
                       **extra)
 
@@ -126,52 +129,60 @@ async def run_scenario(tmp_path: Path, pg: PgServer, database: str, *, together:
     scheduler every 200 ms, 1 s leases renewed every third of a second and the console read
     meanwhile); the outcome once no mission is in flight, and the daemon's log."""
     seed(pg, database)
+    failures: list[str] = []  # console reads answered other than 200
+    pages: list[int] = []
+    renewed = 0  # the most runs seen in flight at once with a renewed lease
     async with running_pgbouncer(pg.admin_dsn, pool_mode="transaction", pool_size=SERVER_CONNECTIONS) as bouncer, \
-            running_fake_llm(dataclasses.replace(plan_reply([]), delay_s=LLM_DELAY_S)) as llm:
+            running_fake_llm(dataclasses.replace(plan_reply([]), delay_s=LLM_DELAY_S if together else 0)) as llm:
         extra = ({"TICK_ENABLED": "true", "TICK_INTERVAL_MS": "200", "MANA_AI_LEASE_S": "1"} if together
                  else {"TICK_ENABLED": "false"})
         env = pooled_env(bouncer, database, llm.url, **extra)
         daemon = Daemon(tmp_path, [], env)
         process = await daemon.start()
         url = f"http://127.0.0.1:{env['PORT']}"
-        failures: list[str] = []
         try:
             await wait_healthy(url, daemon=daemon, timeout=30)
-            async with httpx.AsyncClient(base_url=url, timeout=60) as client, \
-                    httpx.AsyncClient(base_url=url, timeout=60, follow_redirects=False) as console:
-                stop = trio.Event()
-                pages: list[int] = []
+            stop = trio.Event()
 
-                async def browse() -> None:
+            async def browse() -> None:
+                async with httpx.AsyncClient(base_url=url, timeout=60) as console:
                     pages.append(await browse_console(console, stop, failures))
 
-                with trio.fail_after(40):
-                    async with trio.open_nursery() as nursery:
-                        if together:
-                            nursery.start_soon(browse)
-                        async with trio.open_nursery() as ticks:
-                            for _ in range(3):
-                                if together:
-                                    ticks.start_soon(tick, client)
-                                else:
-                                    await tick(client)
-                        # the scheduler's cycles may still run missions: wait until none is in flight
-                        # (bounded: a run whose ledger write was lost stays `running` until its lease ends)
-                        with trio.move_on_after(8):
-                            while (await outcome(pg, database)).open_runs:
-                                await trio.sleep(0.1)  # another process's rows: nothing to wait on but them
-                        stop.set()
-                if together:
-                    assert pages and pages[0] > 0
-                    print(f"console: {pages[0]} pages read, {len(failures)} failed: {sorted(set(failures))}")
+            async def watch_leases() -> None:
+                nonlocal renewed
+                while not stop.is_set():  # another process's rows: nothing to wait on but them
+                    renewed = max(renewed, (await outcome(pg, database)).renewed)
+                    await trio.sleep(0.1)
+
+            with trio.fail_after(40):
+                async with trio.open_nursery() as nursery, httpx.AsyncClient(base_url=url, timeout=60) as client:
+                    if together:
+                        nursery.start_soon(browse)
+                        nursery.start_soon(watch_leases)
+                    async with trio.open_nursery() as ticks:
+                        for _ in range(3):
+                            if together:
+                                ticks.start_soon(tick, client)
+                            else:
+                                await tick(client)
+                    # the scheduler's cycles may still run missions: wait until none is in flight
+                    # (bounded: a run whose ledger write was lost stays `running` until its lease ends)
+                    with trio.move_on_after(8):
+                        while (await outcome(pg, database)).open_runs:
+                            await trio.sleep(0.1)
+                    stop.set()
         finally:
             process.send_signal(signal.SIGTERM)
             code = await daemon.wait(timeout=30)
         assert code == 0, daemon.log()[-3000:]
-        result = await outcome(pg, database)
-        print(f"behind PgBouncer (transaction, {SERVER_CONNECTIONS} server connections):", result.line())
-        assert not failures, f"{len(failures)} console reads failed: {sorted(set(failures))}; {result.line()}"
-        return result, daemon.log()
+    result = await outcome(pg, database)
+    print(f"behind PgBouncer (transaction, {SERVER_CONNECTIONS} server connections):", result.line())
+    if together:
+        print(f"console: {sum(pages)} reads, {len(failures)} failed {sorted(set(failures))};"
+              f" up to {renewed} runs in flight at once with a renewed lease")
+        assert sum(pages) > 0 and renewed > 0, "the console and the lease renewals did not run meanwhile"
+    assert not failures, f"{len(failures)} console reads failed: {sorted(set(failures))}; {result.line()}"
+    return result, daemon.log()
 
 
 def database_of(dsn: str) -> str:
