@@ -116,12 +116,12 @@ async def browse_console(client: httpx.AsyncClient, stop: trio.Event, failures: 
 
 
 def pooled_env(bouncer: PgBouncer, database: str, llm_url: str, **extra: str) -> dict[str, str]:
-    return daemon_env(PORT=str(free_port()), SYNC_DATABASE_URL=bouncer.dsn(database), MANA_AI_HOST="127.0.0.1",
-                      MANA_SERVICE_KEY=KEY, MANA_LLM_URL=llm_url, MANA_AI_LLM_CONCURRENCY="8",
-                      MANA_AI_DB_POOL_SIZE=str(DAEMON_POOL), MANA_AI_LOG_LEVEL="warning", MANA_AI_GRACE_S="0.5",
-                      MANA_AI_SNAPSHOT_LAG_MS="0", MANA_AI_DB_POOLER="transaction",
-                      MANA_AI_RETRY_BASE_S="600",  # a failed write-back stays failed within the test
-                      **extra)
+    settings = dict(PORT=str(free_port()), SYNC_DATABASE_URL=bouncer.dsn(database), MANA_AI_HOST="127.0.0.1",
+                    MANA_SERVICE_KEY=KEY, MANA_LLM_URL=llm_url, MANA_AI_LLM_CONCURRENCY="8",
+                    MANA_AI_DB_POOL_SIZE=str(DAEMON_POOL), MANA_AI_LOG_LEVEL="warning", MANA_AI_GRACE_S="0.5",
+                    MANA_AI_SNAPSHOT_LAG_MS="0", MANA_AI_DB_POOLER="transaction",
+                    MANA_AI_RETRY_BASE_S="600")  # a failed write-back stays failed within the test
+    return daemon_env(**{**settings, **extra})
 
 
 async def run_scenario(tmp_path: Path, pg: PgServer, database: str, *, together: bool) -> tuple[Outcome, str]:
@@ -199,3 +199,65 @@ async def test_scheduler_ticks_leases_and_console_together(tmp_path: Path, db_ds
     result, log = await run_scenario(tmp_path, pg, database_of(db_dsn), together=True)
     assert result.planned == MISSIONS and not result.errors, result.line()
     assert "does not exist" not in log, log[-3000:]
+
+
+async def _notify_scenario(tmp_path: Path, pg: PgServer, db_dsn: str, **extra: str) -> tuple[bool, dict[str, Any], str]:
+    """The daemon behind PgBouncer with NOTIFY on and a cycle only every minute; a due mission
+    written after start when NOTIFY is enabled. Whether the LLM was asked for it within 5 s (only
+    a notification can wake the daemon that soon), /health's notify state, and the daemon's log."""
+    database = database_of(db_dsn)
+    asked = trio.Event()
+
+    def respond(_body: dict[str, Any]) -> Reply:
+        asked.set()
+        return plan_reply([])
+
+    async with running_pgbouncer(pg.admin_dsn, pool_mode="transaction", pool_size=SERVER_CONNECTIONS) as bouncer, \
+            running_fake_llm() as llm:
+        llm.responder = respond
+        env = pooled_env(bouncer, database, llm.url, TICK_ENABLED="true", TICK_INTERVAL_MS="60000",
+                         MANA_AI_NOTIFY="true", MANA_AI_LOG_LEVEL="info", **extra)
+        daemon = Daemon(tmp_path, [], env)
+        process = await daemon.start()
+        url = f"http://127.0.0.1:{env['PORT']}"
+        try:
+            notify = notify_state(await wait_healthy(url, daemon=daemon, timeout=30))
+            if notify["enabled"]:  # else nothing would wake the daemon before the interval
+                with trio.fail_after(10):  # the listener's first connect is a hint: its cycle finds nothing
+                    while not notify_state(await wait_healthy(url))["connected"]:
+                        await trio.sleep(0.05)
+                mission = {"id": "m-new", "title": "New", "conceptMarkdown": "x", "objective": "Plan it",
+                           "inputs": [], "iterations": [], "state": "active",
+                           "nextRunAt": "2026-01-01T00:00:00.000Z", "cadence": {"kind": "interval", "everyMinutes": 60}}
+                await trio.to_thread.run_sync(pg.sql, "INSERT INTO sync_changes (app_id, table_name, record_id,"
+                                              " user_id, op, data, field_timestamps, client_id, created_at) VALUES "
+                                              + _row("aiMissions", "m-new", "u-0", mission), database)
+                with trio.move_on_after(5):
+                    await asked.wait()
+                notify = notify_state(await wait_healthy(url))
+        finally:
+            process.send_signal(signal.SIGTERM)
+            code = await daemon.wait(timeout=30)
+        assert code == 0, daemon.log()[-3000:]
+    return asked.is_set(), notify, daemon.log()
+
+
+def notify_state(health: dict[str, Any]) -> dict[str, Any]:
+    checks = health["checks"]
+    assert isinstance(checks, dict)
+    notify: dict[str, Any] = checks["notify"]
+    return notify
+
+
+async def test_notify_over_its_own_url_past_the_pooler(tmp_path: Path, db_dsn: str, pg: PgServer) -> None:
+    asked, notify, log = await _notify_scenario(tmp_path, pg, db_dsn, MANA_AI_LISTEN_DATABASE_URL=db_dsn)
+    assert notify["enabled"] and notify["connected"] and notify["notifications"] >= 1, notify
+    assert asked, f"the new mission was not planned within 5 s: no notification arrived\n{log[-2000:]}"
+
+
+async def test_notify_off_behind_a_transaction_pooler_without_a_listen_url(tmp_path: Path, db_dsn: str,
+                                                                          pg: PgServer) -> None:
+    asked, notify, log = await _notify_scenario(tmp_path, pg, db_dsn)
+    lines = [line for line in log.splitlines() if "notify.off" in line]
+    assert len(lines) == 1 and "MANA_AI_LISTEN_DATABASE_URL" in lines[0], log[-2000:]
+    assert notify == {"enabled": False}, notify  # the interval and the due timer find changes
