@@ -133,16 +133,37 @@ def warn_about_defaults(settings: Settings) -> None:
                       f"{settings.bind_host} only; set MANA_SERVICE_KEY to serve other machines"})
 
 
+def listen_target(settings: Settings, dsn: str) -> str | None:
+    """Where the NOTIFY listener connects: MANA_AI_LISTEN_DATABASE_URL when set, else the
+    daemon's own database — unless a transaction pooler sits in front of it (LISTEN holds a
+    server connection that the pooler hands to other clients after each transaction, so the
+    notifications would go astray): then nowhere, with one line saying so when NOTIFY is on;
+    the due timer and the interval poll find the changes."""
+    if settings.listen_database_url is not None:
+        return settings.listen_database_url
+    if settings.db_pooler != "transaction":
+        return dsn
+    if settings.notify and settings.tick_enabled:
+        log.warning("notify.off", extra={
+            "reason": "MANA_AI_DB_POOLER=transaction and MANA_AI_LISTEN_DATABASE_URL is not set: LISTEN cannot work "
+                      "through a transaction pooler; set MANA_AI_LISTEN_DATABASE_URL to a direct (or session-pooled) "
+                      f"URL to get change notifications; until then changes are found every {settings.tick_interval_s:g}s"
+                      " (TICK_INTERVAL_MS) and at their due times"})
+    return None
+
+
 async def serve_daemon(settings: Settings, dsn: str, shutdown: trio.Event) -> None:
     """The whole daemon: asyncio bridge, pool, migrations, then `run_daemon`."""
     warn_about_defaults(settings)
     metrics = Metrics()
     stray = metrics.asyncio_stray_errors
+    listen_dsn = listen_target(settings, dsn)
     async with open_asyncio_bridge(lambda kind: stray.labels(error=kind).inc()), \
-            open_pool(dsn, settings.db_pool_size, settings.db_connect_timeout_s) as pool:
+            open_pool(dsn, settings.db_pool_size, settings.db_connect_timeout_s, pooler=settings.db_pooler) as pool:
         await migrate(pool, create_sync_changes=settings.embedded, embedded_generation=settings.embedded_sync_schema)
-        await run_daemon(settings, pool, metrics, shutdown, listen_dsn=dsn)
+        await run_daemon(settings, pool, metrics, shutdown, listen_dsn=listen_dsn)
     log.info("daemon.stopped")
+
 
 
 async def _serve_main(settings: Settings, dsn: str) -> None:
@@ -154,7 +175,8 @@ async def _serve_main(settings: Settings, dsn: str) -> None:
 
 
 async def _tick_main(settings: Settings, dsn: str) -> None:
-    async with open_asyncio_bridge(), open_pool(dsn, settings.db_pool_size, settings.db_connect_timeout_s) as pool:
+    async with open_asyncio_bridge(), open_pool(dsn, settings.db_pool_size, settings.db_connect_timeout_s,
+                                                pooler=settings.db_pooler) as pool:
         await migrate(pool, create_sync_changes=settings.embedded, embedded_generation=settings.embedded_sync_schema)
         async with open_runtime(settings, pool, Metrics()) as runtime:
             stats = await runtime.snapshots.run_cycle()
@@ -162,7 +184,8 @@ async def _tick_main(settings: Settings, dsn: str) -> None:
 
 
 async def _migrate_main(settings: Settings, dsn: str) -> None:
-    async with open_asyncio_bridge(), open_pool(dsn, 2, settings.db_connect_timeout_s) as pool:
+    async with open_asyncio_bridge(), open_pool(dsn, 2, settings.db_connect_timeout_s,
+                                                pooler=settings.db_pooler) as pool:
         applied = await migrate(pool, create_sync_changes=settings.embedded,
                                 embedded_generation=settings.embedded_sync_schema)
         sync = await read_sync_schema(pool)

@@ -43,7 +43,7 @@ def _free_port() -> int:
 
 
 def daemon_env(dsn: str, llm_url: str, port: int, instance: str, *, llm_concurrency: int,
-               mailbox_size: int) -> dict[str, str]:
+               mailbox_size: int, db_pooler: str = "none") -> dict[str, str]:
     """A clean environment (an unknown MANA_AI_* variable would stop start-up) plus the settings."""
     env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
     env.update({
@@ -52,6 +52,7 @@ def daemon_env(dsn: str, llm_url: str, port: int, instance: str, *, llm_concurre
         "MANA_SERVICE_KEY": SERVICE_KEY, "TICK_ENABLED": "false", "MANA_AI_SNAPSHOT_LAG_MS": "0",
         "MANA_AI_LLM_CONCURRENCY": str(llm_concurrency), "MANA_AI_MAILBOX_SIZE": str(mailbox_size),
         "MANA_AI_LOG_LEVEL": "warning", "MANA_AI_INSTANCE_ID": instance,
+        "MANA_AI_DB_POOLER": db_pooler,  # "transaction": no named prepared statements (store/pool.py)
     })
     return env
 
@@ -71,7 +72,8 @@ async def _wait_healthy(client: httpx.AsyncClient, process: trio.Process, daemon
 
 @asynccontextmanager
 async def running_daemon(dsn: str, llm_url: str, workdir: Path, instance: str, *, llm_concurrency: int,
-                         mailbox_size: int, profile_dir: Path | None = None) -> AsyncIterator[Daemon]:
+                         mailbox_size: int, profile_dir: Path | None = None,
+                         db_pooler: str = "none") -> AsyncIterator[Daemon]:
     """`python -m supervisor serve` until healthy; SIGTERM (then SIGKILL after 30 s) at the end."""
     port = _free_port()
     log_path = workdir / f"{instance}.log"
@@ -79,7 +81,8 @@ async def running_daemon(dsn: str, llm_url: str, workdir: Path, instance: str, *
     with log_path.open("wb") as log:
         process = await trio.lowlevel.open_process(
             [sys.executable, *profiler, "-m", "supervisor", "serve"],
-            env=daemon_env(dsn, llm_url, port, instance, llm_concurrency=llm_concurrency, mailbox_size=mailbox_size),
+            env=daemon_env(dsn, llm_url, port, instance, llm_concurrency=llm_concurrency, mailbox_size=mailbox_size,
+                           db_pooler=db_pooler),
             cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT)
         daemon = Daemon(f"http://127.0.0.1:{port}", process.pid, log_path)
         try:

@@ -2,7 +2,7 @@
 
     python bench/daemon_bench.py [--missions 200] [--agents 20] [--repeat 3]
                                  [--scenario zero-latency|wide|sequential ...] [--no-count-round-trips]
-                                 [--profile DIR]
+                                 [--db-pooler none|transaction|both] [--profile DIR]
 
 bench/throughput.py calls the runtime inside its own process. Here the daemon is what an operator
 starts, `python -m supervisor serve` (this checkout's code), configured by its environment; the
@@ -54,6 +54,12 @@ prepare of a statement new to the connection), or a connection's start-up. They 
 the tick request to its answer, so the round trips of every mission and of the cycle around them
 are in; reported per mission, in total and by statement (named as in store/queries.sql, or as
 the asyncpg internals they are: the pool's reset query on each release, type introspection).
+
+--db-pooler sets the daemon's MANA_AI_DB_POOLER: `transaction` is the setting for a transaction
+pooler in front (asyncpg sends every statement unnamed: parsed again on each execution instead of
+once per connection), measured here against Postgres directly, so that only the setting differs;
+`both` runs the two interleaved (none, transaction, none, …: the same load on the machine for
+both) and reports the second as "<scenario> pooler=transaction" beside "<scenario>".
 
 --profile DIR runs the timed daemons under cProfile (one DIR/<instance>.prof each), to find where
 the time goes; the profiler slows the daemon, so those runs' figures are not the benchmark's.
@@ -177,7 +183,8 @@ def _cpu(daemon: Daemon, llm: StandIn, postmaster: int | None) -> tuple[float, f
 
 
 async def run_once(admin_dsn: str, scenario: Scenario, llm: StandIn, postmaster: int | None, workdir: Path,
-                   instance: str, *, count_round_trips: bool, profile_dir: Path | None = None) -> Sample:
+                   instance: str, *, count_round_trips: bool, profile_dir: Path | None = None,
+                   db_pooler: str = "none") -> Sample:
     dsn = await fresh_database(admin_dsn, "bench_daemon")
     async with AsyncExitStack() as stack:
         proxy = None
@@ -186,7 +193,7 @@ async def run_once(admin_dsn: str, scenario: Scenario, llm: StandIn, postmaster:
         daemon = await stack.enter_async_context(
             running_daemon(proxy.dsn if proxy else dsn, llm.url, workdir, instance, llm_concurrency=scenario.concurrency,
                            mailbox_size=max(32, scenario.missions),  # all of an agent's missions can queue
-                           profile_dir=profile_dir))
+                           profile_dir=profile_dir, db_pooler=db_pooler))
         client = await stack.enter_async_context(httpx.AsyncClient(base_url=daemon.url, timeout=600))
         first = await tick(client, daemon)  # the cycle a daemon runs at start: nothing is due yet
         if first["dueMissionCount"] or first["errors"]:
@@ -299,17 +306,23 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     with postgres() as admin_dsn, tempfile.TemporaryDirectory(prefix="mana-ai-daemon-bench-") as tmp:
         async with open_asyncio_bridge():
             postmaster = await aio_as_trio(_postmaster_pid)(admin_dsn)
+            poolers = ["none", "transaction"] if args.db_pooler == "both" else [args.db_pooler]
             for scenario in chosen:
                 async with open_stand_in_llm(scenario.latency_ms) as llm:
-                    samples = [await run_once(admin_dsn, scenario, llm, postmaster, Path(tmp),
-                                              f"bench-{scenario.name}-{rep}", count_round_trips=False,
-                                              profile_dir=args.profile)
-                               for rep in range(args.repeat)]
-                    trips = None
-                    if args.count_round_trips:
-                        trips = (await run_once(admin_dsn, scenario, llm, postmaster, Path(tmp),
-                                                f"bench-{scenario.name}-counted", count_round_trips=True)).round_trips
-                results["scenarios"][scenario.name] = summarize(scenario, samples, trips)
+                    samples: dict[str, list[Sample]] = {p: [] for p in poolers}
+                    for rep in range(args.repeat):  # interleaved: each setting sees the same load
+                        for pooler in poolers:
+                            samples[pooler].append(await run_once(
+                                admin_dsn, scenario, llm, postmaster, Path(tmp), f"bench-{scenario.name}-{pooler}-{rep}",
+                                count_round_trips=False, profile_dir=args.profile, db_pooler=pooler))
+                    for pooler in poolers:
+                        trips = None
+                        if args.count_round_trips:
+                            trips = (await run_once(admin_dsn, scenario, llm, postmaster, Path(tmp),
+                                                    f"bench-{scenario.name}-{pooler}-counted", count_round_trips=True,
+                                                    db_pooler=pooler)).round_trips
+                        key = scenario.name if pooler == "none" else f"{scenario.name} pooler={pooler}"
+                        results["scenarios"][key] = summarize(scenario, samples[pooler], trips)
     runs = results["scenarios"]
     speedup = None
     if "wide" in runs and "sequential" in runs:  # per mission: the sequential run has fewer missions
@@ -329,6 +342,8 @@ if __name__ == "__main__":
                         help="run only these (repeatable); default: all three")
     parser.add_argument("--count-round-trips", action=argparse.BooleanOptionalAction, default=True,
                         help="one more, untimed, tick per scenario through a counting database proxy")
+    parser.add_argument("--db-pooler", choices=["none", "transaction", "both"], default="none",
+                        help="the daemon's MANA_AI_DB_POOLER; both: the two interleaved, reported side by side")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="run the timed daemons under cProfile, one DIR/<instance>.prof each (for finding"
                              " where the time goes: cProfile slows the daemon, so its figures are not the benchmark's)")

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 __all__ = ["ConfigError", "Settings", "load_settings", "KNOWN_VARIABLES", "SHARED_VARIABLES", "DEFAULT_SERVICE_KEY"]
@@ -67,6 +68,10 @@ class Settings:
     cycle_timeout_s: float = 600.0
     db_pool_size: int = 10
     db_connect_timeout_s: float = 30.0
+    # MANA_AI_DB_POOLER: "transaction" when a transaction pooler (PgBouncer pool_mode=transaction,
+    # pgcat, Supavisor, RDS Proxy) sits between SYNC_DATABASE_URL and Postgres (docs/poolers.md)
+    db_pooler: Literal["none", "transaction"] = "none"
+    listen_database_url: str | None = None  # MANA_AI_LISTEN_DATABASE_URL: LISTEN's own, direct connection
     mailbox_size: int = 32
     dispatch_limit: int = 1000
     usage_retention_h: int = 48
@@ -111,9 +116,11 @@ class Settings:
     def secrets(self) -> tuple[str, ...]:
         """Every credential in the configuration, to keep them out of errors and logs."""
         found = [self.service_key, self.llm_api_key, self.research_token, self.research_service_key]
-        if self.sync_database_url is not None:
+        for url in (self.sync_database_url, self.listen_database_url):
+            if url is None:
+                continue
             try:
-                found.append(urlsplit(self.sync_database_url).password)
+                found.append(urlsplit(url).password)
             except ValueError:
                 pass
         if self.private_key_pem is not None:  # any line of the key's body
@@ -317,6 +324,9 @@ _SPEC: dict[str, _Var] = {
     "MANA_AI_CYCLE_TIMEOUT_S": _Var("cycle_timeout_s", _float(1), "a number of seconds >= 1"),
     "MANA_AI_DB_POOL_SIZE": _Var("db_pool_size", _int(2, 200), _int_expected(2, 200)),
     "MANA_AI_DB_CONNECT_TIMEOUT_S": _Var("db_connect_timeout_s", _float(0), "a number of seconds >= 0"),
+    "MANA_AI_DB_POOLER": _Var("db_pooler", _choice("none", "transaction"), "none|transaction"),
+    "MANA_AI_LISTEN_DATABASE_URL": _Var("listen_database_url", _prefixed("postgres://", "postgresql://"),
+                                        "a postgres:// or postgresql:// URL", secret=True),
     "MANA_AI_RESEARCH_TOKEN": _Var("research_token", _token, "a bearer token for mana-api (no spaces)",
                                    secret=True),
     "MANA_AI_DEEP_RESEARCH": _Var("deep_research", _bool, "true|false"),
@@ -388,6 +398,10 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     switches = [environ.get(name) for name in ("MANA_AI_DEEP_RESEARCH", "MANA_AI_DEEP_RESEARCH_ENABLED")]
     if all(switches) and _bool(switches[0] or "") != _bool(switches[1] or ""):
         raise ConfigError("MANA_AI_DEEP_RESEARCH and MANA_AI_DEEP_RESEARCH_ENABLED disagree: set one of them")
+    if "sync_database_url" not in values:  # embedded: nothing sits between us and our own server
+        for name, attr in (("MANA_AI_DB_POOLER", "db_pooler"), ("MANA_AI_LISTEN_DATABASE_URL", "listen_database_url")):
+            if values.get(attr, "none") != "none":
+                raise ConfigError(f"{name} is set but SYNC_DATABASE_URL is not: it applies to an external database only")
     unknown = sorted(k for k in environ if k.startswith("MANA_AI_") and k not in KNOWN_VARIABLES | SHARED_VARIABLES)
     if unknown:
         raise ConfigError(f"{unknown[0]} is not a known setting (see docs/configuration.md)")

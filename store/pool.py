@@ -35,7 +35,22 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     unit) before calling this. tests/store/test_pool.py checks that nothing leaks."""
 
 
-async def _create_pool(dsn: str, size: int) -> asyncpg.Pool:
+Pooler = Literal["none", "transaction"]
+
+
+def statement_cache_size(pooler: Pooler) -> int:
+    """asyncpg's per-connection cache of named prepared statements: on by default (each
+    statement is parsed once per connection); off behind a transaction pooler (pure).
+
+    A transaction pooler (PgBouncer `pool_mode = transaction`, pgcat, Supavisor's transaction
+    mode, RDS Proxy) may run each transaction of one of our connections on another server
+    connection, where a statement prepared by an earlier transaction does not exist. With the
+    cache off, asyncpg sends every statement unnamed, parsed and executed in one round trip
+    that ends with its own Sync, so nothing outlives the statement on the server."""
+    return 0 if pooler == "transaction" else 100
+
+
+async def _create_pool(dsn: str, size: int, pooler: Pooler = "none") -> asyncpg.Pool:
     pool: asyncpg.Pool = await asyncpg.create_pool(
         dsn,
         min_size=1,
@@ -44,6 +59,7 @@ async def _create_pool(dsn: str, size: int) -> asyncpg.Pool:
         command_timeout=60,  # server-side backstop; trio deadlines are the real bound
         init=_init_connection,
         reset=_keep_session,
+        statement_cache_size=statement_cache_size(pooler),
         server_settings={"application_name": "mana-ai"},
     )
     return pool
@@ -60,9 +76,10 @@ def database_address(dsn: str) -> str:
     return f"{host}:{port}{parts.path or '/'}"
 
 
-async def connect_with_retry(dsn: str, size: int, timeout_s: float) -> asyncpg.Pool:
+async def connect_with_retry(dsn: str, size: int, timeout_s: float, *, pooler: Pooler = "none") -> asyncpg.Pool:
     """Open the pool, retrying with backoff for at most `timeout_s` in all (the DB may start
-    later); then `DatabaseUnavailable` naming the address (never the credentials)."""
+    later); then `DatabaseUnavailable` naming the address (never the credentials). `pooler`:
+    what sits between us and Postgres (MANA_AI_DB_POOLER; `statement_cache_size`)."""
     deadline = trio.current_time() + timeout_s
     delay = 0.25
     where = database_address(dsn)
@@ -70,7 +87,7 @@ async def connect_with_retry(dsn: str, size: int, timeout_s: float) -> asyncpg.P
         error: BaseException | None = None
         with trio.move_on_at(deadline):  # one attempt may hang (a host that drops packets)
             try:
-                pool: asyncpg.Pool = await aio_as_trio(_create_pool)(dsn, size)
+                pool: asyncpg.Pool = await aio_as_trio(_create_pool)(dsn, size, pooler)
                 return pool
             except DRIVER_ERRORS as exc:
                 error = exc
@@ -94,8 +111,9 @@ async def close_pool(pool: asyncpg.Pool, timeout_s: float = 5.0) -> None:
 
 
 @asynccontextmanager
-async def open_pool(dsn: str, size: int, connect_timeout_s: float) -> AsyncIterator[asyncpg.Pool]:
-    pool = await connect_with_retry(dsn, size, connect_timeout_s)
+async def open_pool(dsn: str, size: int, connect_timeout_s: float,
+                    *, pooler: Pooler = "none") -> AsyncIterator[asyncpg.Pool]:
+    pool = await connect_with_retry(dsn, size, connect_timeout_s, pooler=pooler)
     try:
         yield pool
     finally:

@@ -284,3 +284,29 @@ def test_variables_of_the_other_mana_services_are_accepted_and_ignored() -> None
     with pytest.raises(ConfigError) as caught:
         load_settings({**shared, "MANA_AI_PUBLIC_KEY": "x"})
     assert str(caught.value) == "MANA_AI_PUBLIC_KEY is not a known setting (see docs/configuration.md)"
+def test_the_pooler_setting_defaults_to_none_and_needs_an_external_database() -> None:
+    assert load_settings({}).db_pooler == "none" and load_settings({}).listen_database_url is None
+    url = "postgres://mana:pw@pgbouncer:6432/mana"
+    direct = "postgres://mana:pw-direct@db:5432/mana"
+    s = load_settings({"SYNC_DATABASE_URL": url, "MANA_AI_DB_POOLER": "Transaction",
+                       "MANA_AI_LISTEN_DATABASE_URL": direct})
+    assert (s.db_pooler, s.listen_database_url) == ("transaction", direct)
+    assert "pw-direct" in s.secrets() and "pw" in s.secrets()
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"MANA_AI_DB_POOLER": "transaction"})
+    assert str(caught.value) == ("MANA_AI_DB_POOLER is set but SYNC_DATABASE_URL is not: it applies to an external"
+                                 " database only")
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"MANA_AI_LISTEN_DATABASE_URL": direct})
+    assert str(caught.value).startswith("MANA_AI_LISTEN_DATABASE_URL is set but SYNC_DATABASE_URL is not")
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"MANA_AI_DB_POOLER": "statement"}, "MANA_AI_DB_POOLER='statement' is invalid: expected none|transaction"),
+    ({"MANA_AI_LISTEN_DATABASE_URL": "mysql://u:secret@h/db"},
+     "MANA_AI_LISTEN_DATABASE_URL is invalid: expected a postgres:// or postgresql:// URL"),
+])
+def test_a_bad_pooler_setting_names_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"SYNC_DATABASE_URL": "postgres://h/db", **env})
+    assert str(caught.value) == message and "secret" not in str(caught.value)
