@@ -15,7 +15,8 @@ from store.runs import Claim
 
 @dataclass
 class TickStats:
-    """The TypeScript service's `TickStats` (the body of `/internal/tick`); `as_json` keeps its exact keys and order."""
+    """The TypeScript service's `TickStats` (the body of `/internal/tick`); `as_json` keeps its exact
+    keys and order."""
 
     scanned_at: str
     due_mission_count: int = 0

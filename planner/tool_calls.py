@@ -1,4 +1,4 @@
-"""Validation of the model's tool calls : pure, never raises.
+"""Validation of the model's tool calls: pure, never raises.
 
 The TypeScript service's tool-calling planner records every call as a step, hallucinated or denied
 names and missing parameters included. Here a call becomes a step only when its tool is offered
