@@ -216,7 +216,7 @@ def announce_sync_schema(settings: Settings, sync: SyncSchema) -> None:
 
 
 def load_mission_key(pem: str | None) -> MissionKey | None:
-    """The grant key from MANA_AI_PRIVATE_KEY_PEM; unusable → grants disabled (as the reference)."""
+    """The grant key from MANA_AI_PRIVATE_KEY_PEM; unusable → grants disabled (as in the TypeScript service)."""
     loaded = load_private_key(pem)
     if isinstance(loaded, KeyProblem):
         if loaded.reason == "not-configured":

@@ -1,6 +1,6 @@
 """AgentActor: one per (user, agent); its bounded inbox holds missions waiting for a slot.
 
-It gates each mission (archived, paused) in the reference's order, then runs at most
+It gates each mission (archived, paused) in the TypeScript service's order, then runs at most
 `maxConcurrentMissions` of the agent's missions at once; the rest wait in the inbox and run
 as soon as a slot frees, in the same cycle. A full inbox is the sender's visible decision
 (`skipped-concurrency`), see `AgentRegistry.deliver`.

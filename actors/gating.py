@@ -1,4 +1,5 @@
-"""Agent gating decisions (reference §8), pure."""
+"""Agent gating decisions (archived, paused) and concurrency limits, as the TypeScript service
+makes them; pure."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from store.records import Agent
 
 
 def gate(agent: Agent | None) -> str | None:
-    """The skip decision for an agent's next mission, in the reference's order, or None to run."""
+    """The skip decision for an agent's next mission, in the TypeScript service's order, or None
+    to run."""
     if agent is None:
         return None  # legacy missions are never gated
     if agent.state == "archived":
@@ -23,7 +25,7 @@ def concurrency_limit(agent: Agent | None, legacy_limit: int) -> int:
     """Missions of this agent that may run at once: missing → 1, 0 blocks all.
 
     A non-numeric or negative value counts as 1 (the refresh already logged it); a fraction
-    rounds up, as the reference's `used >= limit` comparison allows.
+    rounds up, as the TypeScript service's `used >= limit` comparison allows.
     """
     if agent is None:
         return legacy_limit

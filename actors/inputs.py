@@ -1,9 +1,11 @@
-"""Resolve a mission's inputs for its prompt: grant → replay → decrypt → audit (reference §9.7–9.8).
+"""Resolve a mission's inputs for its prompt as the TypeScript service does: grant → replay →
+decrypt → audit.
 
 Encrypted inputs are read only under a valid key grant and only if the record is on the grant's
 allow-list; every attempt to read one is audited (`mana_ai.decrypt_audit`, with the run's
 iteration id), all rows of a run in one transaction. Decrypted content is wrapped in
-`<user_data>` tags before it reaches the prompt (DESIGN §4). The MDK lives only for this call.
+`<user_data>` tags before it reaches the prompt (the TypeScript service put it in raw). The MDK
+lives only for this call.
 """
 
 from __future__ import annotations

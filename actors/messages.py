@@ -15,7 +15,8 @@ from store.runs import Claim
 
 @dataclass
 class TickStats:
-    """The reference's `TickStats` (§12); `as_json` keeps its exact keys and order."""
+    """The TypeScript service's `TickStats` (the body of `/internal/tick`); `as_json` keeps its exact
+    keys and order."""
 
     scanned_at: str
     due_mission_count: int = 0
@@ -57,7 +58,7 @@ class Cycle:
         return self.stats
 
 
-# What an agent actor reports for one mission. The first four feed TickStats (reference §12).
+# What an agent actor reports for one mission. The first four feed TickStats.
 PLANNED = "planned"
 EMPTY_PLAN = "empty-plan"
 PARSE_FAILED = "parse-failed"

@@ -234,7 +234,7 @@ class SnapshotActor:
                 task_status.started()
                 scheduled = self._settings.tick_enabled
                 interval = self._settings.tick_interval_s
-                next_at = trio.current_time()  # the reference runs its first tick at start
+                next_at = trio.current_time()  # the TypeScript service runs its first tick at start
                 while not self._stopping:
                     if self._pending is None and (not self._hinted or trio.current_time() < self._retry_at):
                         # after a failure the schedule is the back-off: the due state is unknown

@@ -6,7 +6,7 @@ The whole daemon runs in this process with TICK_INTERVAL_MS=60000 and NOTIFY on,
 stand-in LLM process of the given latency. Two paths are measured, one sample at a time:
   notify     a mission that is due at once is inserted (the NOTIFY trigger wakes a cycle)
   due-timer  a mission whose nextRunAt is 1.5 s ahead is inserted; latency counts from nextRunAt
-Prints JSON; the target (DESIGN §6) is at most 1 s plus the LLM time.
+Prints JSON; the target is at most 1 s plus the LLM time.
 """
 
 from __future__ import annotations

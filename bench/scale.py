@@ -5,8 +5,8 @@
 One process and one Postgres. All missions are due: cycles fold every row, then claim and
 plan every mission (MANA_AI_DISPATCH_LIMIT per cycle) against a zero-latency stand-in LLM
 (another process) and write every row back. Then cycles with no new rows and nothing due run
-back to back. Prints JSON: the catch-up's duration, idle-cycle p50/max (DESIGN §6: ≤ 10 ms, O(1) queries), database transactions
-per idle cycle, and this process's peak RSS (DESIGN §6: ≤ 150 MiB).
+back to back. Prints JSON: the catch-up's duration, idle-cycle p50/max (target: ≤ 10 ms, O(1) queries), database transactions
+per idle cycle, and this process's peak RSS (target: ≤ 150 MiB).
 """
 
 from __future__ import annotations

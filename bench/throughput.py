@@ -3,7 +3,7 @@
     python bench/throughput.py [--missions 200] [--agents 20] [--latency-ms 100]
 
 Runs, in one process and one Postgres, each on a fresh database:
-  sequential   MANA_AI_LLM_CONCURRENCY=1 (one mission at a time: the reference's shape)
+  sequential   MANA_AI_LLM_CONCURRENCY=1 (one mission at a time: the TypeScript service's shape)
   default      MANA_AI_LLM_CONCURRENCY=8
   wide         MANA_AI_LLM_CONCURRENCY=32 (then the agents' own one-slot limits bind)
   zero-latency the stand-in answers at once: the whole cost per mission, round trip included

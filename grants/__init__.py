@@ -1,4 +1,5 @@
-"""Mission key grants and field decryption (reference §9): pure, no I/O, no clock, no logging.
+"""Mission key grants and field decryption, compatible with mana-auth and the webapp: pure, no
+I/O, no clock, no logging.
 
 * ``keys``    load the RSA private key from a PEM (``MissionKey`` | ``KeyProblem``)
 * ``unwrap``  check and unwrap a mission's grant (``Unwrapped`` | ``GrantRefused``)

@@ -1,4 +1,4 @@
-"""Field values encrypted by the webapp: ``enc:1:<base64 iv>.<base64 ciphertext+tag>`` (§9.5).
+"""Field values encrypted by the webapp: ``enc:1:<base64 iv>.<base64 ciphertext+tag>``.
 
 AES-256-GCM, 12-byte IV, no AAD, the 16-byte tag appended to the ciphertext (WebCrypto's
 layout); the plaintext is the UTF-8 ``JSON.stringify`` of the value. Values without the
@@ -113,7 +113,7 @@ def decrypt_fields(mdk: bytes, record: Mapping[str, object]) -> DecryptedRecord:
     """A copy of ``record`` with every top-level ``enc:1:`` field decrypted.
 
     Fields are decrypted in the record's order and the first failure is raised, as in the
-    reference's ``decryptRecordFields``; ``record`` itself is not modified.
+    TypeScript service's ``decryptRecordFields``; ``record`` itself is not modified.
     """
     out = dict(record)
     done: list[str] = []

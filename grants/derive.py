@@ -1,4 +1,4 @@
-"""Mission Data Key derivation and grant minting, as mana-auth does it (reference §9.1, §9.3).
+"""Mission Data Key derivation and grant minting, as mana-auth does it.
 
 The daemon never derives an MDK (it unwraps one); this module exists so tests and tools can
 mint grants byte-compatible with mana-auth. Invalid arguments are programmer errors and raise
@@ -81,7 +81,7 @@ def derive_mdk(master_key: bytes, derivation: Derivation) -> bytes:
         raise ValueError(f"shared-ai/grant: expected 32-byte master key, got {len(master_key)}")
     if derivation.version != DERIVATION_VERSION:
         raise ValueError(f"shared-ai/grant: unsupported derivation version {derivation.version}, expected v1")
-    hkdf = HKDF(  # single-use: a fresh object per derivation (stack-notes §5)
+    hkdf = HKDF(  # single-use (a second derive() raises AlreadyFinalized): a fresh object per derivation
         algorithm=hashes.SHA256(),
         length=MDK_BYTES,
         salt=_utf8(derivation.mission_id),

@@ -1,15 +1,16 @@
-"""Loading the mission private key (reference §9.2), with the literal-``\\n`` fix (§14 item 23).
+"""Loading the mission private key, also when an env file flattened its newlines to literal ``\\n``.
 
 ``load_private_key(pem)`` never raises: it returns a ``MissionKey`` or a ``KeyProblem`` whose
 ``message`` is safe to log (it names what is wrong, never any key material). The runtime
 (``runtime.load_mission_key``) loads the key once at start; a problem disables grants (every
 unwrap is ``not-configured``).
 
-PEM handling follows the reference: every ``-----BEGIN …-----``/``-----END …-----`` marker and
-all whitespace are stripped and the rest is base64-decoded to DER, which must be PKCS#8 (what
-WebCrypto's ``importKey("pkcs8", …)`` takes) holding an RSA key. Unlike the reference, the
-two-character escapes ``\\n`` and ``\\r`` (newlines flattened by an env file) are dropped too;
-base64 never contains a backslash, so nothing valid is lost.
+PEM handling follows the TypeScript service: every ``-----BEGIN …-----``/``-----END …-----``
+marker and all whitespace are stripped and the rest is base64-decoded to DER, which must be
+PKCS#8 (what WebCrypto's ``importKey("pkcs8", …)`` takes) holding an RSA key. Unlike the
+TypeScript service (where such a key silently disabled grants), the two-character escapes
+``\\n`` and ``\\r`` (newlines flattened by an env file) are dropped too; base64 never contains a
+backslash, so nothing valid is lost.
 """
 
 from __future__ import annotations

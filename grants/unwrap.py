@@ -1,4 +1,4 @@
-"""Unwrapping a mission's key grant (reference §9.6), plus two checks the reference lacks.
+"""Unwrapping a mission's key grant as the TypeScript service does, plus two checks it lacks.
 
 ``unwrap_grant(key, grant, mission_id=…, now=…)`` never raises for a bad grant: it returns
 ``Unwrapped(mdk, allowlist)`` or ``GrantRefused(reason)``. Checks, first failure wins:
@@ -9,14 +9,15 @@
 4. RSA-OAEP (SHA-256, MGF1-SHA-256, no label) fails          → ``wrap-rejected``
 5. the plaintext is not 32 bytes                             → ``malformed``
 
-then ours (reference §14 item 16), only once the reference would have accepted the grant:
+then ours (the TypeScript service never compares the grant to its mission), only once it would
+have accepted the grant:
 
 6. no ``derivation`` object, or ``derivation.missionId`` ≠ the mission's id → ``mission-mismatch``
 7. ``derivation.version`` ≠ ``v1``                           → ``unsupported-version``
 
 ``issuedAt`` and ``derivation.tables`` are not checked (the allow-list is the record ids).
-Python ``bytes`` cannot be zeroed, so unlike the reference the MDK is not wiped; it is held
-only by the caller's per-mission state and never appears in a repr.
+Python ``bytes`` cannot be zeroed, so unlike the TypeScript service the MDK is not wiped; it is
+held only by the caller's per-mission state and never appears in a repr.
 """
 
 from __future__ import annotations
@@ -57,9 +58,9 @@ MALFORMED: Final = "malformed"
 WRAP_REJECTED: Final = "wrap-rejected"
 MISSION_MISMATCH: Final = "mission-mismatch"
 UNSUPPORTED_VERSION: Final = "unsupported-version"
-#: The reference's reasons (``mana_ai_grant_skips_total{reason}``), in check order.
+#: The TypeScript service's reasons (``mana_ai_grant_skips_total{reason}``), in check order.
 REFERENCE_SKIP_REASONS: Final[tuple[SkipReason, ...]] = (NOT_CONFIGURED, EXPIRED, MALFORMED, WRAP_REJECTED)
-#: Every reason ``unwrap_grant`` can return: the reference's, then ours.
+#: Every reason ``unwrap_grant`` can return: the TypeScript service's, then ours.
 ALL_SKIP_REASONS: Final[tuple[SkipReason, ...]] = (*REFERENCE_SKIP_REASONS, MISSION_MISMATCH, UNSUPPORTED_VERSION)
 
 
@@ -156,7 +157,7 @@ def js_date_parse(value: object) -> int | None:
     """``Date.parse(value)`` in epoch milliseconds for ISO strings; ``None`` for NaN.
 
     A date-time without an offset is local time in JavaScript; this pure port has no zone to
-    consult and reads it as UTC (the reference runs in a UTC container).
+    consult and reads it as UTC (the TypeScript service runs in a UTC container).
     """
     if not isinstance(value, str):
         return None

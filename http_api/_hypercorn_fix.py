@@ -8,7 +8,7 @@ every hypercorn/quart-trio upgrade and drop what upstream has fixed.
    ends, quart-trio cancels the request nursery on `http.disconnect` while hypercorn is still
    restarting the keep-alive timer or closing the stream in `protocol_send`. Both get
    cancelled, so idle keep-alive connections never time out and shutdown waits the whole
-   `graceful_timeout` (stack-notes §4.3). Fix: shield `protocol_send` for `Updated`/`Closed`.
+   `graceful_timeout`. Fix: shield `protocol_send` for `Updated`/`Closed`.
 
 2. A request that breaks HTTP/1.1 mid-body takes the server down (pgjones/hypercorn#203).
    Text for upstream:

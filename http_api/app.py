@@ -91,7 +91,7 @@ def create_app(deps: AppDeps) -> QuartTrio:
 
     @app.teardown_request
     async def _leave(_exc: BaseException | None) -> None:
-        # teardown runs even when a client disconnect cancels the handler (stack-notes §4.2)
+        # teardown runs even when a client disconnect cancels the handler; after_request would not
         if g.get("in_flight"):
             metrics.http_in_flight.dec()
             g.in_flight = False
@@ -99,7 +99,7 @@ def create_app(deps: AppDeps) -> QuartTrio:
     @app.errorhandler(HTTPException)
     async def _http_error(exc: HTTPException) -> Any:
         status = exc.code or 500
-        if status == 405:  # the reference answers a wrong method with its 404
+        if status == 405:  # the TypeScript service answers a wrong method with its 404
             status = 404
         message = "not found" if status == 404 else (exc.description or exc.name)
         return jsonify({"error": message}), status
@@ -233,7 +233,7 @@ def _budget_json(deps: AppDeps) -> dict[str, Any]:
 
 
 def _llm_json(deps: AppDeps) -> dict[str, Any]:
-    """The LLM's state beside the reference fields. It never makes the daemon not-ok, an open
+    """The LLM's state beside the TypeScript service's fields. It never makes the daemon not-ok, an open
     circuit included: a restart cannot fix an LLM that is down (missions are parked meanwhile,
     not failed), but an operator sees it at once. `ok` is true before any call; `lastCall`
     tells "none" from "ok"."""

@@ -1,9 +1,10 @@
-"""`GET /api/v1/me/ai-audit`: the signed-in user's decrypt-audit rows (reference §1.4, §9.9).
+"""`GET /api/v1/me/ai-audit`: the signed-in user's decrypt-audit rows, as the TypeScript service
+serves them.
 
 Authentication is shared-hono's `authMiddleware` (an EdDSA JWT from mana-auth, `http_api/jwt.py`)
 with its exact 401 text bodies; there is deliberately no dev bypass (`DEV_BYPASS_AUTH`). Unlike
-the reference (§14 item 21), the browser's cross-origin call works: origins listed in
-`MANA_AI_CORS_ORIGINS` get CORS headers and an answered preflight.
+the TypeScript service (which sent no CORS headers), the browser's cross-origin call works:
+origins listed in `MANA_AI_CORS_ORIGINS` get CORS headers and an answered preflight.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""EdDSA (Ed25519) JWTs, verified with PyJWT against mana-auth's JWKS (reference §1.4, contracts §4.3).
+"""EdDSA (Ed25519) JWTs, verified with PyJWT against mana-auth's JWKS.
 
 What shared-hono's `authMiddleware` asks of jose's `jwtVerify`:
 
@@ -10,7 +10,7 @@ What shared-hono's `authMiddleware` asks of jose's `jwtVerify`:
   it: `typ` absent or `JWT` (no other kind of JWS signed by mana-auth is taken for a session
   token), the key found by `kid` (any published key for no `kid`, like jose), `exp` required
   (unlike jose: Better Auth always sets it), `exp`/`nbf` against `now` with `LEEWAY_S`, and last
-  `sub` (the reference reports a missing subject only for an otherwise valid token).
+  `sub` (the TypeScript service reports a missing subject only for an otherwise valid token).
 * `JwksCache` fetches `{MANA_AUTH_URL}/api/v1/auth/jwks` through an injected httpx client: every
   fetch is bounded, the key set is kept `max_age_s`, an unknown `kid` forces one refresh at most
   every `refresh_cooldown_s`, and concurrent callers share one fetch (and its failure). A failed
@@ -130,7 +130,7 @@ def jwks_url(auth_url: str | None) -> str:
 
 
 def allowed_issuers(jwt_issuer: str | None, auth_url: str | None) -> frozenset[str]:
-    """`JWT_ISSUER` (if set), `MANA_AUTH_URL` (if set) and the built-in two (reference §1.4)."""
+    """`JWT_ISSUER` (if set), `MANA_AUTH_URL` (if set) and the built-in two, as the TypeScript service accepts."""
     return frozenset(i for i in (jwt_issuer, auth_url, *BUILTIN_ISSUERS) if i)
 
 
@@ -138,7 +138,7 @@ def allowed_issuers(jwt_issuer: str | None, auth_url: str | None) -> frozenset[s
 
 
 class _Jws(jwt.PyJWS):
-    """PyJWS, except that `"kid": null` reads as no kid, as jose (the reference) reads it; PyJWT
+    """PyJWS, except that `"kid": null` reads as no kid, as jose (in the TypeScript service) reads it; PyJWT
     refuses it. The one override of a PyJWT internal: re-check it on each upgrade (the test
     `test_verify_returns_claims_or_a_reason` fails if it stops working)."""
 

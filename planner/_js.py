@@ -1,4 +1,4 @@
-"""JavaScript value semantics the reference relies on (truthiness, ``trim``, ``\\s``)."""
+"""JavaScript value semantics the TypeScript service relies on (truthiness, ``trim``, ``\\s``)."""
 
 from __future__ import annotations
 

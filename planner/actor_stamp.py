@@ -1,10 +1,10 @@
-"""The actor stamp: who wrote a ``sync_changes`` row, stored in its ``actor`` column (reference §5.6,
-shared-ai ``actor.ts``). A value written into rows, unrelated to the runtime's actors (``actors/``).
+"""The actor stamp: who wrote a ``sync_changes`` row, stored in its ``actor`` column (as shared-ai's
+``actor.ts`` builds it). A value written into rows, unrelated to the runtime's actors (``actors/``).
 
-Actors are JSON on the wire, so they are plain dicts (TypedDicts) with the reference's key
+Actors are JSON on the wire, so they are plain dicts (TypedDicts) with the TypeScript service's key
 order: ``kind, principalId, displayName`` and, for AI actors, ``missionId, iterationId,
 rationale``. A system actor whose principal has no default name has no ``displayName`` key,
-which is what ``JSON.stringify`` makes of the reference's ``undefined``.
+which is what ``JSON.stringify`` makes of the TypeScript service's ``undefined``.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def make_system_actor(principal_id: str, display_name: str | None = None) -> Sys
     return {"kind": "system", "principalId": principal_id, "displayName": name}
 
 
-#: The reference's placeholder user actor; read-only (copy it with ``dict()`` to send it).
+#: The TypeScript service's placeholder user actor; read-only (copy it with ``dict()`` to send it).
 USER_ACTOR: Mapping[str, str] = MappingProxyType(
     {"kind": "user", "principalId": LEGACY_USER_PRINCIPAL, "displayName": "Du"}
 )
@@ -133,9 +133,9 @@ def normalize_actor(raw: object) -> Actor:
     """Read any stored actor blob as an ``Actor``; never raises.
 
     Valid actors (string ``principalId`` and ``displayName``) are returned as they are, the
-    same object, as in the reference. Missing fields get the legacy sentinels; the old
+    same object, as in the TypeScript service. Missing fields get the legacy sentinels; the old
     ``{"kind": "system", "source": "x"}`` shape becomes principal ``system:x``. Deviation: the
-    reference fills only null/undefined fields (``??``) and would keep, say, a numeric
+    TypeScript service fills only null/undefined fields (``??``) and would keep, say, a numeric
     ``principalId``; we treat any non-string as missing so the result is always well typed.
     """
     if not isinstance(raw, Mapping):

@@ -1,4 +1,4 @@
-"""Deep research's pure half (reference-later §1.4): trigger, answer shape, markdown, input.
+"""Deep research's pure half (as the TypeScript service does it): trigger, answer shape, markdown, input.
 
 ``wants_deep_research`` decides whether a mission asks for a mana-research job;
 ``DeepAnswer.from_json`` reads a completed job's ``result.answer`` tolerantly (never raises);
@@ -32,7 +32,7 @@ __all__ = [
 
 DEEP_RESEARCH_PROVIDER = "gemini-deep-research-max"
 MAX_QUERY_CHARS = 4000  # mana-research refuses longer queries
-# Ours (the reference puts any length in the prompt): a deep-research report can run to tens of
+# Ours (the TypeScript service puts any length in the prompt): a deep-research report can run to tens of
 # thousands of characters; the planner needs its gist and sources, not every paragraph.
 MAX_ANSWER_CHARS = 32_000
 MAX_CITATIONS = 50
@@ -108,7 +108,7 @@ def _one_line(text: str, limit: int) -> str:
 
 
 def deep_research_markdown(objective: str, answer: DeepAnswer) -> str:
-    """The input's markdown: a heading, the answer, the sources, the reference's instruction."""
+    """The input's markdown: a heading, the answer, the sources, the TypeScript service's instruction."""
     text = answer.text if len(answer.text) <= MAX_ANSWER_CHARS else answer.text[:MAX_ANSWER_CHARS] + "…"
     lines = [f'# Deep Research: "{_one_line(objective, TITLE_CHARS)}"', "", text, "", "## Quellen", ""]
     for citation in answer.citations:
@@ -124,5 +124,5 @@ def deep_research_markdown(objective: str, answer: DeepAnswer) -> str:
 
 
 def deep_research_input(objective: str, markdown: str) -> ResolvedInput:
-    """The ``__web-research__`` input, as the reference names it; the caller wraps its content."""
+    """The ``__web-research__`` input, as the TypeScript service names it; the caller wraps its content."""
     return research_input(objective, markdown, label="Deep Research")

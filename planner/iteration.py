@@ -1,8 +1,8 @@
-"""A parsed plan as the server iteration the reference writes back (reference §5.4).
+"""A parsed plan as the server iteration the TypeScript service writes back.
 
-Key order matches the reference's object literals, so ``json.dumps`` of the result is
+Key order matches the TypeScript service's object literals, so ``json.dumps`` of the result is
 byte-identical to its ``JSON.stringify``. ``rationale`` is dropped: a PlanStep has no field
-for it (reference §14 item 9).
+for it (the TypeScript service drops it too).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""Agent policy filter for the planner's tool list (reference §7.4).
+"""Agent policy filter for the planner's tool list (the TypeScript service's ``filterToolsByAgentPolicy``).
 
-A decision is ``auto``, ``propose`` or ``deny``; only ``deny`` removes a tool. Our one change
-(DESIGN §4 row 8): callers pass ``allowed_tool_names(filtered)`` to the parser, so a denied tool
-is rejected instead of merely hidden from the prompt.
+A decision is ``auto``, ``propose`` or ``deny``; only ``deny`` removes a tool. Our one change:
+callers pass ``allowed_tool_names(filtered)`` to the parser, so a denied tool is rejected
+instead of merely hidden from the prompt (all the TypeScript service did).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ def filter_tools_by_agent_policy(tools: Sequence[Tool], policy: object) -> tuple
 
     Resolution per tool: ``policy.tools[name]``, else ``policy.defaultsByModule[module]``,
     else ``policy.defaultForAi``; each step only counts if its value is JS-truthy. A falsy
-    policy (no agent, ``null``, ``""``, ``0``) means no filtering. Like the reference, a truthy
+    policy (no agent, ``null``, ``""``, ``0``) means no filtering. Like the TypeScript service, a truthy
     policy without a ``tools`` map raises (the mission fails). Unlike it, we also raise for a
     truthy non-object policy and for a ``tools`` value that is not an object, which the
-    reference would partly let through: a policy we cannot read must not widen the tool set.
+    TypeScript service would partly let through: a policy we cannot read must not widen the tool set.
     """
     if not js_truthy(policy):
         return tuple(tools)

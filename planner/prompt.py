@@ -1,4 +1,4 @@
-"""Planner prompt builder (reference §6.1, Appendices A–C): pure, byte-exact.
+"""Planner prompt builder: pure, byte-exact to the TypeScript service's prompt.
 
 ``build_planner_prompt`` returns the system message (fixed German preamble + tool block) and
 the user message (mission, inputs, last three iterations). ``with_agent_context`` prepends the
@@ -105,7 +105,7 @@ class PlannerMessages:
 def build_planner_prompt(
     mission: PromptMission, resolved_inputs: Sequence[ResolvedInput], tools: Sequence[Tool]
 ) -> PlannerMessages:
-    """The reference's ``buildPlannerPrompt``; ``tools`` is the (agent-filtered) tool list."""
+    """The TypeScript service's ``buildPlannerPrompt``; ``tools`` is the (agent-filtered) tool list."""
     return PlannerMessages(_system_prompt(tools), _user_prompt(mission, resolved_inputs))
 
 
@@ -170,7 +170,7 @@ def _user_prompt(mission: PromptMission, inputs: Sequence[ResolvedInput]) -> str
     )
 
 
-# Iterations come straight from synced JSON, so they may be malformed. The reference would
+# Iterations come straight from synced JSON, so they may be malformed. The TypeScript service would
 # throw (or print "undefined"); we never raise: entries and steps that are not objects are
 # skipped (before taking the last three), a non-list ``plan`` has no steps, and a missing or
 # null field renders as "". Summary and feedback lines appear when the value is JS-truthy.

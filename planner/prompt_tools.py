@@ -1,6 +1,6 @@
 """The system prompt of the tool-calling planner (docs/planner-tools.md): pure.
 
-Compact and German like the reference's later prompt (reference-later §1.2), but written for
+Compact and German like the TypeScript service's later (tool-calling) prompt, but written for
 the server: no read tools are offered, every call is a proposal the user reviews, and a call
 may be rejected with a reason to correct. The user message is the JSON planner's, unchanged
 (mission, concept, objective, inputs, last iterations), so both modes see the same context.

@@ -1,9 +1,9 @@
-"""Reasoning output set aside before the answer is read (pure; a deviation from the reference).
+"""Reasoning output set aside before the answer is read (pure; a deviation from the TypeScript service).
 
 Reasoning models (Qwen3, DeepSeek-R1 and others, served by Ollama, vLLM or llama.cpp) write
 their thinking before the answer, in the content as ``<think>…</think>`` (also ``<thinking>``,
 ``<reasoning>``), or in a ``reasoning_content``/``reasoning`` field of the message. A thinking
-model often drafts the plan there first, fenced like the real one; the reference's parser
+model often drafts the plan there first, fenced like the real one; the TypeScript service's parser
 would take the first fenced block, that draft. Here:
 
 * reasoning blocks at the start of the content (after whitespace, any number of them, tag

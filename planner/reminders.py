@@ -1,4 +1,4 @@
-"""Transient reminders for the tool-calling planner (reference-later §1.6): pure.
+"""Transient reminders for the tool-calling planner, as the TypeScript service sends them: pure.
 
 A reminder is sent as an extra system message after the history, for one request only, and is
 never stored in the history. Only the token-budget producer applies to the server: nothing is

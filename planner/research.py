@@ -1,8 +1,8 @@
-"""The web-research pre-step's pure half (reference §10): trigger, article shape, markdown, input.
+"""The web-research pre-step's pure half: trigger, article shape, markdown, input.
 
 ``wants_research`` decides whether a mission gets research; ``research_markdown`` renders what
-``upstream.research_client`` found, byte-exact to the reference; ``research_input`` wraps it as
-the ``__web-research__`` input that goes last in the prompt's inputs (§6.1). No I/O here.
+``upstream.research_client`` found, byte-exact to the TypeScript service; ``research_input`` wraps it as
+the ``__web-research__`` input that goes last in the prompt's inputs. No I/O here.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ SOURCES_FOOTER = "Nutze diese Quellen fuer deinen Plan. Verwende nur URLs die ob
 
 
 def wants_research(objective: str, concept: str) -> bool:
-    """True when the objective or the concept markdown mentions research (reference regex)."""
+    """True when the objective or the concept markdown mentions research (the TypeScript service's regex)."""
     return RESEARCH_TRIGGER.search(objective) is not None or RESEARCH_TRIGGER.search(concept) is not None
 
 
@@ -59,9 +59,9 @@ class Article:
 
     @classmethod
     def from_json(cls, raw: object) -> Article | None:
-        """A ``ScoredArticle`` (contracts §5.2) as an ``Article``; None without a usable url.
+        """A ``ScoredArticle`` of mana-api's news research as an ``Article``; None without a usable url.
 
-        The reference interpolates whatever is there (``URL: undefined``, ``## undefined``).
+        The TypeScript service interpolates whatever is there (``URL: undefined``, ``## undefined``).
         We drop an article without a non-empty string url (nothing to cite), and a missing,
         non-string or empty title falls back to the url so the heading still names the source.
         A non-string excerpt or publishedAt counts as absent (mana-api sends a string or null).
@@ -83,7 +83,7 @@ class Article:
 
 
 def research_markdown(query: str, feed_count: int, articles: Sequence[Article]) -> str:
-    """The reference's research markdown, lines joined by ``\\n`` (no trailing newline)."""
+    """The TypeScript service's research markdown, lines joined by ``\\n`` (no trailing newline)."""
     lines = [
         f'# Web-Research: "{query}"',
         "",

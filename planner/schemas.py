@@ -1,4 +1,4 @@
-"""The agent-filtered propose tools as OpenAI function schemas (reference-later §1.2).
+"""The agent-filtered propose tools as OpenAI function schemas, as the TypeScript service renders them.
 
 ``tools_to_function_schemas`` renders each catalog tool as ``{"type": "function", "function":
 {name, description, parameters}}``; ``parameters`` is a JSON Schema object with one typed
@@ -16,7 +16,7 @@ from planner.tools import Tool, ToolParam
 __all__ = ["JSON_TYPES", "FunctionSchema", "ParameterSchema", "tool_to_function_schema",
            "tools_to_function_schemas"]
 
-#: the JSON Schema types a catalog parameter may have (the reference throws on any other)
+#: the JSON Schema types a catalog parameter may have (the TypeScript service throws on any other)
 JSON_TYPES = frozenset({"string", "number", "integer", "boolean", "array", "object"})
 
 
@@ -68,6 +68,6 @@ def _property(tool: Tool, param: ToolParam) -> PropertySchema:
     if param.type not in JSON_TYPES:
         raise ValueError(f"{tool.name}.{param.name}: unknown parameter type {param.type!r}")
     schema: PropertySchema = {"type": param.type, "description": param.description}
-    if param.enum:  # kept only when non-empty, as the reference
+    if param.enum:  # kept only when non-empty, as the TypeScript service does
         schema["enum"] = list(param.enum)
     return schema

@@ -1,13 +1,13 @@
-"""Validation of the model's tool calls (DESIGN §4: "calls are validated"): pure, never raises.
+"""Validation of the model's tool calls: pure, never raises.
 
-The reference's tool-calling planner records every call as a step, hallucinated or denied
+The TypeScript service's tool-calling planner records every call as a step, hallucinated or denied
 names and missing parameters included. Here a call becomes a step only when its tool is offered
 (known and not denied by the agent's policy), its ``arguments`` are a JSON object, every
 required parameter is present, every given catalog parameter has its JSON type (no coercion:
 ``"3"`` is not a number, ``3`` is not a string, ``null`` is neither) and an enum value is one of
 the listed ones, and the step cap is not reached. Otherwise the verdict is a ``Rejected`` whose
 message names the tool and the offending parameter, for the model to correct in the next round.
-Parameters the catalog does not list are kept as sent (the reference keeps them too).
+Parameters the catalog does not list are kept as sent (the TypeScript service keeps them too).
 
 Ours besides: a value the store cannot hold or the refresh would reject once written
 (``planner.storable``: NUL, lone surrogates, too long, too deep, a number no double holds) is

@@ -1,4 +1,4 @@
-"""The tool-calling planner's loop (reference-later §1.2, with validated calls).
+"""The tool-calling planner's loop (the TypeScript service's ``runPlannerLoop``, with validated calls).
 
 Each round: check the budget, send the history (plus transient reminders) with the offered
 tools, append the assistant turn, and answer every call with a ``tool`` message. No tool runs
@@ -32,7 +32,7 @@ from planner.tools import AI_AVAILABLE_TOOL_NAMES, Tool
 __all__ = ["RECORDED_MESSAGE", "Budget", "BudgetView", "CallVerdict", "Chat", "LoopResult", "StopReason",
            "run_tool_loop", "tool_label"]
 
-RECORDED_MESSAGE = "recorded — pending client application"  # the reference stub's answer
+RECORDED_MESSAGE = "recorded — pending client application"  # the TypeScript service's stub answer
 
 StopReason = Literal["assistant-stop", "max-rounds", "budget", "llm-error", "cut-off"]
 

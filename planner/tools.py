@@ -1,9 +1,9 @@
-"""The server's tool allow-list (reference §7.1, descriptions verbatim from Appendix B).
+"""The server's tool allow-list: the TypeScript service's 17 tools, in its order, descriptions verbatim.
 
 The descriptions are part of the planner prompt, so every string here is byte-exact to the
-reference, German spellings ("Faelligkeitsdatum", "zurueck") and U+2014 dashes included.
-``AI_PROPOSABLE_TOOL_NAMES`` is the separate canonical name list (§7.3); importing this module
-runs the drift guard, so a mismatch stops the process at startup as the reference does.
+TypeScript service, German spellings ("Faelligkeitsdatum", "zurueck") and U+2014 dashes included.
+``AI_PROPOSABLE_TOOL_NAMES`` is the separate canonical name list; importing this module
+runs the drift guard, so a mismatch stops the process at startup as the TypeScript service does.
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ AI_AVAILABLE_TOOLS: tuple[Tool, ...] = (
     ),
 )
 
-#: shared-ai ``AI_PROPOSABLE_TOOL_NAMES``: the canonical list, grouped by module (§7.3).
+#: shared-ai ``AI_PROPOSABLE_TOOL_NAMES``: the canonical list, grouped by module.
 AI_PROPOSABLE_TOOL_NAMES: tuple[str, ...] = (
     "create_task",
     "complete_task",
@@ -230,7 +230,7 @@ def check_tool_drift(
 ) -> None:
     """Raise ``ToolDriftError`` unless the catalog's names equal the proposable names.
 
-    The message is the reference's, whose code formats both lists with ``JSON.stringify``
+    The message is the TypeScript service's, whose code formats both lists with ``JSON.stringify``
     (``extra=["a","b"] missing=[]``); ``extra`` keeps catalog order, ``missing`` list order.
     """
     names = list(dict.fromkeys(t.name for t in tools))
@@ -248,4 +248,4 @@ def _js_stringify(names: list[str]) -> str:
     return json.dumps(names, ensure_ascii=False, separators=(",", ":"))
 
 
-check_tool_drift()  # the reference refuses to start on drift; so do we
+check_tool_drift()  # the TypeScript service refuses to start on drift; so do we

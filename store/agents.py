@@ -1,4 +1,4 @@
-"""Agent snapshots as `Agent` values (reference §4.4 `loadActiveAgents`)."""
+"""Agent snapshots as `Agent` values (the TypeScript service's `loadActiveAgents`)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ async def _agents(pool: asyncpg.Pool, user_ids: list[str]) -> dict[AgentKey, Age
     for row in rows:
         record = row["record"]
         if row["tombstone"] or record.get("deletedAt"):
-            continue  # deleted agents disappear; their missions run as legacy (reference §8)
+            continue  # deleted agents disappear; their missions run as legacy, ungated
         agents[(row["user_id"], row["agent_id"])] = Agent.from_record(row["user_id"], record)
     return agents
 

@@ -1,4 +1,4 @@
-"""Reading a user's decrypt-audit rows (reference §9.9), inside withUser.
+"""Reading a user's decrypt-audit rows, inside withUser.
 
 The writer is `store.replay.write_decrypt_audit`; this is the reader behind
 `GET /api/v1/me/ai-audit`. One unit of work (acquire, read-only transaction, `set_user`,
@@ -52,6 +52,6 @@ async def _read(pool: asyncpg.Pool, user_id: str, mission_id: str | None, limit:
 async def read_audit_rows(pool: asyncpg.Pool, user_id: str, mission_id: str | None, limit: int) -> list[AuditRow]:
     """The user's audit rows (of one mission, if given), newest first, at most `limit`."""
     if not user_id:
-        raise ValueError("withUser: empty userID")  # the reference's guard (§4.2)
+        raise ValueError("withUser: empty userID")  # the TypeScript service's guard
     rows: list[AuditRow] = await aio_as_trio(_read)(pool, user_id, mission_id, limit)
     return rows

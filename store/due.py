@@ -1,4 +1,4 @@
-"""Due-mission selection (reference §5.1, read from the snapshots)."""
+"""Due-mission selection (the TypeScript service's, read from the snapshots)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Field-level last-write-wins fold of `sync_changes` rows (reference §3), pure.
+"""Field-level last-write-wins fold of `sync_changes` rows (the TypeScript service's `mergeRaw`), pure.
 
-The fold keeps going past what the reference returns, so that folding a prefix and then
+The fold keeps going past what `mergeRaw` returns, so that folding a prefix and then
 the rest seeded from that result is the same as folding everything at once:
 
 * a delete row makes the state a *tombstone*, which is terminal (later rows are ignored);
@@ -47,7 +47,7 @@ class FoldState:
         return self.record is None and not self.tombstone
 
     def as_snapshot_record(self) -> dict[str, Any]:
-        """The JSON stored in `mana_ai.*_snapshots.record` (reference shape)."""
+        """The JSON stored in `mana_ai.*_snapshots.record` (the TypeScript service's shape)."""
         record = dict(self.record or {})
         record[FIELD_TIMESTAMPS_KEY] = dict(self.stamps)
         return record
@@ -139,14 +139,14 @@ def _report(problems: list[RowProblem] | None, row: ChangeRow, kind: str, detail
 
 
 def is_live(state: FoldState, *, honour_deleted_at: bool) -> bool:
-    """Whether the reference would return this record (agents also drop on `deletedAt`)."""
+    """Whether `mergeRaw` would return this record (agents also drop on `deletedAt`)."""
     if state.record is None or state.tombstone:
         return False
     return not (honour_deleted_at and state.record.get("deletedAt"))
 
 
 def reference_fold(record_id: str, rows: Iterable[ChangeRow], *, agents: bool) -> dict[str, Any] | None:
-    """Exactly the reference's `mergeRaw` result: the record with `__fieldTimestamps`, or None."""
+    """Exactly the TypeScript service's `mergeRaw` result: the record with `__fieldTimestamps`, or None."""
     state = fold_rows(record_id, rows)
     if not is_live(state, honour_deleted_at=agents):
         return None

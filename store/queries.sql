@@ -119,7 +119,7 @@ ORDER BY changed_at DESC, change_id DESC
 LIMIT $2;
 
 -- name: due_missions
--- Reference §5.1, plus: nextRunAt is compared as an instant (next_run_at, read from it by
+-- The TypeScript service's selection, plus: nextRunAt is compared as an instant (next_run_at, read from it by
 -- mana_ai.instant_of; a value that names no instant never makes a mission due), tombstones
 -- are skipped, and the run ledger decides per due slot (= the nextRunAt text): no row yet, a retry
 -- whose backoff has passed, or a running claim whose lease expired. Settled slots (planned, dead)
@@ -420,11 +420,11 @@ SELECT $1, $2, $3, x.table_name, x.record_id, x.status, x.reason
 FROM unnest($4::text[], $5::text[], $6::text[], $7::text[]) AS x(table_name, record_id, status, reason);
 
 -- name: set_user
--- withUser: the RLS user for the rest of the transaction (reference §4.2).
+-- withUser: the RLS user for the rest of the transaction.
 SELECT set_config('app.current_user_id', $1, true);
 
 -- name: audit_rows_all
--- A user's decrypt-audit rows, newest first (reference §9.9; inside withUser). `id` breaks ties
+-- A user's decrypt-audit rows, newest first (inside withUser). `id` breaks ties
 -- between rows of one transaction (same ts), so pages are stable.
 SELECT id, mission_id, iteration_id, table_name, record_id, status, reason, ts
 FROM mana_ai.decrypt_audit
@@ -433,7 +433,7 @@ ORDER BY ts DESC, id DESC
 LIMIT $2;
 
 -- name: audit_rows_for_mission
--- A user's decrypt-audit rows of one mission, newest first (reference §9.9; inside withUser).
+-- A user's decrypt-audit rows of one mission, newest first (inside withUser).
 SELECT id, mission_id, iteration_id, table_name, record_id, status, reason, ts
 FROM mana_ai.decrypt_audit
 WHERE user_id = $1 AND mission_id = $2
@@ -561,7 +561,7 @@ FROM mana_ai.mission_research_jobs WHERE user_id = $1 AND mission_id = $2;
 
 -- name: insert_research_job
 -- A job just submitted for slot $5 (the mission is parked once: pending_skips starts at 1); it
--- replaces whatever the mission had before, as the reference's upsert does.
+-- replaces whatever the mission had before, as the TypeScript service's upsert does.
 INSERT INTO mana_ai.mission_research_jobs (user_id, mission_id, task_id, provider_id, due_slot, pending_skips)
 VALUES ($1, $2, $3, $4, $5, 1)
 ON CONFLICT (user_id, mission_id) DO UPDATE SET

@@ -1,7 +1,7 @@
-"""Typed views of snapshot records, coerced as the reference does (pure).
+"""Typed views of snapshot records, coerced as the TypeScript service does (pure).
 
 `sync_changes.data` is whatever a device sent. The fold stores it verbatim; these views
-coerce on read (reference §2.3 `ServerMission`, §4.4 `toServerAgent`) and `*_field_problems`
+coerce on read (the TypeScript service's `ServerMission` and `toServerAgent`) and `*_field_problems`
 names what had to be coerced, so the refresh can log and count it once.
 
 `from_record` is total: it never raises, whatever the record holds. The refresh's bounds
@@ -26,7 +26,7 @@ _MAX_BUDGET = float(2**63)  # budgets are bigint parameters in store/usage.py
 
 
 def _js_string(value: Any) -> str:
-    """`String(x ?? '')`, the reference's coercion of text fields."""
+    """`String(x ?? '')`, the TypeScript service's coercion of text fields."""
     return "" if value is None else _string(value)
 
 
@@ -76,7 +76,7 @@ class Mission:
 
 
 def mission_field_problems(record: Mapping[str, Any]) -> list[str]:
-    """Fields of a mission record whose type the reference would have to coerce."""
+    """Fields of a mission record whose type the TypeScript service would have to coerce."""
     problems = []
     for key in ("inputs", "iterations"):
         if key in record and not isinstance(record[key], list):
@@ -106,7 +106,7 @@ class Agent:
     memory: str | None
     policy: Mapping[str, Any] | None
     state: str
-    max_concurrent_missions: float  # NaN when not numeric: the reference's Number(x)
+    max_concurrent_missions: float  # NaN when not numeric: the TypeScript service's Number(x)
     max_tokens_per_day: float | None
     deleted_at: str | None
 

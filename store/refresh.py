@@ -1,4 +1,4 @@
-"""Incremental snapshot refresh with a stable horizon (DESIGN §4 rows 3-5, 20).
+"""Incremental snapshot refresh with a stable horizon: proportional to new rows, none lost or replayed.
 
 Per stream, one cursor `(created_at, id)` marks the rows already folded into every
 snapshot's `stable_record`. A refresh reads the rows after it, in fold order, page by page:

@@ -1,8 +1,8 @@
 """Input records and the decrypt audit: the effects behind mission input resolution.
 
-`replay_records` is the reference's `replayRecord` (§3.3) for all inputs of a mission at once:
+`replay_records` is the TypeScript service's `replayRecord` for all inputs of a mission at once:
 one query, inside withUser, then the same LWW fold. `write_decrypt_audit` writes all audit rows
-of one run in one transaction (the reference used one transaction per row).
+of one run in one transaction (the TypeScript service used one transaction per row).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ async def _replay(pool: asyncpg.Pool, user_id: str, keys: Sequence[RecordKey],
     for key, history in histories.items():
         state = fold_rows(key[2], history)
         if is_live(state, honour_deleted_at=True) and state.record is not None:
-            records[key] = dict(state.record)  # no __fieldTimestamps, as the reference's replayRecord
+            records[key] = dict(state.record)  # no __fieldTimestamps, as the TypeScript service's replayRecord
     return records
 
 

@@ -1,4 +1,4 @@
-"""Deep-research jobs `mana_ai.mission_research_jobs` (reference-later §1.4), one row per mission.
+"""Deep-research jobs `mana_ai.mission_research_jobs`, one row per mission.
 
 A row is `pending` while mana-research works on it (whatever slot is due, the job is polled),
 then `completed` (with the rendered answer) or `failed`, settled for one due slot: a retry of

@@ -1,4 +1,4 @@
--- mana-sync's DDL for public.sync_changes (contracts.md §1.1), used only in embedded mode.
+-- mana-sync's DDL for public.sync_changes, used only in embedded mode.
 CREATE TABLE IF NOT EXISTS sync_changes (
   id               UUID PRIMARY KEY DEFAULT gen_random_uuid(),
   app_id           TEXT NOT NULL,

@@ -1,4 +1,4 @@
--- mana-sync's DDL for public.sync_changes after its field-meta overhaul (reference-later §1.11),
+-- mana-sync's DDL for public.sync_changes after its field-meta overhaul,
 -- used only in embedded mode with MANA_AI_SYNC_SCHEMA=field-meta.
 CREATE TABLE IF NOT EXISTS sync_changes (
   id             UUID PRIMARY KEY DEFAULT gen_random_uuid(),

@@ -2,7 +2,7 @@
 depends on it (pure: no I/O here).
 
 mana-sync renamed `field_timestamps` to `field_meta` in its field-meta overhaul (same `{field:
-ISO}` map) and added `origin` and `space_id` (reference-later §1.11). A database created before
+ISO}` map) and added `origin` and `space_id`. A database created before
 the overhaul keeps `field_timestamps` and only gains the new columns. The daemon inspects the
 columns once at start and then:
 
@@ -28,7 +28,7 @@ V06, TRANSITIONAL, FIELD_META = "v0.6", "transitional", "field-meta"
 EMBEDDED_GENERATIONS = (V06, FIELD_META)
 
 FIELD_TIMESTAMPS, FIELD_META_COLUMN = "field_timestamps", "field_meta"
-# what the daemon reads and writes of mana-sync's table besides the stamps (contracts §1.1)
+# what the daemon reads and writes of mana-sync's table besides the stamps (store/sync_changes.sql)
 REQUIRED_COLUMNS = ("id", "app_id", "table_name", "record_id", "user_id", "op", "data", "client_id",
                     "created_at", "schema_version", "actor")
 _STAMPS_MARKER = "__stamps__"
@@ -63,7 +63,7 @@ class SyncSchema:
 
     @property
     def insert_write_back(self) -> str:
-        """The careful path's INSERT of the reference's write-back row ($1 mission, $2 user,
+        """The careful path's INSERT of the TypeScript service's write-back row ($1 mission, $2 user,
         $3 data, $4 stamps, $5 actor); id and created_at by DB defaults."""
         statement = self._sql.get("insert_write_back")
         if statement is None:
@@ -76,8 +76,8 @@ class SyncSchema:
         return statement
 
     def write_back_row(self, iterations: list[Any], now_iso: str) -> tuple[dict[str, Any], dict[str, str]]:
-        """(data, stamps) of a write-back: the reference's row of this generation (pure)."""
-        if self.generation == FIELD_META:  # after the overhaul no synced `updatedAt` (F3)
+        """(data, stamps) of a write-back: the TypeScript service's row of this generation (pure)."""
+        if self.generation == FIELD_META:  # after the overhaul no synced `updatedAt`
             return {"iterations": iterations}, {"iterations": now_iso}
         return {"iterations": iterations, "updatedAt": now_iso}, {"iterations": now_iso, "updatedAt": now_iso}
 

@@ -1,7 +1,7 @@
-"""The write-back (reference §5.5), fenced by the run ledger (DESIGN §4 row 7).
+"""The write-back (the TypeScript service's row), fenced by the run ledger so one slot is written once.
 
 One transaction per mission: lock the ledger row only if this claim still holds the lease;
-read the mission's freshest state (snapshot + any newer rows); INSERT the reference's row
+read the mission's freshest state (snapshot + any newer rows); INSERT the TypeScript service's row
 inside withUser; mark the slot planned; record the token usage. A run whose lease was taken
 over writes nothing.
 
@@ -64,7 +64,7 @@ class Written:
 
 def write_back_row(existing_iterations: Any, write: WriteBack,
                    sync: SyncSchema = V0_6_SCHEMA) -> tuple[dict[str, Any], dict[str, str]]:
-    """(data, stamps) exactly as the reference writes them to a table of this generation (pure)."""
+    """(data, stamps) exactly as the TypeScript service writes them to a table of this generation (pure)."""
     base = list(existing_iterations) if isinstance(existing_iterations, list) else []
     return sync.write_back_row([*base, dict(write.iteration)], write.now_iso)
 

@@ -45,7 +45,7 @@ def change(table: str, record_id: str, op: str, data: Any, *, user: str = "u-1",
 
 def mission(mission_id: str, *, user: str = "u-1", next_run_at: str | None = "2026-04-15T09:00:00.000Z",
             state: str = "active", agent_id: str | None = "legacy:ai-default", **extra: Any) -> dict[str, Any]:
-    """A mission insert row as in the fixture cookbook (contracts §2.5 #1)."""
+    """A mission insert row as the webapp writes it when a mission is created."""
     data: dict[str, Any] = {
         "id": mission_id, "createdAt": "2026-04-15T08:00:00.000Z", "updatedAt": "2026-04-15T08:00:00.000Z",
         "title": "Wochenreview", "conceptMarkdown": "# Konzept\nJeden Montag.", "objective": "Review progress",

@@ -1,7 +1,7 @@
 """Hypothesis strategies shared by the property tests.
 
 The histories model one record's `sync_changes` rows the way mana-sync stores them
-(reference §2.1, contracts §2.5): inserts carry the whole record and no stamps, updates carry
+(as the webapp pushes them): inserts carry the whole record and no stamps, updates carry
 the modified keys stamped with the device's `toISOString()`, deletes carry `{"deletedAt": T}`.
 Stamps come from a small set so that ties happen, and `created_at` starts close to them so the
 `iso_ms(created_at)` fallback ties and interleaves with explicit stamps too.

@@ -1,4 +1,4 @@
-"""Issue 8.1: the HTTP front cannot take the daemon down (a real process, real Postgres, raw sockets).
+"""The HTTP front cannot take the daemon down (a real process, real Postgres, raw sockets).
 
 Before the fix, 2–7 malformed chunked POSTs (hypercorn#203) ended the daemon with exit code 1,
 and a flood of /health made the pool's acquire time out (503 from a healthy daemon).

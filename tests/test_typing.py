@@ -1,4 +1,4 @@
-"""`mypy --strict` over the packages, tests and benchmarks (STYLE §9), as part of the suite."""
+"""`mypy --strict` over the packages, tests and benchmarks, as part of the suite."""
 
 from __future__ import annotations
 

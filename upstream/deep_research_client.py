@@ -1,4 +1,4 @@
-"""mana-research's async research jobs: submit one, poll it (reference-later §1.4).
+"""mana-research's async research jobs: submit one, poll it.
 
 ``submit`` posts ``/api/v1/internal/research/async`` (30 s), ``poll`` gets
 ``/api/v1/internal/research/async/{taskId}`` (15 s). Both carry mana-research's own service key

@@ -2,7 +2,7 @@
 
     LlmError                 base: mana-llm gave no usable answer (a ``planner.chat.ChatFailed``)
     ├── LlmUnavailable       the request never got a response (connect failed after retries)
-    ├── LlmHttpError         a non-2xx status: ``mana-llm {status}: {text}`` (reference message)
+    ├── LlmHttpError         a non-2xx status: ``mana-llm {status}: {text}`` (the TypeScript service's message)
     ├── LlmTimeout           one attempt used its whole ``timeout_s`` (not retried)
     ├── LlmBadResponse       a 2xx whose body is too large, not JSON, or has no usable choice
     └── LlmClosed            the client was closed (shutdown) before this request started

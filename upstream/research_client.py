@@ -1,9 +1,10 @@
-"""The web-research pre-step's two calls to mana-api (reference §10, contracts §5.2).
+"""The web-research pre-step's two calls to mana-api (its news research).
 
 ``ResearchClient.research(query)`` posts ``/api/v1/news-research/discover`` and then, with
 every discovered feed url, ``/api/v1/news-research/search``. Each call runs under
-``trio.fail_after`` and reads at most ``max_response_bytes``. Unlike the reference (§14 item
-13) the calls carry ``Authorization: Bearer <token>``, since mana-api requires a JWT.
+``trio.fail_after`` and reads at most ``max_response_bytes``. Unlike the TypeScript service
+(whose calls always got a 401) the calls carry ``Authorization: Bearer <token>``, since mana-api
+requires a JWT.
 
 Research never fails a mission: every failure is a value, ``ResearchFailed(reason)``, whose
 reason is one of a bounded set of labels (``<stage>`` is ``discover`` or ``search``)::
@@ -70,7 +71,7 @@ class ResearchFailed:
 
 
 class DiscoverRequest(TypedDict):
-    """Keys in the reference's order."""
+    """Keys in the TypeScript service's order."""
 
     query: str
     language: str
@@ -78,7 +79,7 @@ class DiscoverRequest(TypedDict):
 
 
 class SearchRequest(TypedDict):
-    """Keys in the reference's order."""
+    """Keys in the TypeScript service's order."""
 
     feeds: list[str]
     query: str
@@ -88,7 +89,8 @@ class SearchRequest(TypedDict):
 def open_research_http_client() -> httpx.AsyncClient:
     """One client per process for mana-api research calls, with explicit limits and timeouts.
 
-    ``max_keepalive_connections == max_connections`` avoids keep-alive churn (stack-notes §3).
+    ``max_keepalive_connections == max_connections`` avoids keep-alive churn
+    (with fewer keep-alive slots than connections, each burst opens new TCP connections).
     """
     return httpx.AsyncClient(
         limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS),

@@ -1,4 +1,4 @@
--- The reference's mana_ai schema (reference-v0.6 §4.1), statement for statement.
+-- The TypeScript service's mana_ai schema (as of its v0.6), statement for statement.
 CREATE SCHEMA IF NOT EXISTS mana_ai;
 
 CREATE TABLE IF NOT EXISTS mana_ai.mission_snapshots (

@@ -1,4 +1,4 @@
--- Our refresh state (DESIGN §4 rows 3-5). The snapshot keeps two folds of its record:
+-- Our refresh state. The snapshot keeps two folds of its record:
 --   stable_record: every row up to the stream's stable cursor (never read again),
 --   record:        stable_record plus the rows newer than the cursor (the "tail"),
 -- so a late-committing row inside the lag window is still folded in commit order.

@@ -1,4 +1,4 @@
--- The run ledger (DESIGN §4 rows 1 and 7): one row per (user, mission, due slot), where the
+-- The run ledger: one row per (user, mission, due slot), where the
 -- due slot is the mission's `nextRunAt` string. A slot is planned at most once; claims carry a
 -- lease (owner instance, token, expiry); failures back off and end as `dead`.
 CREATE TABLE IF NOT EXISTS mana_ai.mission_runs (

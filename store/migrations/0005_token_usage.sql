@@ -1,5 +1,5 @@
--- The token ledger (reference-later §1.1, enforced here): one row per LLM-backed run. A run
--- first *reserves* an estimate (status 'reserved'), then settles to the reported usage
+-- The token ledger (an agent's `maxTokensPerDay` over a rolling 24 h): one row per LLM-backed
+-- run. A run first *reserves* an estimate (status 'reserved'), then settles to the reported usage
 -- ('used') or gives the reservation back ('released'). The rolling 24 h sum per agent counts
 -- used tokens plus live reservations, so concurrent runs cannot all pass a nearly spent budget.
 CREATE TABLE IF NOT EXISTS mana_ai.token_usage (

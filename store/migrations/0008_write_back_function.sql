@@ -1,6 +1,6 @@
 -- The write-back's fast path in one statement (one round trip for any number of missions):
 -- for each item, the same steps as the careful path in store/writeback.py, in the same order:
--- withUser, fence on the claim's lease, read the snapshot, then INSERT the reference's row,
+-- withUser, fence on the claim's lease, read the snapshot, then INSERT the TypeScript service's row,
 -- mark the slot planned, record the token usage.
 --
 -- Each item's verdict: 'stale' (newer sync_changes rows than the snapshot: the client folds them

@@ -1,5 +1,5 @@
--- Deep research jobs (reference-later §1.4, docs/operations.md "Deep research"): one row per
--- mission. The reference's columns, plus what the daemon needs to do better: `status`
+-- Deep research jobs (docs/operations.md "Deep research"): one row per mission. The TypeScript
+-- service's columns, plus what the daemon needs to do better: `status`
 -- ('pending' while mana-research works; 'completed' or 'failed' once settled), the due slot a
 -- settled job belongs to (its answer is reused by a retry of that slot instead of paying for a
 -- second job, and dropped once the slot is planned or the mission moves on), the rendered

@@ -131,7 +131,7 @@ async def test_no_key_configured_is_not_configured(pool: asyncpg.Pool, rsa_key: 
     assert sample(metrics, "mana_ai_grant_skips_total", reason="not-configured") == 1
 
 
-# --- the `profile` input: the userContext record (reference-later §1) -----------------------------
+# --- the `profile` input: the userContext record ---------------------------------------------------
 
 PROFILE_INPUT = {"module": "profile", "table": "userContext", "id": "singleton"}
 PROFILE_DERIVATION = Derivation("m1", ("userContext",), ("userContext:singleton",))

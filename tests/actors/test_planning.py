@@ -53,7 +53,7 @@ async def test_legacy_mission_is_planned_and_written_back_exactly(pool: asyncpg.
                             "missionId": "m1", "iterationId": iteration_id, "rationale": "Review progress"}
     assert (row["app_id"], row["table_name"], row["record_id"], row["user_id"], row["op"], row["client_id"],
             row["schema_version"]) == ("ai", "aiMissions", "m1", "u-1", "update", "mana-ai-runner", 1)
-    # the request was the reference's: the default 17 tools, no agent context
+    # the request was the TypeScript service's: the default 17 tools, no agent context
     [request] = llm.requests
     assert request["model"] == "gpt-4o-mini" and request["temperature"] == 0.3
     system = request["messages"][0]["content"]

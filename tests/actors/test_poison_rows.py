@@ -1,4 +1,4 @@
-"""Poison rows (issue 8 item 3): one row that cannot be decoded or stored is skipped, recorded and
+"""Poison rows: one row that cannot be decoded or stored is skipped, recorded and
 counted once, and every other mission is still planned in the same cycle.
 
 Each case reproduces one of the rows that used to stop every cycle for every user.
@@ -43,7 +43,7 @@ async def insert_raw(pool: asyncpg.Pool, table: str, record_id: str, data: str, 
 
 
 def mission_text(mission_id: str, **raw_fields: str) -> str:
-    """A cookbook mission as JSON text, with some fields given as raw JSON text."""
+    """A mission as the webapp creates it (`tests.seed.mission`) as JSON text, some fields raw JSON."""
     data = mission(mission_id, agent_id=None)["data"]
     body = json.dumps(data)[:-1]
     return body + "".join(f", {json.dumps(k)}: {v}" for k, v in raw_fields.items()) + "}"

@@ -1,4 +1,4 @@
-"""``enc:1:`` field values (reference §9.5, §9.10 AES vectors, §13 ``decrypt-value.test.ts``)."""
+"""``enc:1:`` field values: AES vectors, and the TypeScript service's ``decrypt-value.test.ts`` cases."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from grants import (
     is_encrypted,
 )
 
-MDK = bytes.fromhex("7538df66c51d3ddb667c0135feb4ac7c2800ba372babc7e61e9423d6a9a65628")  # §9.10 golden
+MDK = bytes.fromhex("7538df66c51d3ddb667c0135feb4ac7c2800ba372babc7e61e9423d6a9a65628")  # the golden derivation's MDK
 MASTER = bytes(range(1, 33))
 IV = bytes(range(12))  # 00 01 … 0b
 OTHER_KEY = bytes(range(100, 132))
@@ -59,7 +59,7 @@ def rejected(value: str, key: bytes = MDK) -> None:
     assert audit_reason(caught.value) == "ciphertext-tampered-or-wrong-key"
 
 
-# --- §9.10 vectors --------------------------------------------------------------------------
+# --- AES vectors ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("value", "blob"), VECTORS)
@@ -73,7 +73,7 @@ def test_vectors_decrypt_back(value: object, blob: str) -> None:
 
 
 def test_contracts_vectors() -> None:
-    """contracts §3.1: the webapp's own vector under the master key, and under the MDK."""
+    """The webapp's own vector under the master key, and under the MDK."""
     under_master = "enc:1:AAECAwQFBgcICQoL.U3Vo+aO8FG18R9syEP3V55+bpeRovbdBwc1x8URE5w=="
     under_mdk = "enc:1:AAECAwQFBgcICQoL.lWLwWLxYh7Ql4r+E9Rqsjv6K4+GzSne8w1ffiwByyw=="
     assert encrypt_value(MASTER, "Einkaufsliste", IV) == under_master
@@ -82,7 +82,7 @@ def test_contracts_vectors() -> None:
 
 
 def test_master_key_ciphertext_fails_under_the_mdk() -> None:
-    """Reference §14 item 2: records encrypted with the master key do not open with the MDK."""
+    """Records encrypted with the master key do not open with the MDK a grant carries."""
     rejected(encrypt_value(MASTER, "Einkaufsliste", IV))
 
 

@@ -1,4 +1,4 @@
-"""MDK derivation (reference §9.3, §13 shared-ai ``grant.test.ts``) and grant minting."""
+"""MDK derivation (the cases of shared-ai's ``grant.test.ts``) and grant minting."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Loading the mission private key (reference §9.2, §14 item 23)."""
+"""Loading the mission private key, literal ``\\n`` escapes from an env file included."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def test_accepts_any_whitespace_and_no_line_breaks(pem: str, rsa_key: rsa.RSAPri
     assert same_key(loaded(pem.replace("\n", "\r\n")), rsa_key)
     assert same_key(loaded("  " + pem.replace("\n", "") + "\n\n"), rsa_key)
     body = "".join(pem.strip().splitlines()[1:-1])
-    assert same_key(loaded(body), rsa_key)  # markers are optional, as in the reference
+    assert same_key(loaded(body), rsa_key)  # markers are optional, as in the TypeScript service
 
 
 @pytest.mark.parametrize("pem", [None, "", "   \n\t"])

@@ -1,4 +1,4 @@
-"""Unwrapping mission grants (reference §9.6, §9.10 round trip, §14 item 16)."""
+"""Unwrapping mission grants: the TypeScript service's checks, the round trip, and our mission check."""
 
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def refused(pair: KeyPair | None, grant: object, *, now: datetime = NOW, mission
     return result.reason
 
 
-# --- §9.10 round trip -----------------------------------------------------------------------
+# --- round trip -----------------------------------------------------------------------------
 
 
 def test_round_trip(pair: KeyPair) -> None:
@@ -301,7 +301,7 @@ def test_wrapped_for_another_key_pair(pair: KeyPair, other_pair: KeyPair) -> Non
 
 
 def test_oaep_with_mgf1_sha1_is_rejected(pair: KeyPair) -> None:
-    """stack-notes §5: Java's OAEPWithSHA-256AndMGF1Padding uses MGF1-SHA1; we do not accept it."""
+    """Java's OAEPWithSHA-256AndMGF1Padding uses MGF1-SHA1; we do not accept it."""
     assert refused(pair, grant_with(pair, mgf_hash=hashes.SHA1())) == "wrap-rejected"
 
 

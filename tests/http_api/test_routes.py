@@ -88,7 +88,7 @@ async def test_unknown_routes_are_json_404(pool: asyncpg.Pool) -> None:
     async with running_daemon(pool) as d:
         response = await d.client.get("/nope")
         assert response.status_code == 404 and response.json() == {"error": "not found"}
-        # the reference answers GET /internal/tick (valid key) with 404
+        # the TypeScript service answers GET /internal/tick (valid key) with 404
         response = await d.client.get("/internal/tick", headers=KEY)
         assert response.status_code == 404
         assert d.metric("mana_ai_http_requests_total", method="GET", path="*", status="404") == 2

@@ -87,7 +87,7 @@ def test_user_actor_constant() -> None:
         USER_ACTOR["displayName"] = "x"  # type: ignore[index]
 
 
-# --- the write-back actor (§5.6) ------------------------------------------------------------
+# --- the write-back actor ------------------------------------------------------------------
 
 
 def test_mission_runner_actor_with_agent() -> None:

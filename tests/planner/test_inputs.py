@@ -1,4 +1,4 @@
-"""The `profile` input (userContext, reference-later §1): field order, JSON for non-strings, the cut."""
+"""The `profile` input (userContext): field order, JSON for non-strings, the cut."""
 
 from __future__ import annotations
 

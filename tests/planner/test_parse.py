@@ -38,7 +38,7 @@ def fail(text: str, allowed: frozenset[str] = KNOWN) -> ParseFailure:
     return result
 
 
-# --- §6.4 valid -----------------------------------------------------------------------------
+# --- valid ----------------------------------------------------------------------------------
 
 
 def test_valid_1_fenced() -> None:
@@ -77,7 +77,7 @@ def test_valid_5_prose_around_a_fence() -> None:
     assert [s.tool_name for s in plan.steps] == ["create_task"]
 
 
-# --- §6.4 invalid ---------------------------------------------------------------------------
+# --- invalid --------------------------------------------------------------------------------
 
 
 def test_invalid_1_prose_only() -> None:
@@ -123,7 +123,7 @@ def test_also_top_level_string_is_not_an_object() -> None:
     assert fail(fenced('"hi"')) == ParseFailure("top-level value is not an object", '"hi"')
 
 
-# --- the reference's own parser tests (shared-ai parser.test.ts) ----------------------------
+# --- the TypeScript service's own parser tests (shared-ai parser.test.ts) -------------------
 
 
 def test_prompt_and_parser_round_trip_a_valid_plan() -> None:
@@ -142,7 +142,7 @@ def test_rejects_unknown_tool_names() -> None:
     assert isinstance(parse_planner_response(text, {"create_task"}), ParseFailure)
 
 
-# --- our allowed set (DESIGN §4 row 8) ------------------------------------------------------
+# --- our allowed set: the agent-filtered tools --------------------------------------------
 
 
 def test_a_real_tool_outside_the_passed_set_is_rejected() -> None:
@@ -191,7 +191,7 @@ def test_overlapping_backticks() -> None:
 
 
 def test_long_whitespace_after_an_unclosed_fence_is_linear() -> None:
-    """The reference's regex backtracks quadratically here (minutes for 200k spaces)."""
+    """The TypeScript service's regex backtracks quadratically here (minutes for 200k spaces)."""
     text = "```json" + " " * 200_000
     assert fail(text) == ParseFailure("no JSON block found", text)
 
@@ -314,7 +314,7 @@ EXTRACT_TOKENS = [
 @settings(database=None, deadline=None, max_examples=500)
 @given(st.lists(st.sampled_from(EXTRACT_TOKENS), max_size=30).map("".join))
 def test_linear_extraction_equals_the_reference_regex(text: str) -> None:
-    """The linear fence scan finds exactly the group the reference's regex captures."""
+    """The linear fence scan finds exactly the group the TypeScript service's regex captures."""
     match = FENCE_PATTERN.search(text)
     assert _extract_fenced(text) == (match.group(1) if match else None)
 
@@ -407,7 +407,7 @@ def test_any_nul_or_lone_surrogate_in_a_stored_part_is_refused(text: str, bad: s
     assert isinstance(result, ParseFailure) and result.reason.endswith("(bad-unicode)")
 
 
-# --- reasoning output before the answer (a deliberate deviation from the reference) ----------
+# --- reasoning output before the answer (a deliberate deviation from the TypeScript service) -
 
 DRAFT = json.dumps({"summary": "draft", "steps": [{"toolName": "create_task", "params": {"title": "D"},
                                                     "rationale": "draft"}]})

@@ -10,7 +10,7 @@ from planner.tools import AI_AVAILABLE_TOOLS, AI_PROPOSABLE_TOOL_NAMES
 ALL = [t.name for t in AI_AVAILABLE_TOOLS]
 NOTES = {"update_note", "append_to_note", "add_tag_to_note", "create_note"}
 
-# The webapp's DEFAULT_AI_POLICY (reference §2.5): 17 propose, 12 auto, default propose.
+# The webapp's DEFAULT_AI_POLICY: 17 propose, 12 auto, default propose.
 DEFAULT_AI_POLICY = {
     "tools": {
         **{name: "propose" for name in AI_PROPOSABLE_TOOL_NAMES},
@@ -132,7 +132,7 @@ def test_allowed_tool_names() -> None:
 
 
 def test_denied_tool_is_rejected_by_the_parser() -> None:
-    """DESIGN §4 row 8: the parser's allowed set is the agent-filtered set."""
+    """The parser's allowed set is the agent-filtered set (the TypeScript service accepted any of the 17)."""
     policy = {"tools": {"create_task": "deny"}, "defaultForAi": "propose"}
     allowed = allowed_tool_names(filter_tools_by_agent_policy(AI_AVAILABLE_TOOLS, policy))
     text = '{"summary":"","steps":[{"toolName":"create_task","params":{},"rationale":"r"}]}'

@@ -48,7 +48,7 @@ def iteration(n: int, **extra: object) -> dict[str, object]:
 
 
 def test_system_prompt_is_byte_exact_for_the_default_tools() -> None:
-    """Appendix A + B: preamble, "Verfügbare Tools:\\n", tool block, no trailing newline."""
+    """The TypeScript service's system prompt: preamble, "Verfügbare Tools:\\n", tool block, no trailing newline."""
     assert system_prompt(list(AI_AVAILABLE_TOOLS)) == golden("system_prompt_default.txt")
 
 

@@ -1,4 +1,4 @@
-"""planner/research.py: the trigger regex, the article shape, the markdown and the input (§10)."""
+"""planner/research.py: the trigger regex, the article shape, the markdown and the input."""
 
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ def test_markdown_without_articles() -> None:
 
 
 def test_markdown_keeps_text_verbatim() -> None:
-    """As in the reference, nothing is escaped: quotes, newlines and markdown pass through."""
+    """As in the TypeScript service, nothing is escaped: quotes, newlines and markdown pass through."""
     text = research_markdown('say "hi"', 1, [Article("u", "# T", "a\nb")])
     assert text.startswith('# Web-Research: "say "hi""\n')
     assert "## # T\n> a\nb\nURL: u\n" in text

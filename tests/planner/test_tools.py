@@ -15,7 +15,7 @@ from planner.tools import (
     check_tool_drift,
 )
 
-# §7.1, in order.
+# The TypeScript service's allow-list, in its order.
 CATALOG_ORDER = [
     ("create_task", "todo"),
     ("complete_task", "todo"),

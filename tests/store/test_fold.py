@@ -1,5 +1,5 @@
-"""The field-level LWW fold (reference §3): the reference's own cases, the fixture cookbook,
-edge cases, malformed rows, and the laws that make the incremental DB refresh correct."""
+"""The field-level LWW fold: the TypeScript service's own cases, the fixture cookbook (rows as the
+webapp writes them), edge cases, malformed rows, and the laws that make the incremental DB refresh correct."""
 
 from __future__ import annotations
 
@@ -38,12 +38,12 @@ def stamped(data: dict[str, Any], stamp: str) -> dict[str, str]:
 
 
 def js_iso(dt: datetime) -> str:
-    """`Date.toISOString()`, written independently of `planner.iteration.iso_ms` (contracts §0)."""
+    """`Date.toISOString()`, written independently of `planner.iteration.iso_ms` (three fractional digits, `Z`)."""
     return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def merge_raw(record_id: str, rows: Iterable[ChangeRow], *, agents: bool) -> dict[str, Any] | None:
-    """A literal port of the reference's `mergeRaw` (§3.1), as an oracle for well-formed rows."""
+    """A literal port of the TypeScript service's `mergeRaw`, as an oracle for well-formed rows."""
     record: dict[str, Any] | None = None
     ft: dict[str, Any] = {}
     for r in rows:
@@ -66,13 +66,13 @@ def merge_raw(record_id: str, rows: Iterable[ChangeRow], *, agents: bool) -> dic
     return record
 
 
-# --- reference §13: missions-projection.test.ts (mergeAndFilter) -------------------------------
+# --- the TypeScript service's missions-projection.test.ts (mergeAndFilter) ----------------------
 
 NOW = "2026-04-15T12:00:00.000Z"
 
 
 def due_missions(rows: list[ChangeRow], user_id: str, now: str) -> list[Mission]:
-    """`mergeAndFilter` through our fold: fold per record, then the due filter of §3.4."""
+    """`mergeAndFilter` through our fold: fold per record, then `mergeAndFilter`'s due filter."""
     by_record: dict[str, list[ChangeRow]] = defaultdict(list)
     for r in rows:
         by_record[r.record_id].append(r)
@@ -130,7 +130,7 @@ def test_projection_keeps_due_missions_of_several_records_apart() -> None:
     assert sorted((m.id, m.title) for m in due_missions(rows, "u-1", NOW)) == [("m1", "x"), ("m3", "y")]
 
 
-# --- reference §13: agents-projection.test.ts (mergeRaw) ----------------------------------------
+# --- the TypeScript service's agents-projection.test.ts (mergeRaw) ------------------------------
 
 AGENT_T0 = "2026-04-15T00:00:00Z"
 
@@ -178,12 +178,12 @@ def test_agents_5_null_on_delete_tombstone() -> None:
 
 def test_agents_6_null_when_deleted_at_is_set() -> None:
     assert reference_fold("a1", [agent_insert(deletedAt="2026-04-15T01:00:00.000Z")], agents=True) is None
-    # missions keep such a record: the due filter drops it later (§3.1 step 5)
+    # missions keep such a record (`mergeRaw` drops only agents on it): the due filter drops it later
     kept = reference_fold("a1", [agent_insert(deletedAt="2026-04-15T01:00:00.000Z")], agents=False)
     assert kept is not None and kept["deletedAt"] == "2026-04-15T01:00:00.000Z"
 
 
-# --- contracts §2.5: the fixture cookbook, folded row by row ------------------------------------
+# --- the fixture cookbook (a mission's life as the webapp writes it), folded row by row ---------
 
 M = "6f1b9c2e-3d4a-4b5c-8d6e-7f8091a2b3c4"
 U = "u-1"
@@ -284,7 +284,7 @@ def test_cookbook_due_and_reference_views() -> None:
 
 
 def test_write_back_older_than_the_device_loses_even_when_it_lands_later() -> None:
-    """Clock skew (contracts §2.6): the row's stamps, not its created_at, decide."""
+    """Clock skew between device and server: the row's stamps, not its created_at, decide."""
     skewed = update_row({"iterations": [SERVER_IT], "updatedAt": "2026-04-15T08:00:00.000Z"},
                         "2026-04-15T08:00:00.000Z", created_at=pushed(T8))
     state = fold_rows(M, [*COOKBOOK_ROWS[:8], skewed])
@@ -618,7 +618,7 @@ def test_folding_never_raises_and_reports_exactly_the_malformed_rows(rows: list[
 @PROPERTY
 @given(rows=strategies.histories(), agents=st.booleans())
 def test_reference_fold_matches_a_literal_port_of_merge_raw(rows: list[ChangeRow], agents: bool) -> None:
-    """On well-formed histories `reference_fold` is the reference's `mergeRaw` (§3.1): delete
+    """On well-formed histories `reference_fold` is the TypeScript service's `mergeRaw`: delete
     terminal, the first row seeds record and stamps, string-compared LWW with the created_at
     fallback, agents dropped on a truthy `deletedAt`."""
     assert reference_fold("m1", rows, agents=agents) == merge_raw("m1", rows, agents=agents)

@@ -1,4 +1,4 @@
-"""Typed views of snapshot records: the reference's coercions (§2.3 `ServerMission`, §4.4
+"""Typed views of snapshot records: the TypeScript service's coercions (`ServerMission`,
 `toServerAgent`) and the field problems reported for malformed records."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The daemon as a non-superuser that does not own sync_changes (what production should use).
 
-The role needs BYPASSRLS to read every user's missions (as the reference's discovery query),
+The role needs BYPASSRLS to read every user's missions (as the TypeScript service's discovery query),
 CREATE on the database for schema `mana_ai`, and SELECT/INSERT on `sync_changes`. It may not
 index or trigger mana-sync's table: those migrations steps warn and the daemon carries on.
 """

@@ -161,7 +161,7 @@ async def test_happy_path_sends_the_reference_requests(http: httpx.AsyncClient) 
     assert result == ResearchResult(feed_count=2, articles=EXPECTED_ARTICLES)
     assert fake.paths() == [DISCOVER_PATH, SEARCH_PATH]
     discover, search = fake.calls
-    # compact JSON in the reference's key order, UTF-8 as fetch sends it
+    # compact JSON in the TypeScript service's key order, UTF-8 as fetch sends it
     assert discover.raw == '{"query":"Aktuelle KI-News Ä","language":"de","limit":5}'.encode()
     assert search.raw == (
         '{"feeds":["https://a.example/feed","https://b.example/atom"],'
