@@ -7,7 +7,7 @@
     mana-ai stand-in-llm [--host H] [--port P]   the demo's stand-in LLM as a server, until SIGTERM/SIGINT
     mana-ai seed-example [--user U]              one due example mission in the configured database
 
-Shutdown on SIGTERM/SIGINT (DESIGN §2.3), within one grace period in total: at once, HTTP
+Shutdown on SIGTERM/SIGINT, within one grace period in total: at once, HTTP
 stops accepting, the snapshot actor starts no cycle and agent actors start no mission (queued
 ones are handed back); in-flight missions get `MANA_AI_GRACE_S`, then are cancelled and hand
 their slots back, while HTTP drains (an in-flight manual tick gets its stats) → close the pool

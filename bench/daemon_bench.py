@@ -282,7 +282,7 @@ def summarize(scenario: Scenario, samples: list[Sample], trips: RoundTrips | Non
 
 
 def targets(runs: dict[str, Any], speedup: float | None) -> dict[str, bool]:
-    """Each target of DESIGN §6 (and issue 9) whose scenario ran, judged on the medians."""
+    """Each performance target whose scenario ran, judged on the medians."""
     checks: dict[str, bool] = {}
     if zero := runs.get("zero-latency"):
         checks["zero-latency: wall <= 3 ms/mission"] = zero["wall_ms_per_mission"]["median"] <= 3

@@ -1,7 +1,7 @@
 """Every Prometheus family of the daemon, on a registry owned by one `Metrics` object.
 
-Names, types, labels and buckets of the reference (reference-v0.6 §11) are kept exactly.
-The reference sets a default label `service="mana-ai"` on every series and exports process
+Names, types, labels and buckets of the TypeScript service are kept exactly.
+That service sets a default label `service="mana-ai"` on every series and exports process
 metrics with the prefix `mana_ai_`; `_ServiceLabel` and `ProcessCollector` do the same here.
 """
 
@@ -47,7 +47,7 @@ WRITE_BACK_REFUSED_REASONS = ("row-too-large", "too-deep", "string-too-long", "n
 
 
 class _ServiceLabel(Collector):
-    """Adds the reference's default label `service="mana-ai"` to every sample."""
+    """Adds the TypeScript service's default label `service="mana-ai"` to every sample."""
 
     def __init__(self, inner: CollectorRegistry) -> None:
         self._inner = inner
@@ -65,13 +65,13 @@ class Metrics:
     """The daemon's metric families; build one per process (or per test) and pass it down."""
 
     def __init__(self) -> None:
-        disable_created_metrics()  # type: ignore[no-untyped-call]  # the reference (prom-client) exports no *_created series
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # the TypeScript service (prom-client) exports no *_created series
         inner = CollectorRegistry(auto_describe=True)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_ServiceLabel(inner))
         ProcessCollector(namespace="mana_ai", registry=inner)
         r = inner
-        # HTTP (reference §1.4)
+        # HTTP
         self.http_requests = Counter("mana_ai_http_requests_total", "HTTP requests",
                                      ["method", "path", "status"], registry=r)
         self.http_duration = Histogram("mana_ai_http_request_duration_seconds", "HTTP request duration",
@@ -95,7 +95,7 @@ class Metrics:
         self.mission_errors = Counter("mana_ai_mission_errors_total", "Per-mission errors", registry=r)
         self.planner_duration = Histogram("mana_ai_planner_request_duration_seconds",
                                           "LLM request duration", buckets=PLANNER_BUCKETS, registry=r)
-        # Snapshots (mission refresh only, as the reference)
+        # Snapshots (mission refresh only, as the TypeScript service)
         self.snapshots_new = Counter("mana_ai_snapshots_new_total", "New mission snapshots", registry=r)
         self.snapshots_updated = Counter("mana_ai_snapshots_updated_total",
                                          "Updated mission snapshots", registry=r)
@@ -110,10 +110,10 @@ class Metrics:
         # Agents
         self.agent_decisions = Counter("mana_ai_agent_decisions_total", "Agent gating decisions",
                                        ["decision"], registry=r)
-        # Budget (reference-later §1.7)
+        # Budget (the TypeScript service's names)
         self.tokens_used = Counter("mana_ai_tokens_used_total", "LLM tokens used (prompt + completion)",
                                    ["agent_id"], registry=r)
-        # Ours (not in the reference)
+        # Ours (not in the TypeScript service)
         self.sync_rows_rejected = Counter("mana_ai_sync_rows_rejected_total",
                                           "sync_changes rows or fields coerced or skipped as malformed",
                                           ["table", "kind"], registry=r)
@@ -181,7 +181,7 @@ class Metrics:
                                         "Time spent per stage of a cycle (refresh, select, claim, dispatch, "
                                         "housekeeping) and of a mission (inputs, llm, write-back)",
                                         ["stage"], buckets=STAGE_BUCKETS, registry=r)
-        # Tool-calling planner (reference-later §1.7; MANA_AI_PLANNER=tools): the reference's
+        # Tool-calling planner (MANA_AI_PLANNER=tools): the TypeScript service's
         # buckets; tool is a catalog name or "unknown", outcome recorded|rejected (validated calls)
         self.planner_rounds = Histogram("mana_ai_planner_rounds", "LLM rounds per tool-calling plan",
                                         buckets=ROUND_BUCKETS, registry=r)
@@ -193,7 +193,7 @@ class Metrics:
                                              buckets=REASONING_CHARS_BUCKETS, registry=r)
         self.tool_calls = Counter("mana_ai_tool_calls_total", "Tool calls of the tool-calling planner by outcome",
                                   ["tool", "outcome"], registry=r)
-        # Deep research (reference-later §1.7): the reference's names and labels; `provider` is
+        # Deep research: the TypeScript service's names and labels; `provider` is
         # the provider mana-research named (gemini-deep-research-max)
         self.research_jobs_submitted = Counter("mana_ai_research_jobs_submitted_total",
                                                "Deep-research jobs submitted to mana-research", ["provider"],

@@ -1,8 +1,8 @@
-"""Strict parser for the planner's answer (reference §6.3/§6.4): pure, never raises.
+"""Strict parser for the planner's answer (the TypeScript service's rules and reasons): pure, never raises.
 
 ``parse_planner_response(text, allowed)`` returns a ``Plan`` or a ``ParseFailure`` whose
-``reason`` is the reference's string. ``allowed`` is whatever set the caller passes; the
-runner passes the agent-filtered tool names (DESIGN §4 row 8), the reference passed all 17.
+``reason`` is the TypeScript service's string. ``allowed`` is whatever set the caller passes; the
+runner passes the agent-filtered tool names (policy-denied tools are refused), the TypeScript service passed all 17.
 
 Ours besides: a plan that cannot be stored as the reader will read it (``planner.storable``:
 NUL or lone surrogates, strings, nesting or numbers past the bounds, a plan past
@@ -11,8 +11,8 @@ MANA_AI_MAX_ROW_BYTES) is a ``ParseFailure`` too, whose reason names the part an
 
 And reasoning before the answer (``<think>…</think>`` and the like, ``planner.reasoning``) is
 set aside before the block is looked for: a draft plan inside the thinking is never the plan,
-and a thinking block that never closed is a failure of its own (the reference would have
-taken the draft).
+and a thinking block that never closed is a failure of its own (the TypeScript service would
+have taken the draft).
 """
 
 from __future__ import annotations
@@ -31,13 +31,13 @@ __all__ = ["CUT_OFF_REASON", "NO_ANSWER_AFTER_REASONING", "JsonParams", "ParseFa
 
 _WS = "[" + re.escape(JS_WHITESPACE) + "]"
 _WS_RUN = re.compile(_WS + "*")
-#: The reference's /```(?:json)?\s*\n?([\s\S]*?)\n?```/ with JS's \s spelled out: first fence
+#: The TypeScript service's /```(?:json)?\s*\n?([\s\S]*?)\n?```/ with JS's \s spelled out: first fence
 #: wins, lowercase "json" only, lazy body. Kept as the specification of ``_extract_fenced``,
 #: which finds the same group in linear time: the backtracking regex (V8's too) is quadratic
 #: when a fence is followed by a long whitespace run and no closing fence (32k spaces: 5 s).
 FENCE_PATTERN = re.compile(r"```(?:json)?" + _WS + r"*\n?([\s\S]*?)\n?```")
 
-#: A step's ``params``: a JSON object, or an array (the reference accepts those as-is).
+#: A step's ``params``: a JSON object, or an array (the TypeScript service accepts those as-is).
 JsonParams = dict[str, object] | list[object]
 
 
@@ -87,7 +87,7 @@ def parse_planner_response(text: str, allowed_tool_names: Collection[str],
         return ParseFailure(answer.unclosed_reason or "", text)
     text = answer.text
     block = _extract_block(text)
-    if not block:  # an empty fenced block is "not found" too, as in the reference
+    if not block:  # an empty fenced block is "not found" too, as in the TypeScript service
         if (answer.reasoning_chars or reasoning_chars) and not js_trim(text):
             return ParseFailure(NO_ANSWER_AFTER_REASONING, text)
         return ParseFailure("no JSON block found", text)
@@ -95,7 +95,7 @@ def parse_planner_response(text: str, allowed_tool_names: Collection[str],
         value = json.loads(block, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         # Python's json message, not V8's ("Unexpected token ..."): the engine text cannot be
-        # matched, only the "JSON parse failed: " prefix is the reference's. ValueError also
+        # matched, only the "JSON parse failed: " prefix is the TypeScript service's. ValueError also
         # covers JSONDecodeError, our NaN/Infinity/overflow rejection (JSON.parse has no NaN
         # literals; an overflowing number would become Infinity and then null on write) and
         # the int digit limit; RecursionError is absurdly deep nesting.

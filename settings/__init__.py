@@ -1,7 +1,7 @@
 """The daemon's configuration: read once from the environment into a frozen `Settings`.
 
-Names and defaults of the reference are kept (reference-v0.6 §1.5); our own settings are
-prefixed `MANA_AI_`. An empty string means "unset" (the reference crashed on it). A value
+Names and defaults of the TypeScript service are kept; our own settings are
+prefixed `MANA_AI_`. An empty string means "unset" (the TypeScript service crashed on it). A value
 that does not parse stops start-up with one `ConfigError` line naming the variable.
 """
 
@@ -57,7 +57,7 @@ class Settings:
     llm_circuit_probe_max_s: float = 60.0  # ... up to this
     llm_startup_probe: bool = True  # MANA_AI_LLM_STARTUP_PROBE: GET /v1/models once at start
     # MANA_AI_LLM_RESPONSE_FORMAT: the json planner's structured output (planner/plan_schema.py);
-    # "none" sends no response_format (the reference's body)
+    # "none" sends no response_format (the TypeScript service's body)
     llm_response_format: str = "none"
     instance_id: str = ""
     lease_s: float = 300.0
@@ -279,7 +279,7 @@ _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
 
 def _tick_enabled(raw: str) -> bool:
-    """true/false/1/0/yes/no in any case (the reference took every value but `false` as on)."""
+    """true/false/1/0/yes/no in any case (the TypeScript service took every value but `false` as on)."""
     value = raw.strip().lower()
     if value not in _TRUE + _FALSE:
         raise ValueError
@@ -330,7 +330,7 @@ _SPEC: dict[str, _Var] = {
     "MANA_AI_RESEARCH_TOKEN": _Var("research_token", _token, "a bearer token for mana-api (no spaces)",
                                    secret=True),
     "MANA_AI_DEEP_RESEARCH": _Var("deep_research", _bool, "true|false"),
-    # the reference's name for the same switch, so its deployments start unchanged
+    # the TypeScript service's name for the same switch, so its deployments start unchanged
     "MANA_AI_DEEP_RESEARCH_ENABLED": _Var("deep_research", _bool, "true|false"),
     "MANA_RESEARCH_URL": _Var("mana_research_url",
                               _http_url("set mana-research's key in MANA_AI_RESEARCH_SERVICE_KEY"), _URL),

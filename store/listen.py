@@ -7,7 +7,7 @@ connection LISTENing and hands every payload to its owner's `on_change`. It is o
 Postgres drops a NOTIFY when nobody listens, so after every (re)connect the owner gets
 `on_change("reconnected")` and re-scans; the interval poll stays the source of truth.
 
-`ChangeListener.run`, one connection at a time (stack-notes §2.2):
+`ChangeListener.run`, one connection at a time (a broken one is closed before the next):
 
     connect + LISTEN --ok--> serve: payload -> on_change;  SELECT 1 every check_interval_s
          | failed               | terminated by the server, or the check failed
@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 CHANNEL = "mana_ai_changes"
 APPLICATION_NAME = "mana-ai-listen"  # how the listen backend shows up in pg_stat_activity
 
-# These statements live here, not in store/queries.sql (STYLE §3), because queries.sql is being
-# edited by concurrent work and only this module uses them; move them there once that settles.
+# These statements live here, not in store/queries.sql: only this module uses them, on its own
+# connection outside the pool.
 # 'mana-ai-runner' is the client_id of our own write-back (queries.sql `append_iteration`): a
 # NOTIFY for it would only wake us for our own write.
 _TRIGGER_EXISTS = """

@@ -101,7 +101,7 @@ async def connect_with_retry(dsn: str, size: int, timeout_s: float, *, pooler: P
 
 
 async def close_pool(pool: asyncpg.Pool, timeout_s: float = 5.0) -> None:
-    """Close shielded and bounded; `terminate()` if a connection is stuck (stack-notes §2.1)."""
+    """Close shielded and bounded; `terminate()` if a connection is stuck (a plain close would wait)."""
     with trio.CancelScope(shield=True):
         with trio.move_on_after(timeout_s) as scope:
             await aio_as_trio(pool.close)()

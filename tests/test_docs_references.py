@@ -8,8 +8,7 @@ means on its own.
 
 `SCOPE` is a list of glob patterns relative to the repository root (`**/` is any number of
 folders). Links to public pages (`pgjones/hypercorn#203`) and sections of public standards
-(`ES2024 §21.4.1.32`, `RFC 9110 §15.5`) are fine: anyone can open them. `PENDING` names files
-still waiting to be cleaned; they are checked but expected to fail, until removed from it.
+(`ES2024 §21.4.1.32`, `RFC 9110 §15.5`) are fine: anyone can open them.
 """
 
 from __future__ import annotations
@@ -27,13 +26,6 @@ SCOPE = ["README.md", "docs/*.md", "deploy/**/*", "**/*.py", "store/*.sql", "sto
 NOT_SCANNED = {".venv", "venv", ".git", "node_modules", "test-artifacts", "__pycache__", ".mypy_cache",
                ".pytest_cache", ".hypothesis", ".mana-ai", "build", "dist"}
 THIS_FILE = Path(__file__).resolve()
-# files other branches still change; cleaned after they are merged, then dropped from this set
-PENDING = {
-    "store/pool.py", "store/listen.py", "supervisor.py", "actors/mission.py", "upstream/llm.py",
-    "bench/_daemon.py", "bench/daemon_bench.py", "planner/parse.py", "planner/chat.py",
-    "settings/__init__.py", "observability/metrics.py", "tests/settings/test_settings.py",
-    "tests/upstream/test_llm_client.py", ".ci/run",
-}
 
 # a section sign, unless it follows a public standard's name (`ES2024 §…`, `RFC 9110 §…`, `ECMA-262 §…`)
 _SECTION = re.compile(r"(?<!\bES\d{4} )(?<!\bRFC \d{4} )(?<!\bECMA-262 )§")
@@ -86,12 +78,6 @@ def test_the_scope_names_files() -> None:
     assert not any(part in NOT_SCANNED for f in files for part in f.split("/")), "a skipped folder was walked"
 
 
-def test_every_pending_file_is_in_the_scope() -> None:
-    """A renamed or deleted file must leave `PENDING`, or the set would hide nothing and rot."""
-    files = {p.relative_to(ROOT).as_posix() for p in scoped_files()}
-    assert PENDING - files == set()
-
-
 def test_globs_read_as_documented() -> None:
     assert _glob_regex("**/*.py").fullmatch("runtime.py") and _glob_regex("**/*.py").fullmatch("a/b/c.py")
     assert not _glob_regex("store/*.sql").fullmatch("store/migrations/0001_x.sql")
@@ -110,11 +96,8 @@ def offending_lines(text: str) -> list[str]:
 
 
 def _scoped_params() -> list[object]:
-    """Each scoped file; a `PENDING` one is expected to fail (non-strict: once clean it shows as XPASS)."""
-    pending = pytest.mark.xfail(reason="PENDING: cleaned after the other branches are merged", strict=False)
-    return [pytest.param(path, id=path.relative_to(ROOT).as_posix(),
-                         marks=[pending] if path.relative_to(ROOT).as_posix() in PENDING else [])
-            for path in scoped_files()]
+    """Each scoped file, named by its path."""
+    return [pytest.param(path, id=path.relative_to(ROOT).as_posix()) for path in scoped_files()]
 
 
 @pytest.mark.parametrize("path", _scoped_params())

@@ -1,9 +1,9 @@
-"""The one HTTP call to mana-llm (reference §6.2), bounded, limited and retried.
+"""The one HTTP call to mana-llm, bounded, limited and retried.
 
-``LlmClient.complete(system, user)`` posts the reference's chat-completion body and returns a
+``LlmClient.complete(system, user)`` posts the TypeScript service's chat-completion body and returns a
 ``Completion``; ``LlmClient.chat_with_tools(messages, tools)`` posts one round of the
 tool-calling planner and returns an ``AssistantTurn``, with the same retries and bounds.
-Unlike the reference (§14 item 15: no timeout, no retry), every attempt runs under
+Unlike the TypeScript service (no timeout, no retry), every attempt runs under
 ``trio.fail_after(timeout_s)`` and a bounded number of retries covers connect failures, 429
 and 5xx. Every request sent is one try (``1 + retries`` at most): the h11 client never sends
 one again on its own, so a connection dropped after the request went out and before any
@@ -14,15 +14,15 @@ hot path. Its transport errors are httpx's types, mapped to the ``LlmError`` fam
 (non-2xx), ``LlmTimeout`` (an attempt used its whole ``timeout_s``), ``LlmBadResponse`` (an
 unusable 2xx body) and ``LlmClosed`` (shutdown before the request started).
 
-A missing or null ``message.content`` is not an error: it is ``""``, as in the reference, and
+A missing or null ``message.content`` is not an error: it is ``""``, as in the TypeScript service, and
 the strict parser then reports ``no JSON block found``. A reasoning model's ``reasoning_content``
 (or ``reasoning``) is never read as the answer: only its length is kept (``reasoning_chars``,
 with the think blocks before the content's answer; ``planner.reasoning``). A tool-calling
 turn's content is its answer with those blocks set aside; a completion's content is kept whole
 for the strict parser, which sets them aside itself. With ``response_format`` given (the
 ``json`` planner's structured output, planner/plan_schema.py) the request carries it; without,
-the body is the reference's. With ``max_tokens`` set, both requests
-carry it (unset, the body is the reference's); the answer's ``finish_reason`` is passed on
+the body is the TypeScript service's. With ``max_tokens`` set, both requests
+carry it (unset, the body is the TypeScript service's); the answer's ``finish_reason`` is passed on
 (``"length"``: cut off at a token limit) for the planner to refuse.
 """
 
@@ -121,7 +121,7 @@ class ChatMessage(TypedDict):
 
 
 class ChatRequest(TypedDict):
-    """The request body, keys in the reference's order (§6.2), no stream; ``response_format``
+    """The request body, keys in the TypeScript service's order, no stream; ``response_format``
     and ``max_tokens`` only when configured (then last)."""
 
     model: str
@@ -248,7 +248,7 @@ def parse_completion(body: bytes, requested_model: str, attempts: int) -> Comple
     message = first.get("message") if isinstance(first, dict) else None
     content = message.get("content") if isinstance(message, dict) else None
     if content is None:
-        content = ""  # the reference's `?? ''`
+        content = ""  # the TypeScript service's `?? ''`
     elif not isinstance(content, str):
         raise LlmBadResponse("mana-llm content is not a string")
     finish = first.get("finish_reason") if isinstance(first, dict) else None

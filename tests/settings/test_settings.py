@@ -28,7 +28,7 @@ def test_empty_strings_mean_unset() -> None:
     ("false", False), ("False", False), ("FALSE", False), ("0", False), ("no", False), (" No ", False),
     ("true", True), ("True", True), ("1", True), ("yes", True), ("YES", True)])
 def test_tick_enabled_takes_the_usual_spellings_in_any_case(value: str, enabled: bool) -> None:
-    # the reference took every value but the exact string "false" as on: False kept it running
+    # the TypeScript service took every value but the exact string "false" as on: False kept it running
     assert load_settings({"TICK_ENABLED": value}).tick_enabled is enabled
 
 
