@@ -8,6 +8,11 @@ Ours besides: a plan that cannot be stored as the reader will read it (``planner
 NUL or lone surrogates, strings, nesting or numbers past the bounds, a plan past
 MANA_AI_MAX_ROW_BYTES) is a ``ParseFailure`` too, whose reason names the part and the rule:
 ``step[0].params cannot be stored: a NUL character in a string (bad-unicode)``.
+
+And reasoning before the answer (``<think>…</think>`` and the like, ``planner.reasoning``) is
+set aside before the block is looked for: a draft plan inside the thinking is never the plan,
+and a thinking block that never closed is a failure of its own (the reference would have
+taken the draft).
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from planner._js import JS_WHITESPACE, js_trim
+from planner.reasoning import set_aside_reasoning
 from planner.storable import PARAMS_DEPTH, ROW_TOO_LARGE, Rejected, RowBounds, stored_size, surely_storable
 
-__all__ = ["CUT_OFF_REASON", "JsonParams", "ParseFailure", "Plan", "PlanStep", "parse_planner_response", "storage_problem"]
+__all__ = ["CUT_OFF_REASON", "NO_ANSWER_AFTER_REASONING", "JsonParams", "ParseFailure", "Plan", "PlanStep", "parse_planner_response", "storage_problem"]
 
 _WS = "[" + re.escape(JS_WHITESPACE) + "]"
 _WS_RUN = re.compile(_WS + "*")
@@ -64,15 +70,26 @@ class ParseFailure:
 #: too low for the mission, or the model rambles).
 CUT_OFF_REASON = "answer cut off at the token limit"
 
+#: The failure of an answer that is empty once its reasoning is set aside (``planner.reasoning``).
+NO_ANSWER_AFTER_REASONING = "no JSON block found: only reasoning, no answer after it"
+
 
 class _Rejected(ValueError):
     """A number JSON.parse would not give back as a finite value."""
 
 
 def parse_planner_response(text: str, allowed_tool_names: Collection[str],
-                           bounds: RowBounds = RowBounds()) -> Plan | ParseFailure:
+                           bounds: RowBounds = RowBounds(), *, reasoning_chars: int = 0) -> Plan | ParseFailure:
+    """``reasoning_chars``: reasoning the server sent beside the content (``reasoning_content``);
+    only whether there was any is used, to say why an empty answer has no plan."""
+    answer = set_aside_reasoning(text)  # ours: reasoning before the answer is never the plan
+    if answer.unclosed is not None:
+        return ParseFailure(answer.unclosed_reason or "", text)
+    text = answer.text
     block = _extract_block(text)
     if not block:  # an empty fenced block is "not found" too, as in the reference
+        if (answer.reasoning_chars or reasoning_chars) and not js_trim(text):
+            return ParseFailure(NO_ANSWER_AFTER_REASONING, text)
         return ParseFailure("no JSON block found", text)
     try:
         value = json.loads(block, parse_constant=_reject_constant, parse_float=_finite_float)

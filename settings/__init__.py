@@ -49,6 +49,9 @@ class Settings:
     llm_concurrency: int = 8
     llm_retries: int = 2
     llm_max_tokens: int | None = None  # MANA_AI_LLM_MAX_TOKENS: unset, requests carry no max_tokens
+    # MANA_AI_LLM_RESPONSE_FORMAT: the json planner's structured output (planner/plan_schema.py);
+    # "none" sends no response_format (the reference's body)
+    llm_response_format: str = "none"
     instance_id: str = ""
     lease_s: float = 300.0
     max_attempts: int = 5
@@ -288,6 +291,9 @@ _SPEC: dict[str, _Var] = {
     "MANA_AI_LLM_CONCURRENCY": _Var("llm_concurrency", _int(1, 1024), _int_expected(1, 1024)),
     "MANA_AI_LLM_RETRIES": _Var("llm_retries", _int(0, 10), _int_expected(0, 10)),
     "MANA_AI_LLM_MAX_TOKENS": _Var("llm_max_tokens", _int(1, 1_000_000), _int_expected(1, 1_000_000)),
+    "MANA_AI_LLM_RESPONSE_FORMAT": _Var("llm_response_format",
+                                        _choice("none", "json_object", "json_schema", "json_object_schema"),
+                                        "none|json_object|json_schema|json_object_schema"),
     "MANA_AI_INSTANCE_ID": _Var("instance_id", _text, "text"),
     "MANA_AI_LEASE_S": _Var("lease_s", _float(1), "a number of seconds >= 1"),
     "MANA_AI_MAX_ATTEMPTS": _Var("max_attempts", _int(1, 100), _int_expected(1, 100)),

@@ -404,3 +404,62 @@ def test_any_nul_or_lone_surrogate_in_a_stored_part_is_refused(text: str, bad: s
     body = {"summary": "s", "steps": [{"toolName": "create_task", "rationale": "r", "params": {"t": text + bad}}]}
     result = parse_planner_response(fenced(json.dumps(body, ensure_ascii=ascii)), {"create_task"})
     assert isinstance(result, ParseFailure) and result.reason.endswith("(bad-unicode)")
+
+
+# --- reasoning output before the answer (a deliberate deviation from the reference) ----------
+
+DRAFT = json.dumps({"summary": "draft", "steps": [{"toolName": "create_task", "params": {"title": "D"},
+                                                    "rationale": "draft"}]})
+REAL = json.dumps({"summary": "real", "steps": [{"summary": "s", "toolName": "create_task",
+                                                  "params": {"title": "R"}, "rationale": "real"}]})
+
+
+def test_a_qwen3_think_block_with_a_fenced_draft_is_set_aside() -> None:
+    text = (f"<think>\nOkay, the user wants a task. A first idea:\n{fenced(DRAFT)}\nBut wait, the title "
+            f"should be R.\n</think>\n\n{fenced(REAL)}")
+    plan = ok(text)
+    assert plan.summary == "real" and plan.steps[0].params == {"title": "R"}
+
+
+def test_a_deepseek_r1_think_block_with_a_bare_draft_before_a_bare_plan() -> None:
+    plan = ok(f"<think>\nThe plan could be {DRAFT}, hmm, no.\n</think>\n{REAL}")
+    assert plan.summary == "real"
+
+
+def test_thinking_and_reasoning_tags_and_several_blocks_are_set_aside() -> None:
+    for tag in ("thinking", "reasoning", "THINK"):
+        assert ok(f"  <{tag}>{fenced(DRAFT)}</{tag}>\n{fenced(REAL)}").summary == "real"
+    assert ok(f"<think>{DRAFT}</think>\n<reasoning>{fenced(DRAFT)}</reasoning>{REAL}").summary == "real"
+
+
+def test_an_empty_think_block_of_a_non_thinking_turn_is_set_aside() -> None:
+    assert ok(f"<think>\n\n</think>\n\n{REAL}").summary == "real"
+
+
+def test_a_closing_tag_without_an_opening_one_ends_the_reasoning() -> None:
+    """Templates that open the block in the prompt (DeepSeek-R1, Qwen3 thinking) send only its end."""
+    assert ok(f"The user wants a task.\n{fenced(DRAFT)}\nNo, R.\n</think>\n\n{fenced(REAL)}").summary == "real"
+
+
+def test_an_unclosed_think_block_is_a_parse_failure_not_its_draft() -> None:
+    failure = fail(f"<think>\nLet me draft it:\n{fenced(DRAFT)}\nNow check the title")
+    assert failure.reason == "reasoning never ended: <think> without </think>, no answer after it"
+
+
+def test_reasoning_without_an_answer_says_so() -> None:
+    failure = fail(f"<think>\n{DRAFT}\n</think>\n")
+    assert failure.reason == "no JSON block found: only reasoning, no answer after it"
+
+
+def test_think_tags_inside_the_answer_are_content() -> None:
+    body = json.dumps({"summary": "<think>x</think>", "steps": [
+        {"toolName": "create_task", "params": {"title": "<think>"}, "rationale": "</think> r"}]})
+    plan = ok(fenced(body))
+    assert plan.summary == "<think>x</think>" and plan.steps[0].params == {"title": "<think>"}
+    assert ok(body).steps[0].rationale == "</think> r"
+
+
+def test_a_lone_closing_tag_inside_a_plan_is_content() -> None:
+    body = json.dumps({"summary": "a </think> b", "steps": []})
+    assert ok(body).summary == "a </think> b"
+    assert ok(fenced(body)).summary == "a </think> b"

@@ -140,5 +140,5 @@ def test_package_exports_what_it_declares() -> None:
     public = {n for n in dir(planner) if not n.startswith("_")}
     modules = {"actor_stamp", "errors", "iteration", "parse", "policy", "prompt", "tools", "chat", "inputs", "_js", "research", "annotations",
                "schemas", "tool_calls", "tool_loop", "prompt_tools", "reminders", "deep_research",
-               "storable"}
+               "storable", "reasoning", "plan_schema"}
     assert public - modules == set(planner.__all__)

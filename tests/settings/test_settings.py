@@ -66,6 +66,13 @@ def test_notify_defaults_on_only_in_embedded_mode() -> None:
     assert load_settings({"MANA_AI_NOTIFY": "false"}).notify is False
 
 
+def test_the_response_format_is_none_unless_set() -> None:
+    assert load_settings({}).llm_response_format == "none"
+    assert load_settings({"MANA_AI_LLM_RESPONSE_FORMAT": ""}).llm_response_format == "none"
+    for value in ("none", "json_object", "json_schema", "json_object_schema"):
+        assert load_settings({"MANA_AI_LLM_RESPONSE_FORMAT": value}).llm_response_format == value
+
+
 def test_instance_id_is_unique_per_start_unless_set() -> None:
     assert load_settings({}).instance_id != load_settings({}).instance_id
     assert load_settings({"MANA_AI_INSTANCE_ID": "blue"}).instance_id == "blue"
@@ -92,6 +99,8 @@ def test_instance_id_is_unique_per_start_unless_set() -> None:
      "MANA_AI_PLANNER_MAX_ROUNDS='0' is invalid: expected an integer >= 1 and <= 20"),
     ({"MANA_AI_PLANNER_MAX_STEPS": "many"},
      "MANA_AI_PLANNER_MAX_STEPS='many' is invalid: expected an integer >= 1 and <= 100"),
+    ({"MANA_AI_LLM_RESPONSE_FORMAT": "json"},
+     "MANA_AI_LLM_RESPONSE_FORMAT='json' is invalid: expected none|json_object|json_schema|json_object_schema"),
 ])
 def test_a_bad_value_names_the_variable_and_what_was_expected(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as caught:
