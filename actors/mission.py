@@ -20,7 +20,7 @@ import random
 import time
 import uuid
 from contextvars import ContextVar
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -68,6 +68,7 @@ from planner import (
 )
 from planner.inputs import USER_DATA_CLOSE, USER_DATA_NOTICE, USER_DATA_OPEN
 from planner.parse import CUT_OFF_REASON, storage_problem
+from planner.plan_schema import response_format
 from planner.prompt import ResolvedInput
 from planner.storable import RowBounds
 from planner.chat import AssistantTurn
@@ -94,7 +95,7 @@ from store.usage import (
 from store.group_commit import GroupCommit
 from store.sync_schema import V0_6_SCHEMA, SyncSchema
 from store.writeback import Provenance, WriteBack, WriteRequest, write_back
-from upstream.errors import LlmClosed, LlmError, LlmTimeout
+from upstream.errors import LlmClosed, LlmError, LlmHttpError, LlmTimeout
 from upstream.fair_slots import SlotKey
 from upstream.llm import Completion, LlmClient
 from upstream.research_client import ResearchClient, ResearchFailed
@@ -226,14 +227,19 @@ class MissionRunner:
         if reservation is not None and not reservation.granted:
             return await self._over_budget(due, reservation)
         reservation_id = reservation.id if reservation is not None else None
+        fmt = response_format(self._settings.llm_response_format, tools, self._bounds)  # None: "none"
         with self._metrics.stage("llm"):
-            completion = await self._call_llm(messages, reservation_id, _slot_key(due))
+            completion = await self._call_llm(messages, reservation_id, _slot_key(due), fmt)
         if isinstance(completion, LlmClosed):
             return await self._hand_back(due, SKIPPED_SHUTDOWN)
         if isinstance(completion, LlmError):
-            return await self._fail(due, ERROR, str(completion))
+            hint = (f" (sent with MANA_AI_LLM_RESPONSE_FORMAT={self._settings.llm_response_format}: a server "
+                    "that does not take this format answers so; docs/configuration.md names the one that fits)"
+                    if fmt is not None and isinstance(completion, LlmHttpError) else "")
+            return await self._fail(due, ERROR, str(completion) + hint)
         parsed = (ParseFailure(CUT_OFF_REASON, completion.content) if completion.finish_reason == "length"
-                  else parse_planner_response(completion.content, allowed_tool_names(tools), self._bounds))
+                  else parse_planner_response(completion.content, allowed_tool_names(tools), self._bounds,
+                                              reasoning_chars=completion.reasoning_chars))
         usage = TokenUsage(reservation_id, mission.user_id, agent.id if agent else LEGACY_AI_PRINCIPAL, mission.id,
                            None if isinstance(parsed, ParseFailure) else iteration_id,
                            completion.prompt_tokens, completion.completion_tokens)
@@ -298,10 +304,10 @@ class MissionRunner:
                              sync=self._sync, bounds=self._bounds)
 
     async def _call_llm(self, messages: PlannerMessages, reservation_id: int | None,
-                        who: SlotKey) -> Completion | LlmError:
+                        who: SlotKey, fmt: Mapping[str, object] | None = None) -> Completion | LlmError:
         """The LLM call; a reservation is given back when the call fails or is cancelled."""
         try:
-            return await self._complete(messages.system, messages.user, who)
+            return await self._complete(messages.system, messages.user, who, fmt)
         except LlmError as exc:
             if isinstance(exc, LlmTimeout):
                 self._metrics.llm_timeouts.inc()
@@ -373,19 +379,24 @@ class MissionRunner:
                 "server.address": safe_url(self._settings.mana_llm_url),
                 **({} if max_tokens is None else {"gen_ai.request.max_tokens": max_tokens})}
 
-    async def _complete(self, system: str, user: str, who: SlotKey) -> Completion:
+    async def _complete(self, system: str, user: str, who: SlotKey,
+                        fmt: Mapping[str, object] | None = None) -> Completion:
         """The LLM call in a client span with the gen_ai semantic conventions (no message content)."""
         model = self._settings.llm_model
-        with self._tracing.span(f"chat {model}", self._llm_span_attributes(), client=True) as span:
+        attributes = {**self._llm_span_attributes(),
+                      **({} if fmt is None else {"mana_ai.llm.response_format": self._settings.llm_response_format})}
+        with self._tracing.span(f"chat {model}", attributes, client=True) as span:
             try:
-                completion = await self._llm.complete(system, user, who=who)
+                completion = await self._llm.complete(system, user, who=who, response_format=fmt)
             except LlmError as exc:
                 span.fail(str(exc))  # the tracer also records error.type as the span ends
                 raise
             span.set_attributes({"gen_ai.response.model": completion.model,
                                  "gen_ai.usage.input_tokens": completion.prompt_tokens,
                                  "gen_ai.usage.output_tokens": completion.completion_tokens,
-                                 "mana_ai.llm.attempts": completion.attempts})
+                                 "mana_ai.llm.attempts": completion.attempts,
+                                 "mana_ai.llm.reasoning_chars": completion.reasoning_chars})
+            self._metrics.llm_reasoning_chars.observe(completion.reasoning_chars)
             return completion
 
     # --- the tool-calling planner (MANA_AI_PLANNER=tools, docs/planner-tools.md) -------------
@@ -499,7 +510,9 @@ class MissionRunner:
                                  "gen_ai.usage.input_tokens": turn.prompt_tokens,
                                  "gen_ai.usage.output_tokens": turn.completion_tokens,
                                  "mana_ai.llm.attempts": turn.attempts,
-                                 "mana_ai.llm.tool_calls": len(turn.tool_calls)})
+                                 "mana_ai.llm.tool_calls": len(turn.tool_calls),
+                                 "mana_ai.llm.reasoning_chars": turn.reasoning_chars})
+            self._metrics.llm_reasoning_chars.observe(turn.reasoning_chars)
             return turn
 
     async def _reserve(self, due: MissionDue, prompt_chars: int) -> Reservation | None:

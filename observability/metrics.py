@@ -30,6 +30,7 @@ TICK_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120)
 PLANNER_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 30, 60)
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 ROUND_BUCKETS = (1, 2, 3, 4, 5)
+REASONING_CHARS_BUCKETS = (0, 1_000, 4_000, 16_000, 64_000)
 QUEUE_WAIT_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 DECISIONS = ("ran", "skipped-paused", "skipped-archived", "skipped-concurrency", "skipped-budget",
              "skipped-research-pending", "skipped-user-budget", "skipped-global-budget")
@@ -184,6 +185,12 @@ class Metrics:
         # buckets; tool is a catalog name or "unknown", outcome recorded|rejected (validated calls)
         self.planner_rounds = Histogram("mana_ai_planner_rounds", "LLM rounds per tool-calling plan",
                                         buckets=ROUND_BUCKETS, registry=r)
+        # Reasoning models: characters of reasoning per LLM answer (think blocks, reasoning_content;
+        # 0 without), never parsed or stored
+        self.llm_reasoning_chars = Histogram("mana_ai_llm_reasoning_chars",
+                                             "Characters of reasoning an LLM answer carried before or beside "
+                                             "its answer (set aside, never parsed)",
+                                             buckets=REASONING_CHARS_BUCKETS, registry=r)
         self.tool_calls = Counter("mana_ai_tool_calls_total", "Tool calls of the tool-calling planner by outcome",
                                   ["tool", "outcome"], registry=r)
         # Deep research (reference-later §1.7): the reference's names and labels; `provider` is

@@ -31,7 +31,10 @@ class RawToolCall:
 
 @dataclass(frozen=True)
 class AssistantTurn:
-    """The assistant message of one tool-calling round and the usage it reported."""
+    """The assistant message of one tool-calling round and the usage it reported.
+
+    ``content`` is the answer with the reasoning before it set aside (``planner.reasoning``).
+    """
 
     content: str
     tool_calls: tuple[RawToolCall, ...]
@@ -40,3 +43,4 @@ class AssistantTurn:
     completion_tokens: int
     model: str
     attempts: int
+    reasoning_chars: int = 0  # reasoning set aside (think blocks, reasoning_content): its length only

@@ -39,6 +39,7 @@ _TAGS = "|".join(REASONING_TAGS)
 _OPENING = re.compile(r"[" + re.escape(JS_WHITESPACE) + r"]*<(" + _TAGS + r")>", re.IGNORECASE)
 _ANY_CLOSING = re.compile(r"</(?:" + _TAGS + r")>", re.IGNORECASE)
 _ANY_OPENING = re.compile(r"<(?:" + _TAGS + r")>", re.IGNORECASE)
+_CLOSING = {tag: re.compile("</" + tag + ">", re.IGNORECASE) for tag in REASONING_TAGS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +66,7 @@ def set_aside_reasoning(content: str) -> Answer:
     position = 0
     while (opening := _OPENING.match(content, position)) is not None:
         tag = opening.group(1).lower()
-        closing = re.compile("</" + tag + ">", re.IGNORECASE).search(content, opening.end())
+        closing = _CLOSING[tag].search(content, opening.end())
         if closing is None:
             return Answer("", len(content), tag)
         position = closing.end()
@@ -73,4 +74,7 @@ def set_aside_reasoning(content: str) -> Answer:
         closing = _ANY_CLOSING.search(content)
         if closing is not None and _ANY_OPENING.search(content, 0, closing.start()) is None:
             position = closing.end()
-    return Answer(content[position:], position) if position else Answer(content)
+    if not position:
+        return Answer(content)
+    answer = content[position:].lstrip(JS_WHITESPACE)  # the blank lines after the block go with it
+    return Answer(answer, len(content) - len(answer))

@@ -15,7 +15,13 @@ hot path. Its transport errors are httpx's types, mapped to the ``LlmError`` fam
 unusable 2xx body) and ``LlmClosed`` (shutdown before the request started).
 
 A missing or null ``message.content`` is not an error: it is ``""``, as in the reference, and
-the strict parser then reports ``no JSON block found``. With ``max_tokens`` set, both requests
+the strict parser then reports ``no JSON block found``. A reasoning model's ``reasoning_content``
+(or ``reasoning``) is never read as the answer: only its length is kept (``reasoning_chars``,
+with the think blocks before the content's answer; ``planner.reasoning``). A tool-calling
+turn's content is its answer with those blocks set aside; a completion's content is kept whole
+for the strict parser, which sets them aside itself. With ``response_format`` given (the
+``json`` planner's structured output, planner/plan_schema.py) the request carries it; without,
+the body is the reference's. With ``max_tokens`` set, both requests
 carry it (unset, the body is the reference's); the answer's ``finish_reason`` is passed on
 (``"length"``: cut off at a token limit) for the planner to refuse.
 """
@@ -38,6 +44,7 @@ import trio
 
 from observability.redact import safe_url
 from planner.chat import AssistantTurn, RawToolCall
+from planner.reasoning import set_aside_reasoning
 from upstream.errors import (
     ERROR_TEXT_CHARS,
     LlmBadResponse,
@@ -79,6 +86,7 @@ class Completion:
     model: str
     attempts: int
     finish_reason: str = "stop"  # absent in the answer: "stop"; "length": cut off at a token limit
+    reasoning_chars: int = 0  # think blocks before the answer and reasoning_content: their length only
 
 
 @dataclass(frozen=True)
@@ -97,12 +105,13 @@ class ChatMessage(TypedDict):
 
 
 class ChatRequest(TypedDict):
-    """The request body, keys in the reference's order (§6.2), no stream; ``max_tokens`` only
-    when configured (then last)."""
+    """The request body, keys in the reference's order (§6.2), no stream; ``response_format``
+    and ``max_tokens`` only when configured (then last)."""
 
     model: str
     temperature: float
     messages: list[ChatMessage]
+    response_format: NotRequired[Mapping[str, object]]
     max_tokens: NotRequired[int]
 
 
@@ -196,6 +205,15 @@ def _judge(outcome: _Answered | _Unreached, url: str, now: float) -> bytes | _Fa
     return _Failed(http_error, None)
 
 
+def _reasoning_field_chars(message: object) -> int:
+    """The length of the message's reasoning fields (vLLM, DeepSeek: ``reasoning_content``;
+    Ollama, OpenRouter: ``reasoning``); never their text."""
+    if not isinstance(message, dict):
+        return 0
+    return sum(len(value) for key in ("reasoning_content", "reasoning")
+               if isinstance(value := message.get(key), str))
+
+
 def _token_count(usage: object, key: str) -> int:
     value = usage.get(key) if isinstance(usage, dict) else None
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
@@ -227,6 +245,7 @@ def parse_completion(body: bytes, requested_model: str, attempts: int) -> Comple
         model=model if isinstance(model, str) else requested_model,
         attempts=attempts,
         finish_reason=finish if isinstance(finish, str) else "stop",
+        reasoning_chars=_reasoning_field_chars(message) + set_aside_reasoning(content).reasoning_chars,
     )
 
 
@@ -258,17 +277,19 @@ def parse_assistant_turn(body: bytes, requested_model: str, attempts: int) -> As
     if raw_calls is not None and not isinstance(raw_calls, list):
         raise LlmBadResponse("mana-llm tool_calls is not a list")
     calls = tuple(_tool_call(raw, index) for index, raw in enumerate(raw_calls or ()))
+    answer = set_aside_reasoning(content)  # an unclosed block: the answer never came ("")
     finish = first.get("finish_reason") if isinstance(first, dict) else None
     usage = data.get("usage")
     model = data.get("model")
     return AssistantTurn(
-        content=content,
+        content=answer.text,
         tool_calls=calls,
         finish_reason=finish if isinstance(finish, str) else "stop",
         prompt_tokens=_token_count(usage, "prompt_tokens"),
         completion_tokens=_token_count(usage, "completion_tokens"),
         model=model if isinstance(model, str) else requested_model,
         attempts=attempts,
+        reasoning_chars=_reasoning_field_chars(message) + answer.reasoning_chars,
     )
 
 
@@ -366,15 +387,18 @@ class LlmClient:
         return LlmHealth(self._failures == 0, self._failures, self._last_success_at, self._last_error)
 
     async def complete(self, system: str, user: str, *, temperature: float = 0.3,
-                       who: SlotKey = ANONYMOUS) -> Completion:
+                       who: SlotKey = ANONYMOUS, response_format: Mapping[str, object] | None = None) -> Completion:
         """Post the chat completion; raises an ``LlmError`` when no usable answer came back.
 
-        ``who`` (user, agent, due slot) places each attempt's wait for a slot in the fair order."""
+        ``who`` (user, agent, due slot) places each attempt's wait for a slot in the fair order;
+        ``response_format`` (planner/plan_schema.py) is sent when given."""
         request: ChatRequest = {
             "model": self._model,
             "temperature": temperature,
             "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
         }
+        if response_format is not None:
+            request["response_format"] = response_format
         if self._max_tokens is not None:
             request["max_tokens"] = self._max_tokens
         return await self._tracked(_encode(request), parse_completion, who)

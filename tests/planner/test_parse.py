@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -463,3 +464,15 @@ def test_a_lone_closing_tag_inside_a_plan_is_content() -> None:
     body = json.dumps({"summary": "a </think> b", "steps": []})
     assert ok(body).summary == "a </think> b"
     assert ok(fenced(body)).summary == "a </think> b"
+
+
+@settings(max_examples=200, deadline=None)
+@given(reasoning=st.text(), tag=st.sampled_from(["think", "thinking", "reasoning", "Think"]),
+       gap=st.sampled_from(["", "\n", "\n\n", "  \n"]), fence=st.booleans())
+def test_whatever_the_thinking_holds_the_answer_after_it_decides(reasoning: str, tag: str, gap: str,
+                                                                  fence: bool) -> None:
+    while re.search(f"</{tag}>", reasoning, flags=re.IGNORECASE):  # a closing tag ends the block
+        reasoning = re.sub(f"</{tag}>", "", reasoning, flags=re.IGNORECASE)
+    answer = fenced(REAL) if fence else REAL
+    assert parse_planner_response(f"{gap}<{tag}>{reasoning}</{tag}>{gap}{answer}", KNOWN) == \
+        parse_planner_response(answer, KNOWN)

@@ -559,3 +559,67 @@ async def test_the_tools_request_shares_retries_and_health(http: H11Client) -> N
             client.close()
             with pytest.raises(LlmClosed):
                 await client.chat_with_tools([], [])
+
+
+# --- structured output and reasoning output ---------------------------------------------------
+
+PLAN_TEXT = json.dumps({"summary": "real", "steps": [{"toolName": "create_task", "params": {"title": "R"},
+                                                       "rationale": "r"}]})
+DRAFT_TEXT = json.dumps({"summary": "draft", "steps": [{"toolName": "create_task", "params": {"title": "D"},
+                                                        "rationale": "d"}]})
+
+
+async def test_a_response_format_is_sent_only_when_given(http: H11Client) -> None:
+    fmt = {"type": "json_object", "schema": {"type": "object"}}
+    with trio.fail_after(10):
+        async with running_fake_llm() as fake:
+            await make_client(http, fake.url, max_tokens=64).complete("S", "U", response_format=fmt)
+            await make_client(http, fake.url).complete("S", "U", response_format=None)
+    assert fake.requests[0] == {"model": MODEL, "temperature": 0.3,
+                                "messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}],
+                                "response_format": fmt, "max_tokens": 64}
+    assert list(fake.requests[1]) == ["model", "temperature", "messages"]
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+async def test_reasoning_content_is_measured_never_taken_as_the_plan(http: H11Client, field: str) -> None:
+    with_plan = completion("```json\n" + PLAN_TEXT + "\n```")
+    reasoning = "Draft:\n```json\n" + DRAFT_TEXT + "\n```"
+    with_plan.body["choices"][0]["message"][field] = reasoning
+    only_reasoning = completion(None)
+    only_reasoning.body["choices"][0]["message"][field] = DRAFT_TEXT
+    with trio.fail_after(10):
+        async with running_fake_llm(with_plan, only_reasoning) as fake:
+            client = make_client(http, fake.url)
+            answered, empty = await client.complete("s", "u"), await client.complete("s", "u")
+    assert answered.reasoning_chars == len(reasoning)
+    plan = parse_planner_response(answered.content, {"create_task"}, reasoning_chars=answered.reasoning_chars)
+    assert not isinstance(plan, ParseFailure) and plan.summary == "real"
+    assert empty.content == "" and empty.reasoning_chars == len(DRAFT_TEXT)
+    failure = parse_planner_response(empty.content, {"create_task"}, reasoning_chars=empty.reasoning_chars)
+    assert isinstance(failure, ParseFailure)
+    assert failure.reason == "no JSON block found: only reasoning, no answer after it"
+
+
+async def test_think_blocks_in_the_content_are_measured(http: H11Client) -> None:
+    content = "<think>\n" + DRAFT_TEXT + "\n</think>\n\n" + PLAN_TEXT
+    with trio.fail_after(10):
+        async with running_fake_llm(completion(content)) as fake:
+            result = await make_client(http, fake.url).complete("s", "u")
+    assert result.content == content  # the parser sets the reasoning aside
+    assert result.reasoning_chars == len(content) - len(PLAN_TEXT)
+
+
+async def test_a_tool_turn_loses_its_think_block_and_its_reasoning_content(http: H11Client) -> None:
+    with_calls = tool_turn(call("undo_drink", {}, call_id="c1"), content="<think>I call " + DRAFT_TEXT + "</think>")
+    with_calls.body["choices"][0]["message"]["reasoning_content"] = "more thinking"
+    final = tool_turn(content="<think>\nfertig? " + DRAFT_TEXT + "\n</think>\nFertig: ein Task.")
+    unclosed = tool_turn(content="<think>\nI should call create_task with " + DRAFT_TEXT)
+    with trio.fail_after(10):
+        async with running_fake_llm(with_calls, final, unclosed) as fake:
+            client = make_client(http, fake.url)
+            first, second, third = [await client.chat_with_tools([], [TOOL]) for _ in range(3)]
+    assert first.content == "" and first.tool_calls == (RawToolCall("c1", "undo_drink", "{}"),)
+    assert first.reasoning_chars == len("<think>I call " + DRAFT_TEXT + "</think>") + len("more thinking")
+    assert second.content == "Fertig: ein Task." and second.reasoning_chars > len(DRAFT_TEXT)
+    assert third.content == "" and third.reasoning_chars > len(DRAFT_TEXT)  # the answer never came
