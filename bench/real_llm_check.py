@@ -3,7 +3,7 @@
     python bench/real_llm_check.py --base-url http://127.0.0.1:8085 --model smollm2
         [--planner json|tools ...] [--format none|json_object|json_schema|json_object_schema ...]
         [--missions N] [--timeout 120] [--max-tokens N] [--llm-retries 0] [--api-key-env LLM_API_KEY]
-        [--json]
+        [--json] [--json-out FILE]
 
 For each planner mode (MANA_AI_PLANNER) and, for the JSON planner, each response format
 (MANA_AI_LLM_RESPONSE_FORMAT, when this checkout has that setting; the tool-calling planner
@@ -17,7 +17,8 @@ run ledger, the token ledger and the written-back iteration say how it went.
 Per mission it prints: mode, format, mission, outcome (`planned (n steps)`, `empty plan`,
 `parse failure: <reason>`, `timeout`, `error: <error>`), the tick's wall time, tokens
 (prompt+completion, as the server reported them) and the parsed plan, short. `--json` prints
-the same rows as JSON instead.
+the same rows as JSON instead (`--json-out FILE` writes them beside the table), with the
+run ledger's whole last error.
 
 The missions: two German and two English, written as users of the workbench write them
 (`--missions N` takes the first N). Each mission gets one try (MANA_AI_MAX_ATTEMPTS=1: no
@@ -186,6 +187,7 @@ class Row:
     completion_tokens: int | None
     plan: str
     steps: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None  # the run ledger's last error, whole (the outcome shortens it)
 
     @property
     def tokens(self) -> str:
@@ -365,7 +367,8 @@ def _row(planner: str, fmt: str, m: CheckMission, wall_s: float, found: Mapping[
     return Row(planner, fmt, m.id,
                describe_outcome(run["status"] if run else None, run["outcome"] if run else None,
                                 run["last_error"] if run else None, len(steps)),
-               round(wall_s, 2), int(usage["p"]) if used else None, int(usage["c"]) if used else None, plan, steps)
+               round(wall_s, 2), int(usage["p"]) if used else None, int(usage["c"]) if used else None, plan, steps,
+               run["last_error"] if run else None)
 
 
 async def reachable(base_url: str) -> str | None:
@@ -409,6 +412,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--api-key-env", default="LLM_API_KEY",
                         help="the environment variable holding the server's API key, if it needs one")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+    parser.add_argument("--json-out", type=Path, metavar="FILE", help="also write the rows as JSON to FILE")
     args = parser.parse_args(argv)
     if not 1 <= args.missions <= len(MISSIONS):
         parser.error(f"--missions must be between 1 and {len(MISSIONS)}")
@@ -422,6 +426,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 if __name__ == "__main__":
     arguments = parse_args()
     result = trio.run(main, arguments)
+    if arguments.json_out is not None:
+        arguments.json_out.write_text(json.dumps([asdict(r) for r in result], indent=2, ensure_ascii=False))
     if arguments.json:
         print(json.dumps([asdict(r) for r in result], indent=2, ensure_ascii=False))
     else:
