@@ -16,7 +16,8 @@ run ledger, the token ledger and the written-back iteration say how it went.
 
 Per mission it prints: mode, format, mission, outcome (`planned (n steps)`, `empty plan`,
 `parse failure: <reason>`, `timeout`, `error: <error>`), the tick's wall time, tokens
-(prompt+completion, as the server reported them) and the parsed plan, short. `--json` prints
+(prompt+completion, as the server reported them; `~` marks a timed-out call, which the token
+ledger charges at the daemon's estimate) and the parsed plan, short. `--json` prints
 the same rows as JSON instead (`--json-out FILE` writes them beside the table), with the
 run ledger's whole last error.
 
@@ -191,9 +192,10 @@ class Row:
 
     @property
     def tokens(self) -> str:
+        """As the server reported them; `~`: a timed-out call, charged at the daemon's estimate."""
         if self.prompt_tokens is None or self.completion_tokens is None:
             return "-"
-        return f"{self.prompt_tokens}+{self.completion_tokens}"
+        return f"{'~' if self.outcome == 'timeout' else ''}{self.prompt_tokens}+{self.completion_tokens}"
 
 
 def describe_outcome(status: str | None, outcome: str | None, error: str | None, steps: int) -> str:
