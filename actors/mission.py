@@ -237,6 +237,9 @@ class MissionRunner:
             completion = await self._call_llm(messages, reservation_id, _slot_key(due), fmt)
         if isinstance(completion, LlmClosed):
             return await self._hand_back(due, SKIPPED_SHUTDOWN)
+        if isinstance(completion, LlmTimeout):  # the server goes on generating: charge it (not released)
+            await self._record_usage(due, self._abandoned(due, reservation_id,
+                                                          len(messages.system) + len(messages.user)))
         if isinstance(completion, LlmError):
             if self._outage(due, completion):
                 return await self._park(due)
@@ -317,8 +320,8 @@ class MissionRunner:
             return await self._complete(messages.system, messages.user, who, fmt)
         except LlmError as exc:
             if isinstance(exc, LlmTimeout):
-                self._metrics.llm_timeouts.inc()
-            if reservation_id is not None:
+                self._metrics.llm_timeouts.inc()  # its reservation is charged, not given back (`_abandoned`)
+            elif reservation_id is not None:
                 await self._release_tokens(reservation_id)
             return exc
         except BaseException:  # cancelled (shutdown) or a bug
@@ -326,6 +329,16 @@ class MissionRunner:
                 with trio.CancelScope(shield=True), trio.move_on_after(5):
                     await self._release_tokens(reservation_id)
             raise
+
+    def _abandoned(self, due: MissionDue, reservation_id: int | None, prompt_chars: int) -> TokenUsage:
+        """What a call given up on at MANA_AI_LLM_TIMEOUT_S is charged, with no iteration: its
+        estimate (the prompt's ~chars/4, the completion's MANA_AI_LLM_MAX_TOKENS or 1024). The
+        server does not stop when the connection closes: llama-cpp-python generates the answer
+        to its end, and a paid API bills it."""
+        agent = due.agent
+        return TokenUsage(reservation_id, due.mission.user_id, agent.id if agent else LEGACY_AI_PRINCIPAL,
+                          due.mission.id, None, prompt_chars // _CHARS_PER_TOKEN,
+                          self._settings.llm_max_tokens or _COMPLETION_ESTIMATE)
 
     async def _release_tokens(self, reservation_id: int) -> None:
         """Give a reservation back; best effort: one the database did not take stops counting
@@ -448,7 +461,11 @@ class MissionRunner:
         if result.error is not None:
             if isinstance(result.error, LlmTimeout):
                 self._metrics.llm_timeouts.inc()
-            if result.tokens > 0:
+                abandoned = self._abandoned(due, reservation_id, prompt_chars)  # the round given up on
+                await self._record_usage(due, dataclasses.replace(
+                    usage, prompt_tokens=usage.prompt_tokens + abandoned.prompt_tokens,
+                    completion_tokens=usage.completion_tokens + abandoned.completion_tokens))
+            elif result.tokens > 0:
                 await self._record_usage(due, usage)  # earlier rounds spent them all the same
             elif reservation_id is not None:
                 await self._release_tokens(reservation_id)

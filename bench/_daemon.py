@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +43,9 @@ def _free_port() -> int:
 
 
 def daemon_env(dsn: str, llm_url: str, port: int, instance: str, *, llm_concurrency: int,
-               mailbox_size: int, db_pooler: str = "none") -> dict[str, str]:
-    """A clean environment (an unknown MANA_AI_* variable would stop start-up) plus the settings."""
+               mailbox_size: int, db_pooler: str = "none", extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A clean environment (an unknown MANA_AI_* variable would stop start-up) plus the settings;
+    `extra` adds or overrides settings."""
     env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
     env.update({
         "PYTHONPATH": str(ROOT),  # this checkout, ahead of any installed copy
@@ -54,6 +55,7 @@ def daemon_env(dsn: str, llm_url: str, port: int, instance: str, *, llm_concurre
         "MANA_AI_LOG_LEVEL": "warning", "MANA_AI_INSTANCE_ID": instance,
         "MANA_AI_DB_POOLER": db_pooler,  # "transaction": no named prepared statements (store/pool.py)
     })
+    env.update(extra or {})
     return env
 
 
@@ -73,7 +75,7 @@ async def _wait_healthy(client: httpx.AsyncClient, process: trio.Process, daemon
 @asynccontextmanager
 async def running_daemon(dsn: str, llm_url: str, workdir: Path, instance: str, *, llm_concurrency: int,
                          mailbox_size: int, profile_dir: Path | None = None,
-                         db_pooler: str = "none") -> AsyncIterator[Daemon]:
+                         db_pooler: str = "none", extra_env: Mapping[str, str] | None = None) -> AsyncIterator[Daemon]:
     """`python -m supervisor serve` until healthy; SIGTERM (then SIGKILL after 30 s) at the end."""
     port = _free_port()
     log_path = workdir / f"{instance}.log"
@@ -82,7 +84,7 @@ async def running_daemon(dsn: str, llm_url: str, workdir: Path, instance: str, *
         process = await trio.lowlevel.open_process(
             [sys.executable, *profiler, "-m", "supervisor", "serve"],
             env=daemon_env(dsn, llm_url, port, instance, llm_concurrency=llm_concurrency, mailbox_size=mailbox_size,
-                           db_pooler=db_pooler),
+                           db_pooler=db_pooler, extra=extra_env),
             cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT)
         daemon = Daemon(f"http://127.0.0.1:{port}", process.pid, log_path)
         try:
