@@ -40,7 +40,6 @@ from demo.stand_in_llm import stand_in_app
 from http_api.app import VERSION, AppDeps, create_app
 from http_api.jwt import open_jwks_cache
 from http_api.server import FrontFailed, hypercorn_config, serve_http
-from upstream.llm import StartupCheck
 from observability.logs import configure_logging
 from observability.metrics import Metrics
 from runtime import open_runtime, probe_llm_at_start
@@ -51,6 +50,7 @@ from store.errors import SchemaMismatch, StoreError
 from store.migrate import migrate, read_sync_schema
 from store.listen import ChangeListener, set_notify_trigger
 from store.pool import open_pool
+from upstream.llm import StartupCheck
 
 log = logging.getLogger("mana_ai")
 

@@ -421,10 +421,9 @@ class LlmClient:
         except LlmClosed:
             raise
         except LlmError as exc:
-            self._failures += 1
-            self._last_error = _health_error(exc)
+            self._count_failure(exc)
             raise
-        self._failures, self._last_success_at, self._last_error = 0, time.time(), None
+        self._count_success()
 
     async def complete(self, system: str, user: str, *, temperature: float = 0.3,
                        who: SlotKey = ANONYMOUS, response_format: Mapping[str, object] | None = None) -> Completion:
@@ -464,11 +463,18 @@ class LlmClient:
         except (LlmClosed, LlmCircuitOpen):
             raise
         except LlmError as exc:
-            self._failures += 1
-            self._last_error = _health_error(exc)
+            self._count_failure(exc)
             raise
-        self._failures, self._last_success_at, self._last_error = 0, time.time(), None
+        self._count_success()
         return result
+
+    def _count_failure(self, exc: LlmError) -> None:
+        """Health bookkeeping: one more failed call in a row, and its (redacted) error."""
+        self._failures += 1
+        self._last_error = _health_error(exc)
+
+    def _count_success(self) -> None:
+        self._failures, self._last_success_at, self._last_error = 0, time.time(), None
 
     async def _post(self, payload: bytes, who: SlotKey) -> tuple[bytes, int]:
         """The 2xx body and the number of attempts it took."""
