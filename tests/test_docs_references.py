@@ -155,3 +155,11 @@ def test_links_between_documents_resolve(path: Path) -> None:
         elif anchor and linked.suffix == ".md" and anchor not in anchors_of(linked.read_text(encoding="utf-8")):
             broken.append(f"{target}: no such heading")
     assert broken == [], f"{path.relative_to(ROOT)}: {broken}"
+
+
+def test_the_upgrade_guide_lists_every_migration() -> None:
+    """docs/upgrading.md says what each migration changes: a new one must get its row."""
+    guide = (ROOT / "docs" / "upgrading.md").read_text(encoding="utf-8")
+    missing = [path.stem for path in sorted((ROOT / "store" / "migrations").glob("*.sql"))
+               if f"| {path.stem[:4]} `{path.stem[5:]}` |" not in guide]
+    assert missing == []
