@@ -563,11 +563,13 @@ class MissionRunner:
         user_cap, global_cap = settings.user_max_tokens_per_day, settings.max_tokens_per_day
         if budget is None and user_cap is None and global_cap is None:
             return None
-        reservation = await reserve_tokens(self._pool, user_id=due.mission.user_id,
-                                           agent_id=agent.id if agent else LEGACY_AI_PRINCIPAL,
-                                           mission_id=due.mission.id, estimate=_estimate(prompt_chars),
-                                           budget=budget, user_cap=user_cap, global_cap=global_cap)
-        if global_cap is not None:
+        reserve = partial(reserve_tokens, self._pool, user_id=due.mission.user_id,
+                          agent_id=agent.id if agent else LEGACY_AI_PRINCIPAL, mission_id=due.mission.id,
+                          estimate=_estimate(prompt_chars), budget=budget, user_cap=user_cap, global_cap=global_cap)
+        if global_cap is None:
+            return await reserve()
+        async with self.global_budget.in_order:
+            reservation = await reserve()
             if reservation.global_used_24h >= global_cap:
                 self.global_budget.refused(reservation.global_used_24h)
             else:

@@ -12,6 +12,8 @@ import logging
 import time
 from dataclasses import dataclass
 
+import trio
+
 from observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,10 @@ class GlobalBudget:
         self._metrics = metrics
         self._used: int | None = None
         self._paused_since: float | None = None
+        # Held around a capped reservation and its `refused`/`granted`: the cap's advisory lock
+        # orders them in the database anyway, and told in that same order the state kept here is
+        # the newest (told out of order, a refusal could be undone by an earlier grant).
+        self.in_order = trio.Lock()
 
     @property
     def cap(self) -> int | None:

@@ -84,7 +84,9 @@ async def test_the_global_cap_pauses_planning_once_and_resumes_by_itself(
     await spend(pool, 100, hours_ago=23)  # someone else's spend fills the deployment's day
     metrics = Metrics()
     with caplog.at_level(logging.INFO):
-        async with running_fake_llm(plan_reply([])) as llm:
+        # the run let through uses the whole cap by itself: the others are refused whether they
+        # reserve before its usage is recorded (its estimate counts) or after (its usage counts)
+        async with running_fake_llm(plan_reply([], prompt_tokens=90, completion_tokens=10)) as llm:
             async with planning_runtime(pool, llm, metrics, max_tokens_per_day=100) as runtime:
                 assert runtime.global_budget is not None
                 deps = AppDeps(daemon_settings(), metrics, pool, runtime.snapshots, runtime.registry,
